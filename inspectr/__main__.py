@@ -1,0 +1,5 @@
+"""Provides ``python -m inspectr``."""
+
+from inspectr.cli import main_entry
+
+main_entry()

@@ -1,0 +1,217 @@
+"""Provides the findings rules: probe measurements -> problems, each blamed on one module path.
+
+Thresholds (documented in the README; chosen so healthy torchvision and sample models raise
+nothing of severity warning or error):
+
+- ``dead_units``: an activation output (``nn.ReLU``/``GELU``/... or a functional ``F.relu``
+  inside a ``forward``) where at least DEAD_WARN of the units are zero for every sample and
+  position of the probe batch; error from DEAD_ERROR. Needs at least DEAD_MIN_SAMPLES values
+  per unit (with 2 samples a healthy ReLU unit is all-zero one time in four).
+- ``vanishing_gradient``: the loss is the sum of the outputs, so the gradient RMS at the
+  output is 1. Vanishing when the gradient RMS at the input end of the network (the model
+  inputs, or the first module that got a gradient) is below VANISH_RMS; the culprit is the
+  smallest module that contains every leaf whose gradient RMS is below that.
+- ``exploding_gradient``: some leaf's output-gradient RMS above EXPLODE_RMS (likewise blamed).
+- ``nan`` / ``inf``: the first module (completion order) whose output is non-finite while
+  its inputs were finite. Downstream modules are not blamed.
+- ``unused_parameters``: trainable parameters that got no gradient, grouped to the largest
+  module whose trainable parameters all got none. Warning in train mode; info in eval mode,
+  where skipped branches (auxiliary heads, early exits) are by design.
+- ``zero_gradient`` (info): the gradient reaching a module is exactly zero, e.g. behind a
+  zero-initialised head (torchvision's ViT): not a defect at step 0, worth knowing.
+"""
+
+from __future__ import annotations
+
+from inspectr.core.probe import ProbeResult
+from inspectr.core.result import Finding, ModuleRow
+
+DEAD_WARN = 0.5
+DEAD_ERROR = 0.99
+DEAD_MIN_SAMPLES = 4
+VANISH_RMS = 1e-5
+EXPLODE_RMS = 1e4
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def common_ancestor(paths: list[str]) -> str:
+    """The deepest module path that contains every one of ``paths``."""
+    if not paths:
+        return ""
+    split = [p.split(".") if p else [] for p in paths]
+    prefix: list[str] = []
+    for parts in zip(*split):
+        if all(x == parts[0] for x in parts):
+            prefix.append(parts[0])
+        else:
+            break
+    return ".".join(prefix)
+
+
+def _label(path: str) -> str:
+    return path if path else "(root)"
+
+
+def find_problems(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
+    """All findings for one probe, sorted by severity then execution order."""
+    by_path = {r.path: r for r in rows}
+    out: list[Finding] = []
+    out += _errors(result)
+    nonfinite = _nonfinite(result, by_path)
+    out += nonfinite
+    out += _dead(rows)
+    if result.backward == "ran":
+        if not nonfinite:  # gradients through NaN/Inf say nothing more
+            out += _gradients(rows, result)
+        out += _unused(rows, result)
+    order = {r.path: (r.order if r.order is not None else 10**9) for r in rows}
+    out.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), order.get(f.module, 10**9)))
+    return out
+
+
+def _errors(result: ProbeResult) -> list[Finding]:
+    e = result.error
+    if e is None:
+        return []
+    where = f"{_label(e.module or '')} ({e.module_type})" if e.module is not None else "an unknown module"
+    shapes = f" with inputs {e.input_shapes}" if e.input_shapes else ""
+    kind = "forward_error" if e.phase == "forward" else "backward_error"
+    advice = ("check the shapes this module receives against what it was built for"
+              if e.phase == "forward" else "check custom autograd Functions and in-place ops on tensors autograd saved")
+    return [Finding(kind, "error", e.module or "",
+                    f"{e.phase.capitalize()} pass failed in {where}{shapes}: {e.exception}: {e.message}; {advice}.",
+                    {"exception": e.exception, "input_shapes": list(e.input_shapes)})]
+
+
+def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Finding]:
+    cands = [(m.nonfinite_done, p) for p, m in result.measures.items()
+             if m.nonfinite_done is not None and m.nonfinite_input is False]
+    if not cands:
+        return []
+    _, path = min(cands)
+    row = by_path[path]
+    st = row.stats
+    out = []
+    if st is None:
+        return out
+    for kind, count in (("nan", st.nan), ("inf", st.inf)):
+        if count:
+            out.append(Finding(
+                kind, "error", path,
+                f"{_label(path)} ({row.type}) turns finite inputs into {count:,} {kind.upper()} values "
+                f"of {st.numel:,}; look at its log/sqrt/division/exp for out-of-range inputs "
+                "(downstream modules only pass them on).",
+                {"count": count, "numel": st.numel},
+            ))
+    return out
+
+
+def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
+    out = []
+    for r in rows:
+        items = []
+        st = r.stats
+        if st is not None and st.dead_fraction is not None:
+            items.append((r.type, st.dead_fraction, st.units, st.samples_per_unit))
+        for f in r.functional:
+            if f.dead_fraction is not None:
+                items.append((f.op, f.dead_fraction, f.units, f.samples_per_unit))
+        for op, dead, units, spu in items:
+            if dead < DEAD_WARN or not units or (spu or 0) < DEAD_MIN_SAMPLES:
+                continue
+            sev = "error" if dead >= DEAD_ERROR else "warning"
+            inside = "" if op == r.type else f" ({op} inside its forward)"
+            out.append(Finding(
+                "dead_units", sev, r.path,
+                f"{_label(r.path)}{inside}: {dead:.0%} of {units:,} units are zero for every sample; "
+                "look at the layer before it (bias initialisation, learning rate) or use LeakyReLU.",
+                {"dead_fraction": round(dead, 4), "units": units, "op": op},
+            ))
+    return out
+
+
+def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
+    leaves = sorted((r for r in rows if r.is_leaf and r.grad_rms is not None and r.order is not None),
+                    key=lambda r: r.order or 0)
+    if not leaves:
+        return []
+    out = []
+    zero = [r for r in leaves if r.grad_rms == 0.0]
+    live = [r for r in leaves if r.grad_rms and r.grad_rms > 0.0]
+    if zero and not live:
+        out.append(Finding(
+            "zero_gradient", "info", common_ancestor([r.path for r in zero]),
+            "The gradient reaching these modules is exactly zero: a layer after them is initialised "
+            "to zero (normal for some heads at step 0) or multiplies by zero.",
+            {"modules": len(zero)},
+        ))
+    if not live:
+        return out
+    entry = result.input_grad_rms if result.input_grad_rms else live[0].grad_rms
+    if entry is not None and entry < VANISH_RMS:
+        low = [r.path for r in live if (r.grad_rms or 0) < VANISH_RMS]
+        culprit = common_ancestor(low)
+        out.append(Finding(
+            "vanishing_gradient", "error", culprit,
+            f"Gradients vanish through {_label(culprit)}: RMS {entry:.1e} at the input end vs 1 at the output "
+            f"({len(low)} modules below {VANISH_RMS:g}); look at saturating activations (sigmoid/tanh), "
+            "depth without residual connections or normalisation, and initialisation.",
+            {"input_grad_rms": entry, "modules": len(low)},
+        ))
+    high = [r for r in live if (r.grad_rms or 0) > EXPLODE_RMS]
+    if high:
+        peak = max(high, key=lambda r: r.grad_rms or 0)
+        culprit = common_ancestor([r.path for r in high])
+        out.append(Finding(
+            "exploding_gradient", "error", culprit,
+            f"Gradients explode through {_label(culprit)}: RMS up to {peak.grad_rms:.1e} at {_label(peak.path)} "
+            f"vs 1 at the output; look at weight initialisation scale, missing normalisation, learning rate.",
+            {"max_grad_rms": peak.grad_rms, "at": peak.path, "modules": len(high)},
+        ))
+    return out
+
+
+def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
+    if not result.unused_params:
+        return []
+    unused = set(result.unused_params)
+    owners: dict[str, int] = {}
+    for name in unused:
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        owners[owner] = owners.get(owner, 0) + 1
+    # grow each owner to the largest ancestor whose trainable params all went unused
+    fully = {r.path for r in rows if r.trainable_params > 0 and all(
+        (f"{r.path}.{p.name}" if r.path else p.name) in unused or not p.requires_grad
+        for p in r.parameters if p.shared_with is None) and _subtree_unused(r.path, rows, unused)}
+    tops = sorted(p for p in fully if not any(p != q and _under(p, q) for q in fully))
+    leftovers = [o for o in owners if not any(_under(o, t) or o == t for t in tops)]
+    severity = "warning" if result.mode == "train" else "info"
+    out = []
+    by_path = {r.path: r for r in rows}
+    for path in tops + sorted(leftovers):
+        r = by_path.get(path)
+        count = r.trainable_params if r is not None and path in fully else sum(
+            1 for n in unused if (n.rsplit(".", 1)[0] if "." in n else "") == path)
+        unit = "trainable parameters" if path in fully else "parameter tensors"
+        note = "" if severity == "warning" else " (eval mode: branches skipped in eval are often by design)"
+        out.append(Finding(
+            "unused_parameters", severity, path,
+            f"{_label(path)} has {count:,} {unit} that received no gradient{note}: it is built but not "
+            "used on the path to the output; call it in forward, or drop it (DDP will fail on it).",
+            {"count": count},
+        ))
+    return out
+
+
+def _under(p: str, q: str) -> bool:
+    return q == "" or p.startswith(q + ".")
+
+
+def _subtree_unused(path: str, rows: tuple[ModuleRow, ...], unused: set[str]) -> bool:
+    for r in rows:
+        if r.path == path or _under(r.path, path) and r.path != path:
+            for p in r.parameters:
+                full = f"{r.path}.{p.name}" if r.path else p.name
+                if p.requires_grad and p.shared_with is None and full not in unused:
+                    return False
+    return True

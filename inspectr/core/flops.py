@@ -1,0 +1,200 @@
+"""Provides FLOP counts for the ops that carry a network's arithmetic, from shapes alone.
+
+Counted at the torch-function level (``F.linear``, ``F.conv2d``, ``torch.matmul``, attention,
+RNNs...), inside the probe's ``TorchFunctionMode`` that is already installed, so counting costs
+a dict lookup per call instead of a Python dispatch per aten op (``FlopCounterMode`` roughly
+doubles the cost of a probe on depthwise-conv networks, and over-counts their backward).
+
+Conventions follow ``torch.utils.flop_counter``: a multiply-add is 2 FLOPs; elementwise ops
+count 0. Backward: each of grad-input and grad-weight costs what the forward did, counted
+only when that gradient is needed (``requires_grad``); attention backward is 2.5x forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+F = torch.nn.functional
+
+FlopFn = Callable[[tuple[Any, ...], dict[str, Any], Any], "tuple[int, int] | None"]
+
+
+def _prod(xs: Any) -> int:
+    return math.prod(int(v) for v in xs)
+
+
+def _needs(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+def _two_operand(a: Any, b: Any, fwd: int) -> tuple[int, int]:
+    return fwd, fwd * (int(_needs(a)) + int(_needs(b)))
+
+
+def _linear(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    x = args[0] if args else kwargs.get("input")
+    w = args[1] if len(args) > 1 else kwargs.get("weight")
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        return None
+    out_f, in_f = (w.shape[0], w.shape[1]) if w.dim() == 2 else (1, w.shape[0])
+    rows = x.numel() // max(int(in_f), 1)
+    return _two_operand(x, w, 2 * rows * int(in_f) * int(out_f))
+
+
+def _conv(transposed: bool) -> FlopFn:
+    def count(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+        x = args[0] if args else kwargs.get("input")
+        w = args[1] if len(args) > 1 else kwargs.get("weight")
+        if not isinstance(out, torch.Tensor) or not isinstance(w, torch.Tensor):
+            return None
+        # every output (or, transposed, every input) element does prod(w[1:]) multiply-adds
+        # w is [Cout, Cin/groups, k...], or [Cin, Cout/groups, k...] when transposed
+        per = _prod(w.shape[1:])
+        base = x.numel() if transposed and isinstance(x, torch.Tensor) else out.numel()
+        return _two_operand(x, w, 2 * base * per)
+
+    return count
+
+
+def _matmul(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    if len(args) < 2 or not isinstance(out, torch.Tensor):
+        return None
+    a, b = args[0], args[1]
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return None
+    k = a.shape[-1] if a.dim() else 1
+    return _two_operand(a, b, 2 * out.numel() * int(k))
+
+
+def _addmm_like(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    if len(args) < 3:
+        return None
+    return _matmul(args[1:3], kwargs, out)
+
+
+def _einsum(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    if not args or not isinstance(args[0], str):
+        return None
+    eq = args[0].replace(" ", "")
+    ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+    lhs = eq.split("->")[0].split(",")
+    if len(ops) != 2 or len(lhs) != 2 or "." in eq:
+        return None
+    sizes: dict[str, int] = {}
+    for spec, t in zip(lhs, ops):
+        if not isinstance(t, torch.Tensor) or len(spec) != t.dim():
+            return None
+        for ch, n in zip(spec, t.shape):
+            sizes[ch] = int(n)
+    return _two_operand(ops[0], ops[1], 2 * _prod(sizes.values()))
+
+
+def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    q = args[0] if args else kwargs.get("query")
+    k = args[1] if len(args) > 1 else kwargs.get("key")
+    v = args[2] if len(args) > 2 else kwargs.get("value")
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return None
+    batch = _prod(q.shape[:-2])
+    lq, d = int(q.shape[-2]), int(q.shape[-1])
+    lk, dv = int(k.shape[-2]), int(v.shape[-1])
+    fwd = 2 * batch * lq * lk * d + 2 * batch * lq * lk * dv
+    bwd = int(2.5 * fwd) if any(_needs(t) for t in (q, k, v)) else 0
+    return fwd, bwd
+
+
+def _mha(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    q = args[0] if args else kwargs.get("query")
+    k = args[1] if len(args) > 1 else kwargs.get("key")
+    embed = args[3] if len(args) > 3 else kwargs.get("embed_dim_to_check")
+    if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor) or not isinstance(embed, int):
+        return None
+    # [L, N, E] (or [L, E] unbatched); projections of q, k, v and the output, plus attention
+    lq = int(q.shape[0])
+    lk = int(k.shape[0])
+    n = int(q.shape[1]) if q.dim() == 3 else 1
+    proj = 2 * n * (lq + 2 * lk + lq) * embed * embed
+    attn = 2 * 2 * n * lq * lk * embed
+    weights_need = any(_needs(t) for t in args[4:8] if isinstance(t, torch.Tensor))
+    bwd = 0
+    if weights_need or _needs(q):
+        bwd = 2 * proj + int(2.5 * attn)
+    return proj + attn, bwd
+
+
+def _rnn(gates: int) -> FlopFn:
+    def count(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+        # _VF.lstm(input, hx, flat_weights, has_biases, num_layers, dropout, train, bidirectional,
+        #          batch_first) or the packed variant (input, batch_sizes, hx, ...)
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        x = args[0]
+        weights = next((a for a in args[1:4] if isinstance(a, (list, tuple)) and a
+                        and all(isinstance(w, torch.Tensor) for w in a)), None)
+        if weights is None:
+            return None
+        steps_times_batch = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+        total = 0
+        need = False
+        for w in weights:
+            if w.dim() == 2:  # w_ih [gates*H, I] and w_hh [gates*H, H]
+                total += 2 * int(steps_times_batch) * int(w.shape[0]) * int(w.shape[1])
+                need = need or w.requires_grad
+        return total, (2 * total if need else 0)
+
+    return count
+
+
+def _sparse_mm(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    if len(args) < 2 or not isinstance(out, torch.Tensor):
+        return None
+    a, b = args[0], args[1]
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return None
+    nnz = a._nnz() if a.is_sparse else a.numel()
+    cols = int(b.shape[-1]) if b.dim() > 1 else 1
+    return _two_operand(a, b, 2 * int(nnz) * cols)
+
+
+FLOP_FUNCTIONS: dict[Any, FlopFn] = {
+    F.linear: _linear,
+    F.conv1d: _conv(False),
+    F.conv2d: _conv(False),
+    F.conv3d: _conv(False),
+    F.conv_transpose1d: _conv(True),
+    F.conv_transpose2d: _conv(True),
+    F.conv_transpose3d: _conv(True),
+    torch.matmul: _matmul,
+    torch.Tensor.matmul: _matmul,
+    torch.Tensor.__matmul__: _matmul,
+    torch.mm: _matmul,
+    torch.Tensor.mm: _matmul,
+    torch.bmm: _matmul,
+    torch.Tensor.bmm: _matmul,
+    torch.addmm: _addmm_like,
+    torch.baddbmm: _addmm_like,
+    torch.einsum: _einsum,
+    F.scaled_dot_product_attention: _sdpa,
+    F.multi_head_attention_forward: _mha,
+    torch.sparse.mm: _sparse_mm,
+    torch.spmm: _sparse_mm,
+}
+for _name, _gates in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)):
+    _fn = getattr(torch._VF, _name, None)
+    if _fn is not None:
+        FLOP_FUNCTIONS[_fn] = _rnn(_gates)
+
+
+def count_flops(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    """(forward, backward) FLOPs of one call, or None when ``func`` carries no counted arithmetic."""
+    fn = FLOP_FUNCTIONS.get(func)
+    if fn is None:
+        return None
+    try:
+        return fn(args, kwargs or {}, out)
+    except Exception:  # an unexpected signature must never break the probe
+        return None

@@ -1,0 +1,270 @@
+"""Provides ``inspect``: spec or model -> structure -> probe -> findings -> ``Report``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from inspectr.core import inputs as inputs_mod
+from inspectr.core.findings import find_problems
+from inspectr.core.loader import LoadedModel, load
+from inspectr.core.probe import ProbeOptions, ProbeResult, preserved, run_probe
+from inspectr.core.result import ModuleRow, ProbeInfo, Report
+from inspectr.core.summary import summarize
+from inspectr.errors import InspectrError
+
+MODES = ("own", "train", "eval")
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` -> cuda if available, else mps, else cpu; validates explicit devices."""
+    d = (device or "cpu").strip().lower()
+    if d == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InspectrError(f"--device {d}: CUDA is not available on this machine.", "Use --device cpu (or auto).")
+        if ":" in d:
+            try:
+                idx = int(d.split(":", 1)[1])
+            except ValueError:
+                raise InspectrError(f"--device {d} is not a device name.", "Use cuda or cuda:N.") from None
+            if idx >= torch.cuda.device_count():
+                raise InspectrError(f"--device {d}: there are only {torch.cuda.device_count()} CUDA devices.", "Use cuda:0 … or auto.")
+        return d
+    if d == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InspectrError("--device mps: MPS is not available on this machine.", "Use --device cpu (or auto).")
+        return d
+    if d in ("cpu", "meta"):
+        return d
+    raise InspectrError(f"--device {device!r} is not a device inspectr knows.", "Use cpu, cuda, cuda:N, mps, meta or auto.")
+
+
+def parse_kwargs(text: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``--kwargs`` JSON (never eval) -> dict."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InspectrError(
+            f"--kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}.",
+            'Write a JSON object with double quotes, e.g. --kwargs \'{"num_classes": 10}\'.',
+        ) from None
+    if not isinstance(value, dict):
+        raise InspectrError(f"--kwargs must be a JSON object, got {type(value).__name__}.", 'E.g. --kwargs \'{"num_classes": 10}\'.')
+    return value
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def pick_inputs(
+    loaded: LoadedModel,
+    inputs: Any,
+    input_specs: list[Any] | None,
+    batch_size: int | None,
+    device: str,
+) -> tuple[inputs_mod.Inputs, str | None]:
+    """Choose probe inputs in the documented order; returns (inputs, forced mode or None)."""
+    model = loaded.model
+    b = batch_size or inputs_mod.DEFAULT_BATCH
+    if input_specs:
+        specs = [s if isinstance(s, inputs_mod.InputSpec) else inputs_mod.parse_input_spec(s) for s in input_specs]
+        return inputs_mod.from_specs(specs), None
+    if inputs is not None:
+        return inputs_mod.normalize(inputs, "inputs="), None
+    torch.manual_seed(0)
+    try:
+        hooked = inputs_mod.from_model_hook(model, b)
+    except Exception as exc:
+        raise InspectrError(
+            f"{type(model).__name__}.example_input() raised {type(exc).__name__}: {exc}.",
+            "Fix example_input, or pass --input to bypass it.",
+        ) from exc
+    if hooked is not None:
+        return hooked, None
+    fm = loaded.file_module
+    if fm is not None and callable(getattr(fm, "example_input", None)):
+        try:
+            value = inputs_mod.call_example_input(fm.example_input, b)
+        except Exception as exc:
+            raise InspectrError(
+                f"example_input() in {loaded.name.rsplit(':', 1)[0]} raised {type(exc).__name__}: {exc}.",
+                "Fix it, or pass --input to bypass it.",
+            ) from exc
+        return inputs_mod.normalize(value, "example_input() in the model file"), None
+    if loaded.source == "torchvision" and loaded.registry_family:
+        return inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
+    return guess_inputs(model, b, device, loaded.on_meta), None
+
+
+def guess_inputs(model: nn.Module, batch_size: int, device: str, on_meta: bool) -> inputs_mod.Inputs:
+    """Guess from the first layer; several candidate sizes are tried with a quiet forward."""
+    required = inputs_mod.required_positional(model)
+    cands, label = inputs_mod.guess_candidates(model, batch_size)
+    if not cands:
+        raise inputs_mod.no_input_error(model, "no first layer inspectr can read a shape from")
+    if len(required) > len(cands[0].args):
+        raise inputs_mod.no_input_error(model, f"the {label} gives one input, the forward needs {len(required)}")
+    if len(cands) == 1:
+        return cands[0]
+    with preserved(model), torch.no_grad():
+        for cand in cands:
+            try:
+                c = cand.to("meta") if on_meta else cand
+                model(*c.args, **c.kwargs)
+                return replace(cand, source=f"{cand.source} (guessed; pass --input to override)")
+            except Exception:
+                continue
+    return replace(cands[0], source=f"{cands[0].source} (guessed; no size ran; pass --input)")
+
+
+def inspect(
+    model_or_spec: Any,
+    inputs: Any = None,
+    *,
+    input_specs: list[Any] | None = None,
+    kwargs: str | dict[str, Any] | None = None,
+    weights: str | None = None,
+    trust_pickle: bool = False,
+    device: str | None = "cpu",
+    batch_size: int | None = None,
+    mode: str = "own",
+    seed: int = 0,
+    backward: bool = True,
+    flops: bool = True,
+    timing: bool = False,
+    histograms: bool = False,
+    probe: bool = True,
+    freeze: list[str] | None = None,
+    unfreeze: list[str] | None = None,
+    freeze_plan: str | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    loaded: LoadedModel | None = None,
+) -> Report:
+    """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
+    if mode not in MODES:
+        raise InspectrError(f"mode {mode!r} is not one of {', '.join(MODES)}.", "Use --train or --eval, or leave the model's own mode.")
+    if batch_size is not None and batch_size < 1:
+        raise InspectrError(f"--batch-size {batch_size} must be at least 1.", "Use --batch-size 4, for example.")
+    dev = resolve_device(device)
+    if loaded is None:
+        if isinstance(model_or_spec, nn.Module):
+            loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
+            if kwargs or weights:
+                raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
+        elif isinstance(model_or_spec, str):
+            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev)
+        else:
+            raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
+    model = loaded.model
+    if freeze or unfreeze or freeze_plan:
+        from inspectr.core.freeze import apply_globs, apply_plan, load_plan
+
+        if freeze_plan:
+            apply_plan(model, load_plan(freeze_plan))
+        apply_globs(model, freeze or [], unfreeze or [])
+    structure = summarize(model, loaded.name, loaded.source, loaded.description)
+    notes = list(loaded.notes)
+    if not probe:
+        info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
+        return Report(structure.model, (), structure.rows, (), info)
+    shape_only = loaded.on_meta or dev == "meta"
+    inp, forced_mode = pick_inputs(loaded, inputs, input_specs, batch_size, dev)
+    if forced_mode and mode == "own":
+        mode = forced_mode
+        notes.append(f"probed in {forced_mode} mode: this model family needs it without targets")
+    probe_dev = "meta" if shape_only else dev
+    param_map = None
+    if torch.device(probe_dev) != model_device(model) and not (probe_dev == "cuda" and model_device(model).type == "cuda"):
+        # probe on copies: the user's model is never moved
+        param_map = {}
+        for name, p in model.named_parameters():
+            q = p.detach().to(probe_dev)
+            param_map[name] = nn.Parameter(q, requires_grad=p.requires_grad)
+        for name, b in model.named_buffers():
+            param_map[name] = b.detach().to(probe_dev).clone() if probe_dev != "meta" else b.to(probe_dev)
+    run_inputs = inp.to(probe_dev)
+    opts = ProbeOptions(backward=backward, mode=mode, seed=seed, flops=flops, timing=timing,
+                        histograms=histograms, cancelled=cancelled)
+    result = run_probe(model, run_inputs.args, run_inputs.kwargs, opts, param_map)
+    if shape_only:
+        notes.append("shape-only probe on meta tensors: exact counts, shapes and FLOPs; no statistics")
+    if result.backward_note:
+        notes.append(f"backward skipped: {result.backward_note}" if result.backward == "skipped" else result.backward_note)
+    rows = merge(structure.rows, result)
+    findings = find_problems(rows, result)
+    info = ProbeInfo(
+        ok=result.error is None,
+        error=result.error,
+        mode=result.mode,
+        device=probe_dev,
+        shape_only=shape_only,
+        backward=result.backward,
+        backward_note=result.backward_note,
+        seconds=result.seconds,
+        batch_size=batch_size or _batch_of(run_inputs),
+        notes=tuple(notes),
+    )
+    return Report(structure.model, inp.describe(), rows, tuple(findings), info)
+
+
+def _batch_of(inp: inputs_mod.Inputs) -> int | None:
+    for t in list(inp.args) + list(inp.kwargs.values()):
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return int(t.shape[0])
+        if isinstance(t, list):
+            return len(t)
+    return None
+
+
+def merge(rows: tuple[ModuleRow, ...], result: ProbeResult) -> tuple[ModuleRow, ...]:
+    """Structure rows + probe measures -> full rows."""
+    out = []
+    for row in rows:
+        m = result.measures.get(row.path)
+        params = tuple(
+            replace(p, grad_norm=result.param_grad_norms.get(f"{row.path}.{p.name}" if row.path else p.name))
+            for p in row.parameters
+        )
+        own_norms = [p.grad_norm for p in params if p.grad_norm is not None and p.shared_with is None]
+        pgn = sum(v * v for v in own_norms) ** 0.5 if own_norms else None
+        if m is None:
+            out.append(replace(row, parameters=params, param_grad_norm=pgn))
+            continue
+        out.append(
+            replace(
+                row,
+                parameters=params,
+                calls=m.calls,
+                order=m.order,
+                input_shapes=m.input_shapes,
+                output_shapes=m.output_shapes,
+                output_structure=m.output_structure,
+                stats=m.stats,
+                functional=m.functional,
+                grad_norm=m.grad_norm,
+                grad_rms=m.grad_rms,
+                param_grad_norm=pgn,
+                flops_forward=result.flops_forward.get(row.path) if result.flops_forward else None,
+                flops_backward=result.flops_backward.get(row.path) if result.flops_backward else None,
+                time_ms=m.time_ms,
+            )
+        )
+    return tuple(out)

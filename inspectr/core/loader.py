@@ -1,0 +1,460 @@
+"""Provides the loader: a model spec (registered name, user file, importable module) to a live model.
+
+Every way a user's request can be wrong ends here as one ``InspectrError`` paragraph that
+names the file, line, module or argument and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from inspectr.errors import InspectrError
+
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net", "network", "module", "ema", "model_ema")
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A model spec, split into its kind and parts (pure: nothing imported yet)."""
+
+    kind: str  # "registry" | "file" | "module" | "pickle"
+    target: str  # registered name, file path or dotted module
+    attr: str | None = None  # class / factory / instance name
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    """Split ``resnet18`` / ``sample:lenet`` / ``path/model.py:MyNet`` / ``pkg.mod:make``."""
+    s = spec.strip()
+    if not s:
+        raise InspectrError("The model spec is empty.", "Give a model name (see `inspectr --list`) or path/to/model.py:MyNet.")
+    head, sep, tail = s.rpartition(":")
+    if sep and (head.endswith(".py") or "/" in head or os.sep in head):
+        return ParsedSpec("file", head, tail or None)
+    if s.endswith(".py"):
+        return ParsedSpec("file", s, None)
+    if s.endswith((".pt", ".pth", ".ckpt", ".bin")) and not sep:
+        return ParsedSpec("pickle", s, None)
+    if sep and head not in ("sample", "torchvision") and "." in head:
+        return ParsedSpec("module", head, tail or None)
+    if sep and head not in ("sample", "torchvision") and head and tail:
+        return ParsedSpec("module", head, tail)
+    return ParsedSpec("registry", s, None)
+
+
+@dataclass
+class LoadedModel:
+    """A built model plus what the loader learned about it."""
+
+    model: nn.Module
+    name: str
+    source: str
+    description: str = ""
+    file_module: ModuleType | None = None
+    registry_family: str | None = None
+    notes: list[str] = field(default_factory=list)
+    on_meta: bool = False
+    expected: tuple[str, str] | None = None
+
+
+# ---------------------------------------------------------------- importing user code
+
+
+def import_file(path_text: str) -> ModuleType:
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise InspectrError(
+            f"The model file {path_text} does not exist.",
+            f"Check the path (relative to {Path.cwd()}); the spec form is path/to/model.py:ClassName.",
+        )
+    if path.is_dir():
+        raise InspectrError(f"{path_text} is a directory, not a Python file.", "Point at the .py file: path/to/model.py:ClassName.")
+    source = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        line = (exc.text or "").rstrip()
+        raise InspectrError(
+            f"{path}:{exc.lineno}: syntax error in the model file: {exc.msg}." + (f" The line reads: {line.strip()!r}." if line else ""),
+            "Fix that line and run inspectr again.",
+        ) from exc
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    mod_name = f"inspectr_user_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise InspectrError(f"Python cannot import {path}.", "Give a .py file: path/to/model.py:ClassName.")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # so the file's sibling imports work
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        sys.modules.pop(mod_name, None)
+        where = _user_frame(exc, str(path))
+        missing = getattr(exc, "name", None)
+        raise InspectrError(
+            f"{where}: the model file's import failed: {exc}.",
+            (f"Install the package that provides {missing!r} in this environment, or fix the import." if missing
+             else "Fix the import in the model file."),
+        ) from exc
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        where = _user_frame(exc, str(path))
+        raise InspectrError(
+            f"{where}: running the model file raised {type(exc).__name__}: {exc}.",
+            "Model files are imported as modules: keep training code under `if __name__ == \"__main__\":`.",
+        ) from exc
+    finally:
+        if added:
+            try:
+                sys.path.remove(folder)
+            except ValueError:
+                pass
+    return module
+
+
+def _user_frame(exc: BaseException, filename: str) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    target = str(Path(filename).resolve())
+    for fr in reversed(frames):
+        if str(Path(fr.filename).resolve()) == target:
+            return f"{filename}:{fr.lineno}"
+    return filename
+
+
+def model_candidates(module: ModuleType) -> list[str]:
+    """Names in a module that could be a model: nn.Module subclasses, instances and functions."""
+    out = []
+    for name, obj in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
+            out.append(name)
+        elif isinstance(obj, nn.Module):
+            out.append(name)
+        elif inspect.isfunction(obj) and obj.__module__ == module.__name__ and name != "example_input":
+            out.append(name + "()")
+    return out
+
+
+def build_from_object(obj: Any, where: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Turn a class, factory or instance into a model, with clear errors for each way it fails."""
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise InspectrError(
+                f"{where} is already a model instance, so --kwargs cannot be applied to it.",
+                "Drop --kwargs, or point the spec at the class or a factory function.",
+            )
+        return obj
+    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
+        raise InspectrError(f"{where} is a class but not an nn.Module subclass.", "Point the spec at your nn.Module subclass or a function that returns one.")
+    if not callable(obj):
+        raise InspectrError(f"{where} is a {type(obj).__name__}, not a model.", "Point the spec at an nn.Module subclass, a factory function or a model instance.")
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        sig = inspect.signature(target)
+        bound_ok = True
+        try:
+            sig.bind(*(() if not inspect.isclass(obj) else (None,)), **kwargs)
+        except TypeError:
+            bound_ok = False
+    except (TypeError, ValueError):
+        sig, bound_ok = None, True
+    if sig is not None and not bound_ok:
+        params = [p for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        required = [p.name for p in params if p.default is p.empty and p.name not in kwargs]
+        unknown = [k for k in kwargs if k not in {p.name for p in params}]
+        if unknown and not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            raise InspectrError(
+                f"{where} takes no argument named {', '.join(map(repr, unknown))} (it takes: {', '.join(p.name for p in params) or 'nothing'}).",
+                "Fix the names in --kwargs.",
+            )
+        if required:
+            example = ", ".join(f'"{n}": {_example_value(sig.parameters[n])}' for n in required)
+            raise InspectrError(
+                f"{where} needs constructor arguments: {', '.join(required)}.",
+                f"Pass them as JSON: --kwargs '{{{example}}}'.",
+            )
+    try:
+        model = obj(**kwargs)
+    except InspectrError:
+        raise
+    except Exception as exc:
+        raise InspectrError(
+            f"Building the model with {where}({_kwargs_text(kwargs)}) raised {type(exc).__name__}: {exc}.",
+            "Check the constructor arguments (--kwargs) and the constructor's code; --debug shows the traceback.",
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise InspectrError(
+            f"{where}() returned a {type(model).__name__}, not an nn.Module.",
+            "Make the factory return the model, or point the spec at the nn.Module class itself.",
+        )
+    return model
+
+
+def _example_value(p: inspect.Parameter) -> str:
+    ann = p.annotation
+    if ann in (int, "int"):
+        return "10"
+    if ann in (float, "float"):
+        return "0.1"
+    if ann in (bool, "bool"):
+        return "true"
+    if ann in (str, "str"):
+        return '"..."'
+    return "..."
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+# ---------------------------------------------------------------- building
+
+
+def _meta_build(build: Any) -> nn.Module | None:
+    """Build on the meta device (no memory, no init cost) to learn the size; None if it can't."""
+    try:
+        with torch.device("meta"):
+            m = build()
+        return m if isinstance(m, nn.Module) else None
+    except Exception:
+        return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable), or a large number if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def needed_bytes(model: nn.Module) -> int:
+    """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
+    p = sum(t.numel() * t.element_size() for t in model.parameters())
+    b = sum(t.numel() * t.element_size() for t in model.buffers())
+    return 2 * p + b + (p // 2)
+
+
+def build_checked(build: Any, device: str, notes: list[str]) -> tuple[nn.Module, bool]:
+    """Build a model, going to the meta device when it would not fit in memory (or was asked for).
+
+    Returns:
+        (model, on_meta)
+    """
+    if device == "meta":
+        m = _meta_build(build)
+        if m is None:
+            raise InspectrError(
+                "This model cannot be built on the meta device (its constructor reads tensor values).",
+                "Drop --device meta to build it for real.",
+            )
+        return m, True
+    meta = _meta_build(build)
+    if meta is not None:
+        need = needed_bytes(meta)
+        avail = available_memory()
+        if device.startswith("cuda") and torch.cuda.is_available():
+            try:
+                avail = torch.cuda.mem_get_info(torch.device(device))[0]
+            except Exception:
+                pass
+        if need > avail:
+            total = sum(t.numel() for t in meta.parameters())
+            notes.append(
+                f"The model has {total:,} parameters and needs about {need / 2**30:.1f} GiB to probe, "
+                f"more than the {avail / 2**30:.1f} GiB available: built on the meta device, so this "
+                "report has exact parameter counts, shapes and FLOPs but no statistics."
+            )
+            return meta, True
+        del meta
+    return build(), False
+
+
+def load(
+    spec: str,
+    kwargs: dict[str, Any] | None = None,
+    weights: str | None = None,
+    trust_pickle: bool = False,
+    device: str = "cpu",
+) -> LoadedModel:
+    """Build the model a spec names.
+
+    Args:
+        spec: see ``parse_spec``.
+        kwargs: constructor arguments.
+        weights: a state dict or checkpoint file loaded with ``weights_only=True``.
+        trust_pickle: allow a whole pickled model file (runs code from that file).
+        device: "meta" builds on the meta device; anything else builds on CPU (the probe moves it).
+
+    Raises:
+        InspectrError: every way the request can be wrong, one paragraph each.
+    """
+    kwargs = dict(kwargs or {})
+    parsed = parse_spec(spec)
+    notes: list[str] = []
+    file_module: ModuleType | None = None
+    family = None
+    expected = None
+    if parsed.kind == "registry":
+        from inspectr.core.registry import lookup
+
+        entry = lookup(parsed.target)
+        model, on_meta = build_checked(lambda: _registry_build(entry, kwargs), device, notes)
+        name, source, desc, family, expected = entry.name, entry.source, entry.description, entry.family, entry.expected
+    elif parsed.kind == "pickle":
+        return _load_pickled(parsed.target, trust_pickle, kwargs, weights)
+    else:
+        if parsed.kind == "file":
+            file_module = import_file(parsed.target)
+            where_file = parsed.target
+        else:
+            try:
+                file_module = importlib.import_module(parsed.target)
+            except ImportError as exc:
+                raise InspectrError(
+                    f"Cannot import the module {parsed.target!r}: {exc}.",
+                    "Check the dotted name and that the package is installed, or give a file: path/to/model.py:Name.",
+                ) from exc
+            where_file = parsed.target
+        attr = parsed.attr
+        if attr is None:
+            classes = [n for n in model_candidates(file_module) if not n.endswith("()")
+                       and inspect.isclass(getattr(file_module, n))]
+            if len(classes) == 1:
+                attr = classes[0]
+                notes.append(f"{where_file} defines one model class, {attr}: using it.")
+            else:
+                raise _name_error(where_file, None, file_module)
+        if not hasattr(file_module, attr):
+            raise _name_error(where_file, attr, file_module)
+        obj = getattr(file_module, attr)
+        where = f"{where_file}:{attr}"
+        if isinstance(obj, nn.Module):
+            model, on_meta = build_from_object(obj, where, kwargs), False
+            if device == "meta":
+                notes.append("The model is a module-level instance: it was probed on meta copies of its tensors.")
+        else:
+            model, on_meta = build_checked(lambda: build_from_object(obj, where, kwargs), device, notes)
+        name, source, desc = spec, parsed.kind, (inspect.getdoc(obj) or "").split("\n")[0] if not isinstance(obj, nn.Module) else ""
+    if weights:
+        if on_meta:
+            notes.append(f"--weights {weights} was not loaded: the model is on the meta device.")
+        else:
+            load_weights(model, weights)
+            notes.append(f"weights loaded from {weights}")
+    return LoadedModel(model, name, source, desc, file_module, family, notes, on_meta, expected)
+
+
+def _registry_build(entry: Any, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return entry.build(kwargs)
+    except TypeError as exc:
+        raise InspectrError(
+            f"Building {entry.qualified} with --kwargs {_kwargs_text(kwargs)} failed: {exc}.",
+            "Check the argument names in --kwargs.",
+        ) from exc
+
+
+def _name_error(where: str, attr: str | None, module: ModuleType) -> InspectrError:
+    cands = model_candidates(module)
+    listing = ", ".join(cands) if cands else "nothing that looks like a model"
+    if attr is None:
+        return InspectrError(
+            f"{where} has no model name after the colon, and the file defines {listing}.",
+            f"Name one: `inspectr {where}:{(cands[0].rstrip('()') if cands else 'MyNet')}`.",
+        )
+    return InspectrError(
+        f"{where} defines no {attr!r}. It defines: {listing}.",
+        f"Use one of those after the colon, e.g. `{where}:{cands[0].rstrip('()') if cands else 'MyNet'}`.",
+    )
+
+
+def _load_pickled(path: str, trust: bool, kwargs: dict[str, Any], weights: str | None) -> LoadedModel:
+    if not Path(path).exists():
+        raise InspectrError(f"The model file {path} does not exist.", "Check the path.")
+    if not trust:
+        raise InspectrError(
+            f"{path} is a saved file, and loading a whole pickled model runs code from it.",
+            f"If you trust the file, add --trust-pickle. For a state dict, give the model and the weights: "
+            f"`inspectr path/model.py:MyNet --weights {path}`.",
+        )
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, nn.Module):
+        raise InspectrError(
+            f"{path} holds a {type(obj).__name__}, not a pickled nn.Module.",
+            f"For a state dict or checkpoint, name the model and pass the file as weights: `inspectr model.py:MyNet --weights {path}`.",
+        )
+    return LoadedModel(obj, path, "pickle", f"pickled model from {path}", notes=[f"loaded the pickled model in {path} (--trust-pickle)"])
+
+
+def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint: the dict itself or under a usual key."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise InspectrError(
+            f"{path} is a checkpoint dict with keys {keys}, none of which holds a state dict.",
+            f"Save the model's state_dict() under one of: {', '.join(CHECKPOINT_KEYS)}.",
+        )
+    raise InspectrError(f"{path} holds a {type(obj).__name__}, not a state dict.", "Save `model.state_dict()` with torch.save.")
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state dict or checkpoint into ``model`` strictly, naming every mismatch."""
+    if not Path(path).exists():
+        raise InspectrError(f"The weights file {path} does not exist.", "Check the --weights path.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InspectrError(
+            f"{path} cannot be loaded as weights only ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
+            "It may hold a whole pickled model: load that with `inspectr FILE --trust-pickle` (runs code from the file), "
+            "or save `model.state_dict()` instead.",
+        ) from exc
+    sd = extract_state_dict(obj, path)
+    own = model.state_dict()
+    if all(k.startswith("module.") for k in sd) and not any(k.startswith("module.") for k in own):
+        sd = {k[len("module."):]: v for k, v in sd.items()}  # saved from DataParallel/DDP
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if items:
+                shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
+                parts.append(f"{len(items)} {label} ({shown})")
+        raise InspectrError(
+            f"The weights in {path} do not fit {type(model).__name__}: {'; '.join(parts)}.",
+            "Check that the file was saved from this model and these --kwargs.",
+        )
+    with torch.no_grad():
+        model.load_state_dict(sd, strict=True)

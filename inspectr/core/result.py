@@ -1,0 +1,318 @@
+"""Provides the frozen result types of an inspection and their JSON form (schema ``inspectr/1``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = "inspectr/1"
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter owned directly by a module (not by its children)."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    dtype: str
+    device: str
+    requires_grad: bool
+    shared_with: str | None = None  # the first path this tensor was seen under, when tied
+    grad_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Statistics of a module's floating-point outputs over every call of the probe."""
+
+    numel: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    zero_fraction: float
+    nan: int
+    inf: int
+    dead_fraction: float | None = None  # only for rectifier-like outputs
+    units: int | None = None
+    samples_per_unit: int | None = None
+    histogram: tuple[int, ...] = ()  # counts over [min, max] in equal bins (finite values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "numel": self.numel,
+            "mean": _num(self.mean),
+            "std": _num(self.std),
+            "min": _num(self.min),
+            "max": _num(self.max),
+            "zero_fraction": _num(self.zero_fraction),
+            "nan": self.nan,
+            "inf": self.inf,
+            "dead_fraction": _num(self.dead_fraction),
+            "units": self.units,
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class FunctionalActivation:
+    """A functional activation (``F.relu``...) called inside a module's own ``forward``."""
+
+    op: str
+    calls: int
+    dead_fraction: float | None
+    units: int | None
+    samples_per_unit: int | None
+    zero_fraction: float
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """Everything known about one module: structure plus what the probe measured."""
+
+    path: str
+    type: str
+    depth: int
+    params: int
+    own_params: int
+    trainable_params: int
+    trainable: str  # "all" | "none" | "partial" | "n/a"
+    buffers: int  # number of elements in the module's own buffers
+    parameters: tuple[ParamInfo, ...] = ()
+    aliases: tuple[str, ...] = ()  # other paths under which this same module is registered
+    extra_repr: str = ""
+    is_leaf: bool = True
+    # filled by the probe
+    calls: int = 0
+    input_shapes: tuple[Any, ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    output_structure: str = ""
+    stats: ActivationStats | None = None
+    functional: tuple[FunctionalActivation, ...] = ()
+    grad_norm: float | None = None
+    grad_rms: float | None = None
+    param_grad_norm: float | None = None
+    flops_forward: int | None = None
+    flops_backward: int | None = None
+    time_ms: float | None = None
+    order: int | None = None  # position of the first call in forward execution order
+
+    @property
+    def frozen_params(self) -> int:
+        return self.params - self.trainable_params
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.type,
+            "depth": self.depth,
+            "params": self.params,
+            "own_params": self.own_params,
+            "trainable_params": self.trainable_params,
+            "trainable": self.trainable,
+            "buffers": self.buffers,
+            "aliases": list(self.aliases),
+            "calls": self.calls,
+            "input_shapes": _jsonable(self.input_shapes),
+            "output_shapes": [list(s) for s in self.output_shapes],
+            "output_structure": self.output_structure,
+            "stats": self.stats.to_dict() if self.stats else None,
+            "functional_activations": [
+                {
+                    "op": f.op,
+                    "calls": f.calls,
+                    "dead_fraction": _num(f.dead_fraction),
+                    "units": f.units,
+                    "zero_fraction": _num(f.zero_fraction),
+                }
+                for f in self.functional
+            ],
+            "grad_norm": _num(self.grad_norm),
+            "param_grad_norm": _num(self.param_grad_norm),
+            "flops_forward": self.flops_forward,
+            "flops_backward": self.flops_backward,
+            "time_ms": _num(self.time_ms),
+            "parameters": [
+                {
+                    "name": p.name,
+                    "shape": list(p.shape),
+                    "numel": p.numel,
+                    "dtype": p.dtype,
+                    "device": p.device,
+                    "requires_grad": p.requires_grad,
+                    "shared_with": p.shared_with,
+                    "grad_norm": _num(p.grad_norm),
+                }
+                for p in self.parameters
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem found in the model, blamed on one module path."""
+
+    kind: str
+    severity: str  # "error" | "warning" | "info"
+    module: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "module": self.module,
+            "message": self.message,
+            "detail": _jsonable(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    """Where the forward or backward pass raised."""
+
+    phase: str  # "forward" | "backward"
+    module: str | None
+    module_type: str | None
+    exception: str
+    message: str
+    input_shapes: tuple[Any, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "module": self.module,
+            "module_type": self.module_type,
+            "exception": self.exception,
+            "message": self.message,
+            "input_shapes": _jsonable(self.input_shapes),
+        }
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """How the probe ran."""
+
+    ok: bool
+    error: ProbeError | None
+    ran: bool = True
+    mode: str = "train"
+    device: str = "cpu"
+    shape_only: bool = False  # ran on meta tensors: shapes and FLOPs only
+    backward: str = "ran"  # "ran" | "skipped" | "failed" | "off"
+    backward_note: str = ""
+    seconds: float = 0.0
+    batch_size: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "error": self.error.to_dict() if self.error else None,
+            "ran": self.ran,
+            "mode": self.mode,
+            "device": self.device,
+            "shape_only": self.shape_only,
+            "backward": self.backward,
+            "backward_note": self.backward_note,
+            "seconds": round(self.seconds, 4),
+            "batch_size": self.batch_size,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    class_name: str
+    source: str  # "torchvision" | "sample" | "file" | "module" | "object" | "pickle"
+    total_params: int
+    trainable_params: int
+    buffer_elements: int
+    param_bytes: int
+    buffer_bytes: int
+    description: str = ""
+
+    @property
+    def frozen_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of ``inspectr.inspect``: plain data, no live torch objects."""
+
+    model: ModelInfo
+    inputs: tuple[str, ...]
+    modules: tuple[ModuleRow, ...]
+    findings: tuple[Finding, ...]
+    probe: ProbeInfo
+
+    def module(self, path: str) -> ModuleRow:
+        for row in self.modules:
+            if row.path == path:
+                return row
+        raise KeyError(path)
+
+    def findings_for(self, path: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.module == path)
+
+    @property
+    def has_errors(self) -> bool:
+        return not self.probe.ok or any(f.severity == "error" for f in self.findings)
+
+    @property
+    def flops_forward(self) -> int | None:
+        return self.modules[0].flops_forward if self.modules else None
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "schema": SCHEMA,
+            "model": {
+                "name": m.name,
+                "class": m.class_name,
+                "source": m.source,
+                "description": m.description,
+                "total_params": m.total_params,
+                "trainable_params": m.trainable_params,
+                "frozen_params": m.frozen_params,
+                "buffer_elements": m.buffer_elements,
+                "param_bytes": m.param_bytes,
+                "buffer_bytes": m.buffer_bytes,
+                "flops_forward": self.flops_forward,
+                "flops_backward": self.modules[0].flops_backward if self.modules else None,
+            },
+            "inputs": list(self.inputs),
+            "modules": [r.to_dict() for r in self.modules],
+            "findings": [f.to_dict() for f in self.findings],
+            "probe": self.probe.to_dict(),
+        }
+
+
+def _num(x: float | None) -> float | str | None:
+    """JSON has no NaN/Infinity: non-finite floats become strings."""
+    if x is None:
+        return None
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return float(f"{x:.6g}")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return _num(x)
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    return str(x)

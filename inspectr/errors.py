@@ -1,0 +1,26 @@
+"""Provides InspectrError, the one error family the CLI maps to exit codes."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_MODEL_PROBLEM = 1
+EXIT_BAD_REQUEST = 2
+
+
+class InspectrError(Exception):
+    """A request inspectr could not carry out, told in one paragraph with the fix.
+
+    Args:
+        message: what went wrong, naming the file, module or argument.
+        hint: how to fix it (shown after the message).
+        exit_code: 2 for a bad request (default), 1 for a problem with the model itself.
+    """
+
+    def __init__(self, message: str, hint: str = "", exit_code: int = EXIT_BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
