@@ -1,0 +1,184 @@
+"""Provides the command line: ``inspectr SPEC [options]`` and ``main(argv) -> exit code``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any
+
+from inspectr.errors import EXIT_BAD_REQUEST, EXIT_MODEL_PROBLEM, EXIT_OK, InspectrError
+
+FORMATS = ("text", "markdown", "json", "html", "svg")
+
+EPILOG = """\
+model specs:
+  resnet18                     a registered model (torchvision, weights=None, or the sample gallery)
+  sample:lenet                 prefixes torchvision: / sample: pick the source
+  path/to/model.py:MyNet       an nn.Module subclass, a factory function or a module-level instance
+  package.module:make_model    the same, from an importable module
+
+inputs (--input, repeat for several positional inputs):
+  [NAME=][DTYPE:]D1,D2,...[:LOW..HIGH]
+  --input 2,3,224,224                      float32 noise
+  --input int64:2,16:0..1000               integer ids in [0, 1000)
+  --input 2,10,64 --input tgt=2,9,64       a positional and a keyword input
+  Without --input: the model's example_input(), a module-level example_input() in its file,
+  the known input of a registered model, or a guess from the first layer.
+
+exit codes: 0 fine · 1 the model has problems (probe failed, error findings) · 2 bad request
+
+examples:
+  inspectr                                 the gallery of sample models (in a terminal)
+  inspectr resnet18                        open the inspector app
+  inspectr resnet18 --report --depth 2     print a summary report
+  inspectr model.py:Net --format json -o report.json
+  inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inspectr",
+        description="Inspect and debug a PyTorch model: module tree, parameter counts, a probe "
+        "forward/backward pass with shapes, gradient norms and dead units, and findings that name the layer.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", nargs="?", help="the model: a registered name or path/to/model.py:Name")
+    p.add_argument("--list", action="store_true", help="list registered models, grouped by source")
+    out = p.add_argument_group("output")
+    out.add_argument("--report", action="store_true", help="print a report instead of opening the app")
+    out.add_argument("--check", action="store_true", help="compact summary; exit 1 on any error finding (for CI)")
+    out.add_argument("--format", choices=FORMATS, default=None, help="report format (default text)")
+    out.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    out.add_argument("--depth", type=int, default=None, metavar="N", help="fold modules deeper than N")
+    out.add_argument("--width", type=int, default=None, help="text width when not on a terminal (default 120)")
+    model = p.add_argument_group("model")
+    model.add_argument("--kwargs", metavar="JSON", help='constructor arguments as JSON, e.g. \'{"num_classes": 10}\'')
+    model.add_argument("--weights", metavar="FILE", help="state dict or checkpoint to load (weights_only=True)")
+    model.add_argument("--trust-pickle", action="store_true",
+                       help="allow loading a whole pickled model file: this RUNS CODE from the file")
+    model.add_argument("--freeze", action="append", default=[], metavar="GLOB", help="freeze modules whose path matches (repeatable)")
+    model.add_argument("--unfreeze", action="append", default=[], metavar="GLOB", help="unfreeze modules whose path matches (repeatable)")
+    model.add_argument("--freeze-plan", metavar="FILE", help="apply a freeze plan saved from the app")
+    probe = p.add_argument_group("probe")
+    probe.add_argument("--input", action="append", dest="inputs", metavar="SPEC", help="an input shape/dtype (see below)")
+    probe.add_argument("--batch-size", type=int, default=None, help="batch size for synthesized inputs (default 4; 2 for images)")
+    probe.add_argument("--seed", type=int, default=0, help="random seed for inputs and the probe (default 0)")
+    probe.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps, meta or auto (default cpu)")
+    mode = probe.add_mutually_exclusive_group()
+    mode.add_argument("--train", dest="mode", action="store_const", const="train", help="probe in train mode")
+    mode.add_argument("--eval", dest="mode", action="store_const", const="eval", help="probe in eval mode")
+    probe.add_argument("--no-backward", action="store_true", help="forward pass only")
+    probe.add_argument("--no-probe", action="store_true", help="structure and parameter counts only")
+    probe.add_argument("--timing", action="store_true", help="time every module (inclusive wall time)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(mode="own")
+    return p
+
+
+def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        input_specs=args.inputs,
+        kwargs=args.kwargs,
+        weights=args.weights,
+        trust_pickle=args.trust_pickle,
+        device=args.device,
+        batch_size=args.batch_size,
+        mode=args.mode,
+        seed=args.seed,
+        backward=not args.no_backward,
+        probe=not args.no_probe,
+        timing=args.timing,
+        freeze=args.freeze,
+        unfreeze=args.unfreeze,
+        freeze_plan=args.freeze_plan,
+    )
+
+
+def print_error(err: InspectrError) -> None:
+    stream = sys.stderr
+    if stream.isatty():
+        stream.write(f"\x1b[1;31merror:\x1b[0m {err}\n")
+    else:
+        stream.write(f"error: {err}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except InspectrError as err:
+        if args.debug:
+            traceback.print_exc()
+        print_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; the model was left as it was\n")
+        return 130
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.list:
+        from inspectr.report.gallery import print_list
+
+        print_list()
+        return EXIT_OK
+    if args.depth is not None and args.depth < 0:
+        raise InspectrError(f"--depth {args.depth} must be 0 or more.", "E.g. --depth 2.")
+    interactive = sys.stdout.isatty() and sys.stdin.isatty()
+    wants_report = args.report or args.check or args.format is not None or args.output is not None
+    if args.spec is None:
+        if interactive and not wants_report:
+            from inspectr.tui.app import run_app
+
+            return run_app(None, inspect_options(args))
+        from inspectr.report.gallery import print_list
+
+        print_list()
+        sys.stdout.write("\nRun `inspectr NAME` to open one, or `inspectr NAME --report` to print its report.\n")
+        return EXIT_OK
+    if interactive and not wants_report:
+        from inspectr.tui.app import run_app
+
+        return run_app(args.spec, inspect_options(args))
+    return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from inspectr.core.inspect import inspect
+
+    report = inspect(args.spec, **inspect_options(args))
+    from inspectr.report.render import export, make_console, report_renderables
+
+    fmt = args.format or "text"
+    if args.check and args.format is None and not args.output:
+        from inspectr.report.gallery import print_check
+
+        print_check(report)
+    elif args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(export(report, fmt, args.depth, args.width or 120), encoding="utf-8")
+        sys.stderr.write(f"wrote {fmt} report to {args.output}\n")
+    elif fmt == "text":
+        tty = sys.stdout.isatty()
+        width = None if tty else (args.width or int(os.environ.get("COLUMNS", 0)) or 120)
+        console = make_console(width=width, color=None if tty else False)
+        for part in report_renderables(report, args.depth):
+            console.print(part)
+    else:
+        sys.stdout.write(export(report, fmt, args.depth, args.width or 120))
+    return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+__all__ = ["EXIT_BAD_REQUEST", "main", "main_entry"]

@@ -1,0 +1,1 @@
+"""Provides the report layer: rich renderables and exports (never imports textual)."""

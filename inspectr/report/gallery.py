@@ -1,0 +1,47 @@
+"""Provides ``inspectr --list`` and the compact ``--check`` summary."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from inspectr.core.result import Report
+from inspectr.report.render import SEVERITY_MARK, SEVERITY_STYLE
+
+
+def print_list(console: Console | None = None) -> None:
+    """Registered models grouped by source: the gallery (healthy, sick) and torchvision by family."""
+    from inspectr.core.registry import sample_entries, torchvision_entries
+
+    c = console or Console(highlight=False, soft_wrap=True)
+    samples = sample_entries()
+    for title, healthy in (("sample gallery: healthy", True), ("sample gallery: sick on purpose", False)):
+        t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        t.add_column(style="bold", no_wrap=True)
+        t.add_column()
+        for e in samples.values():
+            if e.healthy == healthy:
+                extra = f"  [expect {e.expected[0]} at {e.expected[1]}]" if e.expected else ""
+                t.add_row(e.name, Text(e.description) + Text(extra, style="dim"))
+        c.print(t)
+        c.print()
+    tv = torchvision_entries()
+    families: dict[str, list[str]] = {}
+    for e in tv.values():
+        families.setdefault(e.family, []).append(e.name)
+    c.print(Text(f"torchvision (weights=None): {len(tv)} models", style="italic"))
+    for fam, names in families.items():
+        c.print(Text(f"  {fam}: ", style="bold") + Text(", ".join(sorted(names))))
+
+
+def print_check(report: Report, console: Console | None = None) -> None:
+    """One line per finding plus a verdict: what a CI log needs."""
+    c = console or Console(highlight=False, soft_wrap=True)
+    m = report.model
+    c.print(f"{m.name}: {m.total_params:,} params ({m.trainable_params:,} trainable) · probe "
+            f"{'ok' if report.probe.ok else 'FAILED'} · {len(report.findings)} finding(s)")
+    for f in report.findings:
+        c.print(Text(f"  {SEVERITY_MARK[f.severity]} {f.severity:7s} {f.kind:20s} {f.module or '(root)'}: ",
+                     style=SEVERITY_STYLE[f.severity]) + Text(f.message))
+    c.print("FAIL" if report.has_errors else "PASS", style="bold red" if report.has_errors else "bold green")

@@ -1,0 +1,384 @@
+"""Provides the rich renderables of a report and its export to text, markdown, JSON, HTML and SVG.
+
+The one formatting path: the CLI prints these, the app's panes show the same ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from inspectr.core.result import Finding, ModuleRow, Report
+
+FORMATS = ("text", "markdown", "json", "html", "svg")
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_MARK = {"error": "✖", "warning": "▲", "info": "●"}
+TRAINABLE_MARK = {"all": "", "none": "❄ frozen", "partial": "◐ partial", "n/a": ""}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+# ---------------------------------------------------------------- number formatting
+
+
+def human(n: int | float | None) -> str:
+    """2_400_000 -> '2.4M'."""
+    if n is None:
+        return ""
+    n = float(n)
+    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return f"{n:.0f}"
+
+
+def human_bytes(n: int) -> str:
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def sci(x: float | None) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return str(x)
+    if x == 0:
+        return "0"
+    return f"{x:.2e}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.3g}"
+
+
+def shape_text(row: ModuleRow) -> str:
+    if not row.calls:
+        return "—" if row.path or not row.output_structure else row.output_structure
+    shapes = row.output_shapes
+    if len(shapes) == 1 and row.output_structure.startswith("Tensor"):
+        return "[" + ", ".join(map(str, shapes[0])) + "]"
+    return row.output_structure or "—"
+
+
+def sparkline(counts: Sequence[int]) -> str:
+    if not counts:
+        return ""
+    top = max(counts) or 1
+    return "".join(SPARK[min(len(SPARK) - 1, int(c / top * (len(SPARK) - 1) + (0.5 if c else 0)))] for c in counts)
+
+
+# ---------------------------------------------------------------- tree guides
+
+
+def tree_prefixes(rows: Sequence[ModuleRow]) -> list[str]:
+    """Box-drawing guides for rows in ``named_modules()`` order (children follow parents)."""
+    paths = [r.path for r in rows]
+    index = {p: i for i, p in enumerate(paths)}
+    parent = {p: (p.rsplit(".", 1)[0] if "." in p else "") for p in paths if p}
+    last_child: dict[str, str] = {}
+    for p in paths:
+        if p:
+            last_child[parent[p]] = p
+    out = []
+    for p in paths:
+        if not p:
+            out.append("")
+            continue
+        parts = []
+        anc = parent[p]
+        while anc:
+            up = parent.get(anc, "")
+            parts.append("   " if last_child.get(up) == anc else "│  ")
+            anc = up
+            if anc not in index:
+                break
+        guide = "".join(reversed(parts))
+        guide += "└─ " if last_child.get(parent[p]) == p else "├─ "
+        out.append(guide)
+    return out
+
+
+# ---------------------------------------------------------------- report pieces
+
+
+def header(report: Report) -> RenderableType:
+    m = report.model
+    t = Text()
+    t.append(f"{m.name}", style="bold")
+    t.append(f"  {m.class_name} · {m.source}")
+    if m.description:
+        t.append(f" · {m.description}", style="dim")
+    t.append("\n")
+    p = report.probe
+    if report.inputs:
+        t.append("inputs  ", style="dim")
+        t.append(", ".join(report.inputs) + "\n")
+    if p.ran:
+        t.append("probe   ", style="dim")
+        status = "ok" if p.ok else f"failed in the {p.error.phase} pass" if p.error else "failed"
+        t.append(status, style="green" if p.ok else "bold red")
+        t.append(f" · {p.mode} mode · {p.device}")
+        if p.batch_size:
+            t.append(f" · batch {p.batch_size}")
+        bw = {"ran": "backward ran", "skipped": "backward skipped", "failed": "backward failed", "off": "forward only"}[p.backward]
+        t.append(f" · {bw} · {p.seconds:.2f} s")
+        if p.shape_only:
+            t.append(" · shape-only (meta)", style="yellow")
+    return t
+
+
+def module_table(report: Report, depth: int | None = None, stats: bool = True) -> Table:
+    """The module tree as a table; ``depth`` folds deeper modules into their ancestors."""
+    rows = [r for r in report.modules if depth is None or r.depth <= depth]
+    prefixes = tree_prefixes(rows)
+    has_flops = any(r.flops_forward for r in rows)
+    has_grad = any(r.grad_norm is not None for r in rows)
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
+    t.add_column("Module", no_wrap=True, overflow="ellipsis", max_width=60)
+    t.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=28)
+    t.add_column("Output", overflow="fold", max_width=36)
+    t.add_column("Params", justify="right", no_wrap=True)
+    t.add_column("Train", no_wrap=True)
+    if has_flops:
+        t.add_column("FLOPs", justify="right", no_wrap=True)
+    if stats and has_grad:
+        t.add_column("Grad norm", justify="right", no_wrap=True)
+    if stats:
+        t.add_column("Notes", overflow="fold", max_width=30)
+    flagged: dict[str, list[Finding]] = {}
+    for f in report.findings:
+        flagged.setdefault(f.module, []).append(f)
+    for r, pre in zip(rows, prefixes):
+        name = r.path.rsplit(".", 1)[-1] if r.path else "(root)"
+        label = Text(pre, style="dim")
+        label.append(name, style="bold" if r.depth == 0 else "")
+        if r.aliases:
+            label.append(" ⇄", style="magenta")
+        folded = depth is not None and r.depth == depth and not r.is_leaf
+        if folded:
+            label.append(" …", style="dim")
+        style = "dim" if r.trainable == "none" else ""
+        cells: list[RenderableType] = [
+            label,
+            Text(r.type, style="cyan"),
+            Text(shape_text(r)),
+            Text(f"{r.params:,}" if r.params else "—", style=style),
+            Text(TRAINABLE_MARK[r.trainable], style="blue"),
+        ]
+        if has_flops:
+            cells.append(Text(human(r.flops_forward) if r.flops_forward else ""))
+        if stats and has_grad:
+            cells.append(Text(sci(r.grad_norm)))
+        if stats:
+            notes = Text()
+            for f in flagged.get(r.path, []):
+                notes.append(f"{SEVERITY_MARK[f.severity]} {f.kind} ", style=SEVERITY_STYLE[f.severity])
+            if r.calls > 1:
+                notes.append(f"×{r.calls} ", style="dim")
+            if r.aliases:
+                notes.append(f"shared as {', '.join(r.aliases[:2])}", style="magenta")
+            cells.append(notes)
+        t.add_row(*cells)
+    return t
+
+
+def totals(report: Report) -> RenderableType:
+    m = report.model
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim")
+    t.add_column(justify="right")
+    t.add_row("Total params", f"{m.total_params:,}")
+    t.add_row("Trainable", f"{m.trainable_params:,}")
+    t.add_row("Frozen", Text(f"{m.frozen_params:,}", style="blue" if m.frozen_params else ""))
+    t.add_row("Param memory", human_bytes(m.param_bytes))
+    if m.buffer_elements:
+        t.add_row("Buffers", f"{m.buffer_elements:,} ({human_bytes(m.buffer_bytes)})")
+    root = report.modules[0] if report.modules else None
+    if root is not None and root.flops_forward:
+        t.add_row("FLOPs forward", f"{human(root.flops_forward)} ({root.flops_forward:,})")
+        if root.flops_backward:
+            t.add_row("FLOPs backward", f"{human(root.flops_backward)} ({root.flops_backward:,})")
+    return t
+
+
+def findings_table(findings: Sequence[Finding]) -> RenderableType:
+    if not findings:
+        return Text("No problems found.", style="green")
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("", no_wrap=True)
+    t.add_column("Kind", no_wrap=True)
+    t.add_column("Module", no_wrap=True, overflow="fold")
+    t.add_column("What to look at", overflow="fold")
+    for f in findings:
+        t.add_row(
+            Text(f"{SEVERITY_MARK[f.severity]} {f.severity}", style=SEVERITY_STYLE[f.severity]),
+            f.kind,
+            Text(f.module or "(root)", style="bold"),
+            f.message,
+        )
+    return t
+
+
+def notes_text(report: Report) -> RenderableType | None:
+    if not report.probe.notes:
+        return None
+    t = Text()
+    for n in report.probe.notes:
+        t.append("note: ", style="dim")
+        t.append(n + "\n")
+    return t
+
+
+def report_renderables(report: Report, depth: int | None = None) -> list[RenderableType]:
+    parts: list[RenderableType] = [header(report), module_table(report, depth, stats=report.probe.ran),
+                                   totals(report)]
+    if report.probe.ran:
+        parts.append(Text("\nFindings", style="bold"))
+        parts.append(findings_table(report.findings))
+    n = notes_text(report)
+    if n is not None:
+        parts.append(n)
+    return parts
+
+
+# ---------------------------------------------------------------- layer detail (app and report)
+
+
+def module_detail(report: Report, row: ModuleRow) -> RenderableType:
+    """Everything about one module, for the app's detail pane."""
+    parts: list[RenderableType] = []
+    title = Text(row.path or "(root)", style="bold")
+    title.append(f"  {row.type}", style="cyan")
+    parts.append(title)
+    if row.extra_repr:
+        parts.append(Text(row.extra_repr, style="dim"))
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="dim")
+    g.add_column()
+    g.add_row("params", f"{row.params:,} total · {row.own_params:,} own · {row.trainable_params:,} trainable ({row.trainable})")
+    if row.aliases:
+        g.add_row("shared", "also registered as " + ", ".join(row.aliases))
+    if row.calls:
+        g.add_row("calls", str(row.calls))
+        g.add_row("input", json.dumps(list(row.input_shapes))[:200])
+        g.add_row("output", row.output_structure)
+    elif report.probe.ran:
+        g.add_row("calls", Text("not called by the probe's forward", style="yellow"))
+    if row.flops_forward:
+        g.add_row("FLOPs", f"{human(row.flops_forward)} forward" + (f" · {human(row.flops_backward)} backward" if row.flops_backward else ""))
+    if row.grad_norm is not None:
+        g.add_row("grad", f"output grad norm {sci(row.grad_norm)} (RMS {sci(row.grad_rms)})")
+    if row.param_grad_norm is not None:
+        g.add_row("param grad", f"norm {sci(row.param_grad_norm)}")
+    if row.time_ms is not None:
+        g.add_row("time", f"{row.time_ms:.2f} ms")
+    parts.append(g)
+    st = row.stats
+    if st is not None:
+        s = Table.grid(padding=(0, 2))
+        s.add_column(style="dim")
+        s.add_column()
+        s.add_row("mean ± std", f"{sci(st.mean)} ± {sci(st.std)}")
+        s.add_row("min … max", f"{sci(st.min)} … {sci(st.max)}")
+        s.add_row("zeros", f"{st.zero_fraction:.1%}")
+        if st.dead_fraction is not None:
+            s.add_row("dead units", Text(f"{st.dead_fraction:.1%} of {st.units:,}", style="red" if st.dead_fraction >= 0.5 else ""))
+        if st.nan or st.inf:
+            s.add_row("non-finite", Text(f"{st.nan:,} NaN · {st.inf:,} Inf", style="bold red"))
+        if st.histogram:
+            s.add_row("histogram", Text(sparkline(st.histogram), style="green"))
+        parts.append(Text("\nActivations", style="bold"))
+        parts.append(s)
+    for f in row.functional:
+        dead = f"{f.dead_fraction:.1%} dead of {f.units:,}" if f.dead_fraction is not None else ""
+        parts.append(Text(f"{f.op} ×{f.calls} inside forward: zeros {f.zero_fraction:.1%} {dead}"))
+    if row.parameters:
+        p = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for col in ("name", "shape", "numel", "dtype", "device", "grad", "grad norm"):
+            p.add_column(col, justify="right" if col in ("numel", "grad norm") else "left", no_wrap=True)
+        for prm in row.parameters:
+            p.add_row(prm.name + (f" = {prm.shared_with}" if prm.shared_with else ""), str(list(prm.shape)), f"{prm.numel:,}",
+                      prm.dtype, prm.device, "✓" if prm.requires_grad else Text("❄", style="blue"), sci(prm.grad_norm))
+        parts.append(Text("\nParameters", style="bold"))
+        parts.append(p)
+    found = report.findings_for(row.path)
+    if found:
+        parts.append(Text("\nFindings", style="bold"))
+        for f in found:
+            parts.append(Text(f"{SEVERITY_MARK[f.severity]} {f.kind}: {f.message}", style=SEVERITY_STYLE[f.severity]))
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------- export
+
+
+def make_console(width: int | None = None, color: bool | None = None, record: bool = False, file: Any = None) -> Console:
+    return Console(width=width, no_color=color is False, force_terminal=color, record=record,
+                   file=file, highlight=False, soft_wrap=False)
+
+
+def render_text(report: Report, depth: int | None = None, width: int = 120) -> str:
+    """Plain aligned text: what a CI log or an issue gets."""
+    c = Console(width=width, record=True, no_color=True, highlight=False, file=io.StringIO())
+    for part in report_renderables(report, depth):
+        c.print(part)
+    return c.export_text(styles=False)
+
+
+def to_markdown(report: Report, depth: int | None = None) -> str:
+    m = report.model
+    lines = [f"# {m.name} ({m.class_name})", ""]
+    if report.inputs:
+        lines.append(f"**Inputs:** {', '.join(report.inputs)}  ")
+    p = report.probe
+    if p.ran:
+        lines.append(f"**Probe:** {'ok' if p.ok else 'failed'} · {p.mode} · {p.device} · backward {p.backward} · {p.seconds:.2f} s")
+    lines += ["", "| Module | Type | Output | Params | Trainable | FLOPs | Grad norm |", "|---|---|---|---:|---|---:|---:|"]
+    for r in report.modules:
+        if depth is not None and r.depth > depth:
+            continue
+        name = ("&nbsp;&nbsp;" * r.depth) + (r.path.rsplit(".", 1)[-1] if r.path else "(root)")
+        lines.append(f"| {name} | {r.type} | `{shape_text(r)}` | {r.params:,} | {r.trainable} | {human(r.flops_forward)} | {sci(r.grad_norm)} |")
+    lines += ["", f"**Total params:** {m.total_params:,} · **trainable:** {m.trainable_params:,} · **frozen:** {m.frozen_params:,} · "
+              f"**param memory:** {human_bytes(m.param_bytes)}", ""]
+    if p.ran:
+        lines.append("## Findings")
+        lines.append("")
+        if not report.findings:
+            lines.append("No problems found.")
+        for f in report.findings:
+            lines.append(f"- **{f.severity}** `{f.kind}` at `{f.module or '(root)'}`: {f.message}")
+    for n in p.notes:
+        lines.append(f"\n> note: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def export(report: Report, fmt: str, depth: int | None = None, width: int = 120) -> str:
+    """The report as a string in one of FORMATS."""
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2) + "\n"
+    if fmt == "markdown":
+        return to_markdown(report, depth)
+    if fmt == "text":
+        return render_text(report, depth, width)
+    c = Console(width=width, record=True, highlight=False, file=io.StringIO(), force_terminal=True)
+    for part in report_renderables(report, depth):
+        c.print(part)
+    if fmt == "html":
+        return c.export_html(inline_styles=True)
+    if fmt == "svg":
+        return c.export_svg(title=f"inspectr {report.model.name}")
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def write_export(report: Report, fmt: str, path: str | Path, depth: int | None = None) -> Path:
+    p = Path(path)
+    p.write_text(export(report, fmt, depth), encoding="utf-8")
+    return p
