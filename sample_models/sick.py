@@ -175,7 +175,8 @@ class DeadReLUMLP(nn.Module):
         return self.head(self.act2(self.fc2(self.act1(self.fc1(x)))))
 
     def example_input(self, batch_size: int = 4) -> torch.Tensor:
-        return torch.randn(batch_size, self.in_features)
+        # at least 16 samples: below that a healthy ReLU unit is all-zero too often to judge
+        return torch.randn(max(batch_size, 16), self.in_features)
 
 
 @register(

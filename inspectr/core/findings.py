@@ -6,12 +6,18 @@ nothing of severity warning or error):
 - ``dead_units``: an activation output (``nn.ReLU``/``GELU``/... or a functional ``F.relu``
   inside a ``forward``) where at least DEAD_WARN of the units are zero for every sample and
   position of the probe batch; error from DEAD_ERROR. Needs at least DEAD_MIN_SAMPLES values
-  per unit (with 2 samples a healthy ReLU unit is all-zero one time in four).
-- ``vanishing_gradient``: the loss is the sum of the outputs, so the gradient RMS at the
-  output is 1. Vanishing when the gradient RMS at the input end of the network (the model
-  inputs, or the first module that got a gradient) is below VANISH_RMS; the culprit is the
-  smallest module that contains every leaf whose gradient RMS is below that.
-- ``exploding_gradient``: some leaf's output-gradient RMS above EXPLODE_RMS (likewise blamed).
+  per unit: a healthy unit is then all-zero by chance about once in 65,000 (with 4 samples,
+  once in 16, and squeeze-excitation units see nearly the same pooled value for every sample).
+- ``vanishing_gradient``: the loss is the sum of the outputs. Compare the gradient RMS at the
+  input end (the model's float inputs, else the first module that got a gradient) with the
+  gradient RMS at the output of the last layer with parameters (the head): vanishing when
+  the ratio is below VANISH_RATIO. Culprit: the smallest module containing every leaf whose
+  gradient RMS is below VANISH_RATIO of the head's. Leaves with exactly zero gradient are
+  left out (zero-initialised heads, ConvNeXt's layer scale make tiny but healthy values
+  inside blocks; the input end still gets a healthy gradient through the residual stream).
+- ``exploding_gradient``: the same ratio above EXPLODE_RATIO, or any output-gradient RMS above
+  EXPLODE_RMS; blamed the same way. Both are errors in train mode and info in eval mode:
+  with fresh BatchNorm running statistics an eval-mode pass is not how the network trains.
 - ``nan`` / ``inf``: the first module (completion order) whose output is non-finite while
   its inputs were finite. Downstream modules are not blamed.
 - ``unused_parameters``: trainable parameters that got no gradient, grouped to the largest
@@ -28,9 +34,10 @@ from inspectr.core.result import Finding, ModuleRow
 
 DEAD_WARN = 0.5
 DEAD_ERROR = 0.99
-DEAD_MIN_SAMPLES = 4
-VANISH_RMS = 1e-5
-EXPLODE_RMS = 1e4
+DEAD_MIN_SAMPLES = 16
+VANISH_RATIO = 1e-5
+EXPLODE_RATIO = 1e4
+EXPLODE_RMS = 1e8
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -147,26 +154,34 @@ def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding
         ))
     if not live:
         return out
+    with_params = [r for r in live if r.own_params > 0]
+    head = (with_params or live)[-1]
+    head_rms = head.grad_rms or 1.0
     entry = result.input_grad_rms if result.input_grad_rms else live[0].grad_rms
-    if entry is not None and entry < VANISH_RMS:
-        low = [r.path for r in live if (r.grad_rms or 0) < VANISH_RMS]
+    ratio = (entry or 0.0) / head_rms
+    severity = "error" if result.mode == "train" else "info"
+    if entry and ratio < VANISH_RATIO:
+        low = [r.path for r in live if (r.grad_rms or 0) < head_rms * VANISH_RATIO]
         culprit = common_ancestor(low)
         out.append(Finding(
-            "vanishing_gradient", "error", culprit,
-            f"Gradients vanish through {_label(culprit)}: RMS {entry:.1e} at the input end vs 1 at the output "
-            f"({len(low)} modules below {VANISH_RMS:g}); look at saturating activations (sigmoid/tanh), "
-            "depth without residual connections or normalisation, and initialisation.",
-            {"input_grad_rms": entry, "modules": len(low)},
+            "vanishing_gradient", severity, culprit,
+            f"Gradients vanish through {_label(culprit)}: RMS {entry:.1e} at the input end vs {head_rms:.1e} "
+            f"at the last layer {_label(head.path)} ({len(low)} modules below {VANISH_RATIO:g} of it); look at "
+            "saturating activations (sigmoid/tanh), depth without residual connections or normalisation, "
+            "and initialisation.",
+            {"input_grad_rms": entry, "head_grad_rms": head_rms, "ratio": ratio, "modules": len(low)},
         ))
-    high = [r for r in live if (r.grad_rms or 0) > EXPLODE_RMS]
-    if high:
-        peak = max(high, key=lambda r: r.grad_rms or 0)
-        culprit = common_ancestor([r.path for r in high])
+    peak = max(live, key=lambda r: r.grad_rms or 0)
+    if ratio > EXPLODE_RATIO or (peak.grad_rms or 0) > EXPLODE_RMS:
+        high = [r.path for r in live
+                if (r.grad_rms or 0) > head_rms * EXPLODE_RATIO or (r.grad_rms or 0) > EXPLODE_RMS]
+        culprit = common_ancestor(high or [peak.path])
         out.append(Finding(
-            "exploding_gradient", "error", culprit,
+            "exploding_gradient", severity, culprit,
             f"Gradients explode through {_label(culprit)}: RMS up to {peak.grad_rms:.1e} at {_label(peak.path)} "
-            f"vs 1 at the output; look at weight initialisation scale, missing normalisation, learning rate.",
-            {"max_grad_rms": peak.grad_rms, "at": peak.path, "modules": len(high)},
+            f"vs {head_rms:.1e} at the last layer {_label(head.path)}; look at weight initialisation scale, "
+            "missing normalisation, learning rate.",
+            {"max_grad_rms": peak.grad_rms, "at": peak.path, "ratio": ratio, "modules": len(high)},
         ))
     return out
 

@@ -89,7 +89,6 @@ def pick_inputs(
         return inputs_mod.from_specs(specs), None
     if inputs is not None:
         return inputs_mod.normalize(inputs, "inputs="), None
-    torch.manual_seed(0)
     try:
         hooked = inputs_mod.from_model_hook(model, b)
     except Exception as exc:
@@ -186,7 +185,9 @@ def inspect(
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
-    inp, forced_mode = pick_inputs(loaded, inputs, input_specs, batch_size, dev)
+    with torch.random.fork_rng(devices=[]):  # the user's RNG stream is left where it was
+        torch.manual_seed(seed)
+        inp, forced_mode = pick_inputs(loaded, inputs, input_specs, batch_size, dev)
     if forced_mode and mode == "own":
         mode = forced_mode
         notes.append(f"probed in {forced_mode} mode: this model family needs it without targets")

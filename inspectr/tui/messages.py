@@ -1,0 +1,64 @@
+"""Provides the messages the app's workers post back to the UI thread (``post_message`` is thread-safe)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from inspectr.core.loader import LoadedModel
+    from inspectr.core.result import Report
+    from inspectr.errors import InspectrError
+    from inspectr.tui.pictures import WeightPicture
+    from inspectr.tui.trainable import TrainableState
+
+
+class ModelReady(Message):
+    """The model is built and its structure counted (no probe yet): time for the first paint."""
+
+    def __init__(self, generation: int, loaded: LoadedModel, report: Report, trainable: TrainableState,
+                 built_at: float) -> None:
+        super().__init__()
+        self.generation = generation
+        self.loaded = loaded
+        self.report = report
+        self.trainable = trainable
+        self.built_at = built_at  # perf_counter when the model existed
+
+
+class LoadFailed(Message):
+    """Building the model failed: the app exits with the CLI's message and exit code."""
+
+    def __init__(self, generation: int, error: InspectrError) -> None:
+        super().__init__()
+        self.generation = generation
+        self.error = error
+
+
+class ProbeFinished(Message):
+    """A probe landed; the app drops it when ``generation`` is older than the latest request."""
+
+    def __init__(self, generation: int, report: Report, version: int) -> None:
+        super().__init__()
+        self.generation = generation
+        self.report = report
+        self.version = version  # the TrainableState version the probe ran with
+
+
+class ProbeFailed(Message):
+    """The probe could not run at all (no inputs, bad options): shown in the app, which stays up."""
+
+    def __init__(self, generation: int, message: str) -> None:
+        super().__init__()
+        self.generation = generation
+        self.message = message
+
+
+class PictureReady(Message):
+    """A weight picture computed off the UI thread (big tensors)."""
+
+    def __init__(self, path: str, picture: WeightPicture | None) -> None:
+        super().__init__()
+        self.path = path
+        self.picture = picture

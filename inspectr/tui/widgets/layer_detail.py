@@ -1,0 +1,129 @@
+"""Provides the layer detail pane: the report's module detail plus pictures of the weights."""
+
+from __future__ import annotations
+
+from rich.color import Color
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from inspectr.core.result import ModuleRow, Report
+from inspectr.report.render import module_detail, sci, sparkline
+from inspectr.tui.pictures import WeightPicture
+
+NEUTRAL = (48, 48, 56)
+NEGATIVE = (70, 140, 255)
+POSITIVE = (255, 96, 72)
+
+
+class FilterHeatmap:
+    """The first filters of a conv layer, two pixels per cell (``▀`` with fore/background colours)."""
+
+    def __init__(self, picture: WeightPicture) -> None:
+        self.picture = picture
+
+    def _colours(self) -> list[list[list[Color]]]:
+        filters = self.picture.filters
+        values = [v for f in filters for row in f for px in row for v in px]
+        if self.picture.rgb:
+            low, high = min(values), max(values)
+            span = (high - low) or 1.0
+            return [[[Color.from_rgb(*(int(255 * (c - low) / span) for c in px[:3])) for px in row] for row in f]
+                    for f in filters]
+        top = max(abs(v) for v in values) or 1.0
+        out = []
+        for f in filters:
+            rows = []
+            for row in f:
+                line = []
+                for px in row:
+                    t = max(-1.0, min(1.0, px[0] / top))
+                    end = POSITIVE if t > 0 else NEGATIVE
+                    a = abs(t) ** 0.8
+                    line.append(Color.from_rgb(*(int(n + (e - n) * a) for n, e in zip(NEUTRAL, end))))
+                rows.append(line)
+            out.append(rows)
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        filters = self._colours()
+        if not filters:
+            return
+        kh, kw = len(filters[0]), len(filters[0][0])
+        scale = max(1, 6 // max(kh, kw))
+        w, h = kw * scale, kh * scale
+        per_row = max(1, min(len(filters), (options.max_width + 1) // (w + 1)))
+        for start in range(0, len(filters), per_row):
+            group = filters[start : start + per_row]
+            for y in range(0, h, 2):
+                for n, f in enumerate(group):
+                    if n:
+                        yield Segment(" ")
+                    for x in range(w):
+                        top = f[y // scale][x // scale]
+                        bottom = f[(y + 1) // scale][x // scale] if y + 1 < h else None
+                        yield Segment("▀", Style(color=top, bgcolor=bottom))
+                yield Segment.line()
+            if start + per_row < len(filters):
+                yield Segment.line()
+
+
+def picture_renderable(picture: WeightPicture) -> RenderableType:
+    parts: list[RenderableType] = [Text("\nWeights", style="bold")]
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="dim", no_wrap=True)
+    g.add_column()
+    hist = Text(sparkline(picture.histogram), style="green")
+    hist.append(f"  {sci(picture.low)} … {sci(picture.high)}", style="dim")
+    g.add_row(picture.name, hist)
+    parts.append(g)
+    if picture.filters:
+        shown = len(picture.filters)
+        how = "RGB, min–max scaled" if picture.rgb else "mean over input channels; blue < 0 < red"
+        parts.append(Text(f"first {shown} of {picture.out_channels} filters ({how})", style="dim"))
+        parts.append(FilterHeatmap(picture))
+    return Group(*parts)
+
+
+class LayerDetail(VerticalScroll):
+    """Everything about the highlighted module; set with ``show``."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.path: str | None = None
+        self._report: Report | None = None
+        self._row: ModuleRow | None = None
+        self._picture: WeightPicture | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Loading…", style="dim"), id="detail-body")
+
+    def show(self, report: Report, row: ModuleRow, picture: WeightPicture | None, *, keep_scroll: bool = False) -> None:
+        """Show one module (``picture`` may follow later through ``show_picture``)."""
+        moved = row.path != self.path
+        self.path = row.path
+        self._report, self._row, self._picture = report, row, picture
+        self._render()
+        if moved and not keep_scroll:
+            self.scroll_home(animate=False)
+
+    def show_picture(self, path: str, picture: WeightPicture | None) -> None:
+        if path == self.path and self._row is not None:
+            self._picture = picture
+            self._render()
+
+    def show_message(self, text: Text) -> None:
+        self.path = None
+        self.query_one("#detail-body", Static).update(text)
+
+    def _render(self) -> None:
+        assert self._report is not None and self._row is not None
+        parts: list[RenderableType] = [module_detail(self._report, self._row)]
+        if self._picture is not None:
+            parts.append(picture_renderable(self._picture))
+        self.query_one("#detail-body", Static).update(Group(*parts))

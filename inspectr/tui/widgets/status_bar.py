@@ -1,0 +1,91 @@
+"""Provides the status bar: exact parameter totals, the probe's state, device and mode."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.timer import Timer
+from textual.widgets import Static
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class StatusBar(Static):
+    """One line; the app sets ``set_totals``, ``set_probe`` and ``set_context``."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("", id=id, classes=classes)
+        self.total = 0
+        self.trainable = 0
+        self.probe_state = "idle"  # idle | waiting | running | done | failed | stale | off | loading
+        self.probe_detail = ""
+        self.device = ""
+        self.mode = ""
+        self._started = 0.0
+        self._ticker: Timer | None = None
+
+    def set_totals(self, total: int, trainable: int) -> None:
+        self.total, self.trainable = total, trainable
+        self.refresh()
+
+    def set_context(self, device: str, mode: str) -> None:
+        self.device, self.mode = device, mode
+        self.refresh()
+
+    def set_probe(self, state: str, detail: str = "") -> None:
+        """``running`` and ``loading`` animate until the next state arrives."""
+        if state in ("running", "loading") and self.probe_state not in ("running", "loading"):
+            self._started = time.perf_counter()
+        self.probe_state, self.probe_detail = state, detail
+        busy = state in ("running", "loading")
+        if busy and self._ticker is None:
+            self._ticker = self.set_interval(0.1, self.refresh)
+        elif not busy and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+        self.set_class(state == "failed", "-failed")
+        self.set_class(state == "stale", "-stale")
+        self.refresh()
+
+    @property
+    def probe_text(self) -> Text:
+        state, detail = self.probe_state, self.probe_detail
+        elapsed = time.perf_counter() - self._started
+        if state in ("running", "loading"):
+            frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+            what = "loading model" if state == "loading" else "probing"
+            return Text(f"{frame} {what}… {elapsed:.1f} s" + (f" · {detail}" if detail else ""), style="bold")
+        if state == "done":
+            return Text(f"✓ probed in {detail}", style="green")
+        if state == "failed":
+            return Text(f"✖ probe failed{(' ' + detail) if detail else ''}", style="bold red")
+        if state == "stale":
+            return Text(f"◌ stale: {detail or 'changed since the probe'}", style="yellow")
+        if state == "waiting":
+            return Text("◌ probe queued", style="dim")
+        if state == "off":
+            return Text("probe off", style="dim")
+        return Text(detail, style="dim")
+
+    def render(self) -> RenderableType:
+        frozen = self.total - self.trainable
+        left = Text(no_wrap=True, overflow="ellipsis")
+        left.append(f"{self.total:,}", style="bold")
+        left.append(" params · ", style="dim")
+        left.append(f"{self.trainable:,}")
+        left.append(" trainable · ", style="dim")
+        left.append(f"{frozen:,}", style="bold blue" if frozen else "")
+        left.append(" frozen", style="dim")
+        right = self.probe_text
+        right.no_wrap = True
+        right.overflow = "ellipsis"
+        if self.device or self.mode:
+            right.append(f" │ {self.device}" + (f" · {self.mode}" if self.mode else ""), style="dim")
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(justify="right", no_wrap=True, overflow="ellipsis")
+        grid.add_row(left, right)
+        return grid

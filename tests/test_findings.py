@@ -1,0 +1,79 @@
+"""Findings: every sick model names the right module; healthy models raise nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+import inspectr
+import sample_models
+
+SICK = {n: s for n, s in sample_models.GALLERY.items() if not s.healthy}
+HEALTHY = [n for n, s in sample_models.GALLERY.items() if s.healthy]
+TORCHVISION_FAST = ["alexnet", "resnet18", "mobilenet_v2", "mobilenet_v3_small", "squeezenet1_1",
+                    "shufflenet_v2_x1_0", "efficientnet_b0", "regnet_y_400mf", "googlenet", "mnasnet0_5",
+                    "vgg11", "densenet121"]
+TORCHVISION_SLOW = ["resnet50", "vit_b_16", "swin_t", "convnext_tiny", "inception_v3", "maxvit_t",
+                    "efficientnet_v2_s", "wide_resnet50_2", "resnext50_32x4d", "deeplabv3_mobilenet_v3_large",
+                    "fcn_resnet50", "lraspp_mobilenet_v3_large", "r3d_18", "mc3_18", "raft_small",
+                    "fasterrcnn_mobilenet_v3_large_320_fpn", "ssdlite320_mobilenet_v3_large",
+                    "quantized_mobilenet_v2", "swin_v2_t", "regnet_x_8gf"]
+
+
+def problems(report):
+    return [(f.kind, f.severity, f.module) for f in report.findings if f.severity in ("error", "warning")]
+
+
+@pytest.mark.parametrize("name", sorted(SICK))
+def test_sick_model_found_on_expected_path(name):
+    kind, path = SICK[name].expected
+    r = inspectr.inspect(name)
+    hits = [(k, m) for k, _, m in problems(r)]
+    assert (kind, path) in hits, f"{name}: expected {kind} at {path!r}, got {hits}"
+    # the culprit only: no other module is blamed for the same kind
+    assert [m for k, m in hits if k == kind] == [path]
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+@pytest.mark.parametrize("mode", ["own", "train", "eval"])
+def test_healthy_sample_models_raise_nothing(name, mode):
+    r = inspectr.inspect(name, mode=mode)
+    assert r.probe.ok, r.probe.error
+    assert problems(r) == []
+
+
+@pytest.mark.parametrize("name", TORCHVISION_FAST)
+def test_healthy_torchvision_raise_nothing(name):
+    r = inspectr.inspect(name)
+    assert r.probe.ok, r.probe.error
+    assert problems(r) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION_SLOW)
+def test_healthy_torchvision_raise_nothing_slow(name):
+    r = inspectr.inspect(name)
+    assert r.probe.ok, r.probe.error
+    assert problems(r) == []
+
+
+def test_nan_only_culprit_blamed_not_downstream():
+    r = inspectr.inspect("sick_nan")
+    nan_mods = [f.module for f in r.findings if f.kind == "nan"]
+    assert nan_mods == ["blocks.1.mix.log_scale"]
+    # downstream modules do carry NaN, but are not blamed
+    downstream = [m for m in r.modules if m.stats and m.stats.nan and m.path != "blocks.1.mix.log_scale"]
+    assert downstream
+
+
+def test_unused_is_warning_in_train_and_info_in_eval():
+    assert ("unused_parameters", "warning", "aux_head") in [(f.kind, f.severity, f.module) for f in inspectr.inspect("sick_unused", mode="train").findings]
+    assert ("unused_parameters", "info", "aux_head") in [(f.kind, f.severity, f.module) for f in inspectr.inspect("sick_unused", mode="eval").findings]
+
+
+def test_frozen_layers_have_no_param_gradients_and_no_unused_finding():
+    r = inspectr.inspect("lenet", freeze=["conv*"])
+    assert r.module("conv1").trainable == "none"
+    assert r.module("conv1").param_grad_norm is None
+    assert r.module("fc1").param_grad_norm is not None
+    assert r.model.frozen_params == r.module("conv1").params + r.module("conv2").params
+    assert problems(r) == []
