@@ -1,0 +1,530 @@
+"""Provides the inspector app and ``run_app(spec, options) -> exit code``.
+
+Wiring only: workers load and probe the model and post messages; the app hands results down
+to the widgets as attributes and reacts to the widgets' messages.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer
+from textual.worker import get_current_worker
+
+from inspectr.errors import InspectrError
+from inspectr.tui.messages import LoadFailed, ModelReady, PictureReady, ProbeFailed, ProbeFinished
+from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
+from inspectr.tui.screens.export import EXTENSIONS, ExportDialog
+from inspectr.tui.screens.gallery import GalleryScreen
+from inspectr.tui.screens.help import HelpScreen
+from inspectr.tui.widgets.findings_list import FindingsList
+from inspectr.tui.widgets.layer_detail import LayerDetail
+from inspectr.tui.widgets.module_tree import ModuleTree
+from inspectr.tui.widgets.search_bar import SearchBar
+from inspectr.tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from inspectr.core.loader import LoadedModel
+    from inspectr.core.result import ModuleRow, Report
+    from inspectr.tui.trainable import TrainableState
+
+REPROBE_DELAY = 0.5  # seconds of quiet after a freeze toggle before the probe re-runs
+LOAD_KEYS = ("kwargs", "weights", "trust_pickle")
+FREEZE_KEYS = ("freeze", "unfreeze", "freeze_plan")
+
+
+class InspectrApp(App[int]):
+    """Browse a model's modules, see each layer's measures, freeze layers live."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "inspectr"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "search", "Search", tooltip="Find modules by path, class name or glob"),
+        Binding("e", "export", "Export", tooltip="Write the report as text, markdown, JSON, HTML or SVG"),
+        Binding("s", "save_plan", "Save plan", tooltip="Save the freeze plan as JSON in the current directory"),
+        Binding("r", "reprobe", "Re-probe", show=False, tooltip="Run the probe again"),
+        Binding("f", "focus_findings", "Findings", show=False, tooltip="Focus the findings list"),
+        Binding("t,escape", "focus_tree", "Tree", show=False, tooltip="Focus the module tree"),
+        Binding("n", "next_match(1)", "Next match", show=False),
+        Binding("N", "next_match(-1)", "Previous match", show=False),
+        Binding("g", "gallery", "Gallery", show=False, tooltip="Open the sample model gallery"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, spec: str | None = None, options: dict[str, Any] | None = None, *,
+                 loaded: LoadedModel | None = None) -> None:
+        """Args:
+        spec: the model spec, or None (with ``loaded`` None) for the gallery.
+        options: keyword arguments of ``inspectr.core.inspect.inspect`` (the CLI's flags).
+        loaded: an already built model (tests, benchmarks, the Python API).
+        """
+        super().__init__()
+        self.spec = spec
+        self.options = dict(options or {})
+        self.error: InspectrError | None = None
+        self.report: Report | None = None
+        self.timings: dict[str, float] = {}
+        self._given = loaded
+        self._loaded: LoadedModel | None = None
+        self._trainable: TrainableState | None = None
+        self._rows: dict[str, ModuleRow] = {}
+        self._pictures: dict[str, WeightPicture | None] = {}
+        self._load_gen = 0
+        self._probe_gen = 0
+        self._probe_version = -1
+        self._from_gallery = False
+        self._model_lock = threading.Lock()  # held by whoever runs torch code on the model
+        self._reprobe_timer: Timer | None = None
+        self._matches: list[str] = []
+        self._match_index = 0
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield SearchBar(id="search")
+                yield ModuleTree(id="tree")
+            with Vertical(id="right"):
+                yield LayerDetail(id="detail")
+                yield FindingsList(id="findings")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(SearchBar).display = False
+        self.query_one(ModuleTree).border_title = "Modules"
+        self.query_one(LayerDetail).border_title = "Layer"
+        self.query_one(FindingsList).show_state("Findings appear after the probe.")
+        if self._given is not None:
+            self.load_model(None)
+        elif self.spec:
+            self.load_model(self.spec)
+        else:
+            self.action_gallery()
+
+    @property
+    def probe_enabled(self) -> bool:
+        return bool(self.options.get("probe", True))
+
+    def _probe_options(self) -> dict[str, Any]:
+        skip = (*LOAD_KEYS, *FREEZE_KEYS, "probe", "histograms", "cancelled", "loaded")
+        return {k: v for k, v in self.options.items() if k not in skip}
+
+    # ------------------------------------------------------------ loading
+
+    def load_model(self, spec: str | None, *, from_gallery: bool = False) -> None:
+        """Build the model named by ``spec`` (None: the one given at construction) in a worker."""
+        self.spec = spec or self.spec
+        self._from_gallery = from_gallery
+        self._load_gen += 1
+        self._probe_gen += 1  # a probe of the previous model is now stale
+        self._loaded, self._trainable, self.report = None, None, None
+        self._rows, self._pictures = {}, {}
+        self.query_one(StatusBar).set_probe("loading", spec or "")
+        self.query_one(LayerDetail).show_message(Text(f"Loading {spec or 'the model'}…", style="dim"))
+        self._load(self._load_gen, spec)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _load(self, generation: int, spec: str | None) -> None:
+        from inspectr.core.inspect import inspect, parse_kwargs, resolve_device
+        from inspectr.core.loader import load
+        from inspectr.tui.trainable import TrainableState
+
+        opts = self.options
+        try:
+            device = resolve_device(opts.get("device"))
+            if spec is None and self._given is not None:
+                loaded = self._given
+            else:
+                loaded = load(spec or "", parse_kwargs(opts.get("kwargs")), opts.get("weights"),
+                              bool(opts.get("trust_pickle")), device)
+            built = time.perf_counter()
+            freeze = {k: opts.get(k) for k in FREEZE_KEYS}
+            with self._model_lock:  # --freeze/--unfreeze/--freeze-plan are applied here, once
+                report = inspect(None, loaded=loaded, probe=False, device=device, **freeze)
+                trainable = TrainableState(loaded.model)
+        except InspectrError as err:
+            self.post_message(LoadFailed(generation, err))
+            return
+        except Exception as exc:  # a user's model can raise anything while it is built
+            err = InspectrError(f"Loading {spec or 'the model'} failed: {type(exc).__name__}: {exc}.",
+                                "Run `inspectr SPEC --report --debug` to see the traceback.")
+            self.post_message(LoadFailed(generation, err))
+            return
+        self.post_message(ModelReady(generation, loaded, report, trainable, built))
+
+    def on_model_ready(self, message: ModelReady) -> None:
+        if message.generation != self._load_gen:
+            return
+        self._loaded, self._trainable, self.report = message.loaded, message.trainable, message.report
+        self._rows = {r.path: r for r in message.report.modules}
+        self._pictures = {}
+        tree = self.query_one(ModuleTree)
+        tree.show_model(message.report, message.trainable)
+        m = message.report.model
+        tree.border_title = f"{m.name} · {m.class_name}"
+        self.sub_title = m.name
+        self.query_one(SearchBar).entries = [(r.path, r.type) for r in message.report.modules]
+        self._update_totals()
+        status = self.query_one(StatusBar)
+        status.set_context(message.report.probe.device, self._mode_label())
+        self._show_detail("")
+        tree.focus()
+        self.timings["structure"] = time.perf_counter() - message.built_at
+        self.call_after_refresh(self._painted, message.built_at)
+        if self.probe_enabled:
+            self.request_probe()
+        else:
+            status.set_probe("off")
+            self.query_one(FindingsList).show_state("The probe is off (--no-probe): structure and counts only.")
+
+    def _painted(self, built_at: float) -> None:
+        self.timings["first_paint"] = time.perf_counter() - built_at
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        if message.generation != self._load_gen:
+            return
+        if self._from_gallery:
+            self.notify(str(message.error), title="Could not load the model", severity="error", markup=False)
+            self.action_gallery()
+            return
+        self.error = message.error
+        self.exit(message.error.exit_code, return_code=message.error.exit_code)
+
+    def _mode_label(self) -> str:
+        mode = self.options.get("mode", "own")
+        if mode in ("train", "eval"):
+            return mode
+        model = self._loaded.model if self._loaded else None
+        return ("train" if model is None or model.training else "eval") + " (own)"
+
+    # ------------------------------------------------------------ probing
+
+    def request_probe(self) -> None:
+        """Start a probe; any probe still running is told to stop and its result is dropped."""
+        if self._loaded is None or not self.probe_enabled:
+            return
+        self._probe_gen += 1
+        self.query_one(StatusBar).set_probe("running")
+        if self.report is not None and not self.report.probe.ran:
+            self.query_one(FindingsList).show_state("Probing…")
+        self._probe(self._probe_gen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="probe")
+    def _probe(self, generation: int) -> None:
+        from inspectr.core.inspect import inspect
+        from inspectr.core.probe import ProbeCancelled
+
+        worker = get_current_worker()
+        loaded, trainable = self._loaded, self._trainable
+        if loaded is None or trainable is None:
+            return
+
+        def cancelled() -> bool:
+            return generation != self._probe_gen or worker.is_cancelled
+
+        with self._model_lock:  # an older probe still unwinding finishes first
+            if cancelled():
+                return
+            version = trainable.version
+            trainable.apply()
+            try:
+                report = inspect(None, loaded=loaded, histograms=True, cancelled=cancelled, **self._probe_options())
+            except ProbeCancelled:
+                return
+            except InspectrError as err:
+                self.post_message(ProbeFailed(generation, str(err)))
+                return
+            except Exception as exc:  # the probe reports model errors itself; this is anything else
+                self.post_message(ProbeFailed(generation, f"{type(exc).__name__}: {exc}"))
+                return
+            finally:
+                trainable.apply()  # toggles made while the probe held the model
+        self.post_message(ProbeFinished(generation, report, version))
+
+    def on_probe_finished(self, message: ProbeFinished) -> None:
+        if message.generation != self._probe_gen or self._trainable is None:
+            return
+        report = message.report
+        self.report = report
+        self._rows = {r.path: r for r in report.modules}
+        self._probe_version = message.version
+        self.query_one(ModuleTree).update_report(report)
+        self.query_one(FindingsList).show_findings(report.findings)
+        status = self.query_one(StatusBar)
+        status.set_context(report.probe.device, report.probe.mode)
+        p = report.probe
+        if p.error is not None:
+            where = p.error.module or "(root)"
+            kind = f", {p.error.module_type}" if p.error.module_type else ""
+            status.set_probe("failed", f"at {where} ({p.error.phase}{kind})")
+        elif message.version != self._trainable.version:
+            status.set_probe("stale", "freezing changed during the probe")
+        else:
+            status.set_probe("done", f"{p.seconds:.2f} s" + ("" if p.backward == "ran" else f" · backward {p.backward}"))
+        self._refresh_detail()
+
+    def on_probe_failed(self, message: ProbeFailed) -> None:
+        if message.generation != self._probe_gen:
+            return
+        self.query_one(StatusBar).set_probe("failed", "")
+        self.query_one(FindingsList).show_findings((), failure=message.message)
+        self.notify(message.message, title="The probe did not run", severity="error", markup=False, timeout=10)
+
+    def action_reprobe(self) -> None:
+        if self._loaded is None:
+            return
+        if not self.probe_enabled:
+            self.options["probe"] = True
+        self.request_probe()
+
+    # ------------------------------------------------------------ detail and pictures
+
+    def on_module_tree_module_highlighted(self, message: ModuleTree.ModuleHighlighted) -> None:
+        self._show_detail(message.path)
+
+    def _show_detail(self, path: str, *, keep_scroll: bool = False) -> None:
+        row = self._rows.get(path)
+        if row is None or self.report is None or self._trainable is None:
+            return
+        self.query_one(LayerDetail).border_title = path or "(root)"
+        self.query_one(LayerDetail).show(self.report, self._trainable.row_view(row), self._picture(row),
+                                         keep_scroll=keep_scroll)
+
+    def _refresh_detail(self) -> None:
+        path = self.query_one(LayerDetail).path
+        if path is not None:
+            self._show_detail(path, keep_scroll=True)
+
+    def _picture(self, row: ModuleRow) -> WeightPicture | None:
+        """From the cache, computed now when cheap, else computed by a worker and sent later."""
+        if row.path in self._pictures:
+            return self._pictures[row.path]
+        if self._trainable is None:
+            return None
+        chosen = pick_weight(self._trainable.params_of(row.path))
+        if chosen is None:
+            self._pictures[row.path] = None
+            return None
+        name, weight = chosen
+        conv = "Conv" in row.type
+        if weight.numel() <= CHEAP_NUMEL:
+            self._pictures[row.path] = weight_picture(name, weight, conv)
+            return self._pictures[row.path]
+        self._picture_worker(row.path, name, weight, conv)
+        return None
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="picture")
+    def _picture_worker(self, path: str, name: str, weight: Any, conv: bool) -> None:
+        self.post_message(PictureReady(path, weight_picture(name, weight, conv)))
+
+    def on_picture_ready(self, message: PictureReady) -> None:
+        self._pictures[message.path] = message.picture
+        self.query_one(LayerDetail).show_picture(message.path, message.picture)
+
+    # ------------------------------------------------------------ freezing
+
+    def on_module_tree_freeze_toggled(self, message: ModuleTree.FreezeToggled) -> None:
+        trainable = self._trainable
+        if trainable is None:
+            return
+        new = trainable.toggle(message.path)
+        if new is None:
+            self.notify(f"{message.path or 'the model'} has no parameters to freeze.", markup=False, timeout=3)
+            return
+        if self._model_lock.acquire(blocking=False):  # else the probe worker applies it when done
+            try:
+                trainable.apply()
+            finally:
+                self._model_lock.release()
+        self.query_one(ModuleTree).refresh_labels()
+        self._update_totals()
+        self._refresh_detail()
+        if self.probe_enabled:
+            self.query_one(StatusBar).set_probe("stale", "re-probing…")
+            if self._reprobe_timer is not None:
+                self._reprobe_timer.stop()
+            self._reprobe_timer = self.set_timer(REPROBE_DELAY, self._reprobe_after_freeze)
+
+    def _reprobe_after_freeze(self) -> None:
+        self._reprobe_timer = None
+        self.request_probe()
+
+    def _update_totals(self) -> None:
+        if self._trainable is not None:
+            total, trainable = self._trainable.counts("")
+            self.query_one(StatusBar).set_totals(total, trainable)
+
+    def _file_stem(self) -> str:
+        name = self.report.model.name if self.report else "model"
+        name = name.replace("\\", "/").rsplit("/", 1)[-1].replace(".py:", "-").replace(":", "-")
+        return "inspectr-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model")
+
+    def action_save_plan(self) -> None:
+        if self._loaded is None:
+            self.notify("No model loaded yet.", severity="warning")
+            return
+        if self._model_lock.locked():
+            self.notify("Saving once the running probe lets go of the model…", timeout=3)
+        self._save_plan(Path.cwd() / f"{self._file_stem()}-freeze.json")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="save")
+    def _save_plan(self, path: Path) -> None:
+        from inspectr.core.freeze import plan_from_model, save_plan
+
+        loaded, trainable = self._loaded, self._trainable
+        if loaded is None or trainable is None:
+            return
+        try:
+            with self._model_lock:
+                trainable.apply()
+                plan = plan_from_model(loaded.model)
+                save_plan(plan, path)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"Could not write {path}: {exc}", severity="error", markup=False)
+            return
+        frozen = sum(1 for _, t in plan.entries if not t)
+        what = f"{frozen} frozen entr{'y' if frozen == 1 else 'ies'}" if frozen else "nothing frozen"
+        spec = self.spec or loaded.name
+        text = (f"Saved the freeze plan ({what}) to {path}\n"
+                f"Python: inspectr.freeze.apply_plan(model, inspectr.freeze.load_plan({path.name!r}))\n"
+                f"CLI: inspectr {spec} --report --freeze-plan {path.name}")
+        self.call_from_thread(self.notify, text, title="Freeze plan saved", markup=False, timeout=15)
+
+    # ------------------------------------------------------------ export
+
+    def action_export(self) -> None:
+        if self.report is None:
+            self.notify("Nothing to export yet: the model is still loading.", severity="warning")
+            return
+
+        def chosen(fmt: str | None) -> None:
+            if fmt:
+                self._export(fmt, Path.cwd() / f"{self._file_stem()}.{EXTENSIONS[fmt]}")
+
+        self.push_screen(ExportDialog(self._file_stem()), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _export(self, fmt: str, path: Path) -> None:
+        from inspectr.report.render import write_export
+
+        report, trainable = self.report, self._trainable
+        if report is None or trainable is None:
+            return
+        try:
+            write_export(trainable.report_view(report), fmt, path)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"Could not write {path}: {exc}", severity="error", markup=False)
+            return
+        note = "" if report.probe.ran else " (structure only: the probe had not finished)"
+        self.call_from_thread(self.notify, f"Wrote the {fmt} report to {path}{note}", title="Exported",
+                              markup=False, timeout=8)
+
+    # ------------------------------------------------------------ search, findings, focus
+
+    def action_search(self) -> None:
+        if self._loaded is not None:
+            self.query_one(SearchBar).open()
+
+    @on(SearchBar.Picked)
+    def _search_picked(self, message: SearchBar.Picked) -> None:
+        self._matches = message.matches
+        self._match_index = message.matches.index(message.path) if message.path in message.matches else 0
+        tree = self.query_one(ModuleTree)
+        tree.reveal(message.path)
+        tree.focus()
+        if len(self._matches) > 1:
+            self.notify(f"{len(self._matches):,} matches: n / N for the next and previous", timeout=3)
+
+    @on(SearchBar.Closed)
+    def _search_closed(self) -> None:
+        self.query_one(ModuleTree).focus()
+
+    def action_next_match(self, step: int = 1) -> None:
+        if not self._matches:
+            self.action_search()
+            return
+        self._match_index = (self._match_index + step) % len(self._matches)
+        self.query_one(ModuleTree).reveal(self._matches[self._match_index])
+
+    def on_findings_list_finding_selected(self, message: FindingsList.FindingSelected) -> None:
+        tree = self.query_one(ModuleTree)
+        tree.reveal(message.path)
+        tree.focus()
+
+    def action_focus_findings(self) -> None:
+        self.query_one(FindingsList).focus()
+
+    def action_focus_tree(self) -> None:
+        search = self.query_one(SearchBar)
+        if search.display:
+            search.display = False
+        self.query_one(ModuleTree).focus()
+
+    # ------------------------------------------------------------ screens and commands
+
+    def action_gallery(self) -> None:
+        from inspectr.core.registry import sample_entries
+
+        entries = [(e.name, e.description, e.healthy) for e in sample_entries().values()]
+
+        def picked(name: str | None) -> None:
+            if name:
+                self.load_model(f"sample:{name}", from_gallery=True)
+
+        self.push_screen(GalleryScreen(entries, can_go_back=self._loaded is not None), picked)
+
+    def action_help(self) -> None:
+        keys: list[tuple[str, str]] = [("↑ ↓ / j k", "move in the tree"), ("→ ← / l h", "expand / collapse or go to parent"),
+                                       ("enter", "expand or collapse")]
+        for binding in [*ModuleTree.BINDINGS, *self.BINDINGS]:
+            if isinstance(binding, Binding) and binding.key not in ("right,l", "left,h", "j", "k"):
+                keys.append((self.get_key_display(binding), binding.tooltip or binding.description))
+        keys += [("tab", "next pane"), ("ctrl+p", "command palette")]
+        self.push_screen(HelpScreen(keys))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Search modules", "Find modules by path, class name or glob", self.action_search)
+        yield SystemCommand("Export report", "Write the report as text, markdown, JSON, HTML or SVG", self.action_export)
+        yield SystemCommand("Save freeze plan", "Save which layers train as JSON, to apply in training",
+                            self.action_save_plan)
+        yield SystemCommand("Re-probe", "Run the probe forward/backward pass again", self.action_reprobe)
+        yield SystemCommand("Sample gallery", "Open another model from the sample gallery", self.action_gallery)
+        yield SystemCommand("Help", "Keys and what the tree's marks mean", self.action_help)
+
+
+def run_app(spec: str | None, options: dict[str, Any] | None = None) -> int:
+    """Open the app on ``spec`` (None: the gallery); returns the exit code.
+
+    Args:
+        spec: a model spec as the CLI takes it.
+        options: keyword arguments of ``inspectr.core.inspect.inspect``.
+
+    Returns:
+        0 after a normal quit; a load error's exit code (2), its message printed as the CLI does.
+    """
+    app = InspectrApp(spec, options)
+    app.run()
+    if app.error is not None:
+        from inspectr.cli import print_error
+
+        print_error(app.error)
+        return app.error.exit_code
+    return app.return_code or 0
