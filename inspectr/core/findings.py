@@ -7,12 +7,16 @@ nothing of severity warning or error):
   inside a ``forward``) where at least DEAD_WARN of the units are zero for every sample and
   position of the probe batch; error from DEAD_ERROR. Needs at least DEAD_MIN_SAMPLES values
   per unit: a healthy unit is then all-zero by chance about once in 65,000 (with 4 samples,
-  once in 16, and squeeze-excitation units see nearly the same pooled value for every sample).
-- ``vanishing_gradient``: the loss is the sum of the outputs. Compare the gradient RMS at the
+  once in 16, and squeeze-excitation units see nearly the same pooled value for every sample),
+  and at least DEAD_MIN_UNITS units. DEAD_WARN is 70%, not 50%: in a randomly initialised
+  network without normalisation (SqueezeNet, VGG) a ReLU after a conv on all-positive inputs
+  keeps one sign per channel, so about half its channels are zero on noise inputs.
+- ``vanishing_gradient``: the loss is the sum of the outputs. Compare the gradient norm at the
   input end (the model's float inputs, else the first module that got a gradient) with the
-  gradient RMS at the output of the last layer with parameters (the head): vanishing when
+  gradient norm at the output of the last layer with parameters (the head): vanishing when
   the ratio is below VANISH_RATIO. Culprit: the smallest module containing every leaf whose
-  gradient RMS is below VANISH_RATIO of the head's. Leaves with exactly zero gradient are
+  gradient norm is below VANISH_RATIO of the head's. (Norms, not RMS: global average pooling
+  divides the per-element gradient by H*W, the norm only by sqrt(H*W).) Leaves with exactly zero gradient are
   left out (zero-initialised heads, ConvNeXt's layer scale make tiny but healthy values
   inside blocks; the input end still gets a healthy gradient through the residual stream).
 - ``exploding_gradient``: the same ratio above EXPLODE_RATIO, or any output-gradient RMS above
@@ -32,7 +36,8 @@ from __future__ import annotations
 from inspectr.core.probe import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
-DEAD_WARN = 0.5
+DEAD_WARN = 0.7
+DEAD_MIN_UNITS = 8
 DEAD_ERROR = 0.99
 DEAD_MIN_SAMPLES = 16
 VANISH_RATIO = 1e-5
@@ -124,7 +129,7 @@ def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
             if f.dead_fraction is not None:
                 items.append((f.op, f.dead_fraction, f.units, f.samples_per_unit))
         for op, dead, units, spu in items:
-            if dead < DEAD_WARN or not units or (spu or 0) < DEAD_MIN_SAMPLES:
+            if dead < DEAD_WARN or (units or 0) < DEAD_MIN_UNITS or (spu or 0) < DEAD_MIN_SAMPLES:
                 continue
             sev = "error" if dead >= DEAD_ERROR else "warning"
             inside = "" if op == r.type else f" ({op} inside its forward)"
@@ -160,16 +165,21 @@ def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding
     entry = result.input_grad_rms if result.input_grad_rms else live[0].grad_rms
     ratio = (entry or 0.0) / head_rms
     severity = "error" if result.mode == "train" else "info"
-    if entry and ratio < VANISH_RATIO:
-        low = [r.path for r in live if (r.grad_rms or 0) < head_rms * VANISH_RATIO]
+    # Vanishing compares norms, not RMS: average pooling spreads one gradient over H*W
+    # elements, which divides the RMS by H*W but the norm only by sqrt(H*W).
+    head_norm = head.grad_norm or 1.0
+    entry_norm = result.input_grad_norm if result.input_grad_norm else live[0].grad_norm
+    norm_ratio = (entry_norm or 0.0) / head_norm
+    if entry_norm and norm_ratio < VANISH_RATIO:
+        low = [r.path for r in live if (r.grad_norm or 0) < head_norm * VANISH_RATIO]
         culprit = common_ancestor(low)
         out.append(Finding(
             "vanishing_gradient", severity, culprit,
-            f"Gradients vanish through {_label(culprit)}: RMS {entry:.1e} at the input end vs {head_rms:.1e} "
+            f"Gradients vanish through {_label(culprit)}: norm {entry_norm:.1e} at the input end vs {head_norm:.1e} "
             f"at the last layer {_label(head.path)} ({len(low)} modules below {VANISH_RATIO:g} of it); look at "
             "saturating activations (sigmoid/tanh), depth without residual connections or normalisation, "
             "and initialisation.",
-            {"input_grad_rms": entry, "head_grad_rms": head_rms, "ratio": ratio, "modules": len(low)},
+            {"input_grad_norm": entry_norm, "head_grad_norm": head_norm, "ratio": norm_ratio, "modules": len(low)},
         ))
     peak = max(live, key=lambda r: r.grad_rms or 0)
     if ratio > EXPLODE_RATIO or (peak.grad_rms or 0) > EXPLODE_RMS:

@@ -75,7 +75,11 @@ def parse_input_spec(text: str) -> InputSpec:
         raise _bad_input(raw, f"unknown dtype {parts[0]!r} (known: {', '.join(sorted(set(DTYPES)))})")
     if not parts or not parts[0].strip():
         raise _bad_input(raw, "no shape given")
-    dims = [d for d in re.split(r"[,x×]", parts[0].strip()) if d.strip()]
+    dims = re.split(r"[,x×]", parts[0].strip())
+    if dims and not dims[-1].strip():
+        dims = dims[:-1]  # a trailing comma is harmless
+    if any(not d.strip() for d in dims):
+        raise _bad_input(raw, f"the shape {parts[0]!r} has an empty dimension")
     try:
         shape = tuple(int(d) for d in dims)
     except ValueError:
@@ -90,6 +94,15 @@ def parse_input_spec(text: str) -> InputSpec:
         low, high = float(rm.group(1)), float(rm.group(2))
         if high <= low:
             raise _bad_input(raw, f"the range {low:g}..{high:g} is empty")
+        if not dtype.is_floating_point:
+            if dtype == torch.bool:
+                raise _bad_input(raw, "a bool input takes no value range")
+            info = torch.iinfo(dtype)
+            if low != int(low) or high != int(high):
+                raise _bad_input(raw, f"an integer range needs integer bounds, got {low:g}..{high:g}")
+            if low < info.min or high - 1 > info.max:
+                raise _bad_input(raw, f"{low:g}..{high:g} does not fit {str(dtype).replace('torch.', '')} "
+                                      f"({info.min}..{info.max + 1})")
     return InputSpec(shape, dtype, low, high, name)
 
 
@@ -133,7 +146,8 @@ def _describe_value(x: Any) -> str:
     if isinstance(x, torch.Tensor):
         dt = str(x.dtype).replace("torch.", "")
         extra = ""
-        if not x.is_floating_point() and x.numel() and not x.is_meta and x.layout == torch.strided:
+        if (not x.is_floating_point() and x.dtype != torch.bool and x.numel() and not x.is_meta
+                and x.layout == torch.strided):
             extra = f" in [{int(x.min())}, {int(x.max())}]"
         layout = " sparse" if x.is_sparse else ""
         return f"{dt}{layout}[{', '.join(map(str, x.shape))}]{extra}"

@@ -169,16 +169,31 @@ def inspect(
             if kwargs or weights:
                 raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
         elif isinstance(model_or_spec, str):
-            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev)
+            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
         else:
             raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
     model = loaded.model
-    if freeze or unfreeze or freeze_plan:
-        from inspectr.core.freeze import apply_globs, apply_plan, load_plan
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if freeze or unfreeze or freeze_plan:
+            from inspectr.core.freeze import apply_globs, apply_plan, load_plan
 
-        if freeze_plan:
-            apply_plan(model, load_plan(freeze_plan))
-        apply_globs(model, freeze or [], unfreeze or [])
+            if freeze_plan:
+                apply_plan(model, load_plan(freeze_plan))
+            apply_globs(model, freeze or [], unfreeze or [])
+        return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
+                               flops, timing, histograms, probe, cancelled)
+    finally:
+        if loaded.source == "object":  # a caller's model: the freeze applied to this report only
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: list[Any] | None,
+                    batch_size: int | None, mode: str, seed: int, backward: bool, flops: bool,
+                    timing: bool, histograms: bool, probe: bool,
+                    cancelled: Callable[[], bool] | None) -> Report:
+    model = loaded.model
     structure = summarize(model, loaded.name, loaded.source, loaded.description)
     notes = list(loaded.notes)
     if not probe:

@@ -257,12 +257,21 @@ def needed_bytes(model: nn.Module) -> int:
     return 2 * p + b + (p // 2)
 
 
-def build_checked(build: Any, device: str, notes: list[str]) -> tuple[nn.Module, bool]:
+def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> tuple[nn.Module, bool]:
     """Build a model, going to the meta device when it would not fit in memory (or was asked for).
+
+    The build runs with the RNG seeded (``seed``) and put back afterwards, so random
+    initialisation, and therefore the report, is the same on every run.
 
     Returns:
         (model, on_meta)
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build_checked(build, device, notes)
+
+
+def _build_checked(build: Any, device: str, notes: list[str]) -> tuple[nn.Module, bool]:
     if device == "meta":
         m = _meta_build(build)
         if m is None:
@@ -298,6 +307,7 @@ def load(
     weights: str | None = None,
     trust_pickle: bool = False,
     device: str = "cpu",
+    seed: int = 0,
 ) -> LoadedModel:
     """Build the model a spec names.
 
@@ -307,6 +317,7 @@ def load(
         weights: a state dict or checkpoint file loaded with ``weights_only=True``.
         trust_pickle: allow a whole pickled model file (runs code from that file).
         device: "meta" builds on the meta device; anything else builds on CPU (the probe moves it).
+        seed: seeds random initialisation (the global RNG is left as it was).
 
     Raises:
         InspectrError: every way the request can be wrong, one paragraph each.
@@ -321,7 +332,7 @@ def load(
         from inspectr.core.registry import lookup
 
         entry = lookup(parsed.target)
-        model, on_meta = build_checked(lambda: _registry_build(entry, kwargs), device, notes)
+        model, on_meta = build_checked(lambda: _registry_build(entry, kwargs), device, notes, seed)
         name, source, desc, family, expected = entry.name, entry.source, entry.description, entry.family, entry.expected
     elif parsed.kind == "pickle":
         return _load_pickled(parsed.target, trust_pickle, kwargs, weights)
@@ -335,7 +346,8 @@ def load(
             except ImportError as exc:
                 raise InspectrError(
                     f"Cannot import the module {parsed.target!r}: {exc}.",
-                    "Check the dotted name and that the package is installed, or give a file: path/to/model.py:Name.",
+                    "Check the dotted name and that the package is installed, or give a file: path/to/model.py:Name. "
+                    "Registered models take the prefixes sample: and torchvision: (see `inspectr --list`).",
                 ) from exc
             where_file = parsed.target
         attr = parsed.attr
@@ -356,7 +368,7 @@ def load(
             if device == "meta":
                 notes.append("The model is a module-level instance: it was probed on meta copies of its tensors.")
         else:
-            model, on_meta = build_checked(lambda: build_from_object(obj, where, kwargs), device, notes)
+            model, on_meta = build_checked(lambda: build_from_object(obj, where, kwargs), device, notes, seed)
         name, source, desc = spec, parsed.kind, (inspect.getdoc(obj) or "").split("\n")[0] if not isinstance(obj, nn.Module) else ""
     if weights:
         if on_meta:

@@ -145,6 +145,7 @@ class ProbeResult:
     seconds: float
     input_grad_rms: float | None
     output_structure: str
+    input_grad_norm: float | None = None
 
 
 # ---------------------------------------------------------------- describing values
@@ -631,6 +632,7 @@ def run_probe(
     param_norms: dict[str, float | None] = {}
     unused: list[str] = []
     input_grad_rms: float | None = None
+    input_grad_norm: float | None = None
     out_structure = ""
     start = time.perf_counter()
     mode_name = opts.mode
@@ -736,6 +738,7 @@ def run_probe(
                                         sq += float(leaf.grad.float().square().sum())
                                         n += leaf.grad.numel()
                                 input_grad_rms = math.sqrt(sq / n) if n else None
+                                input_grad_norm = math.sqrt(sq) if n else None
                 del output
         finally:
             probe.remove()
@@ -758,6 +761,7 @@ def run_probe(
         seconds=time.perf_counter() - start,
         input_grad_rms=input_grad_rms,
         output_structure=out_structure,
+        input_grad_norm=input_grad_norm,
     )
 
 
