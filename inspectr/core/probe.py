@@ -441,6 +441,9 @@ class _Probe:
                 a.order = self.next_order
                 self.next_order += 1
                 a.input_shapes = shapes
+                # let a waiting app stop a long probe: checked every 64 modules, not only between phases
+                if self.next_order % 64 == 0 and self.opts.cancelled is not None and self.opts.cancelled():
+                    raise ProbeCancelled()
             self.stack.append((path, shapes, time.perf_counter() if self.opts.timing else 0.0))
 
         return hook

@@ -269,6 +269,9 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
         g.add_row("calls", str(row.calls))
         g.add_row("input", json.dumps(list(row.input_shapes))[:200])
         g.add_row("output", row.output_structure)
+    elif report.probe.ran and report.probe.error is not None and report.probe.error.module is not None and (
+            row.path == report.probe.error.module or report.probe.error.module.startswith(row.path + ".") or row.path == ""):
+        g.add_row("calls", Text(f"raised during the {report.probe.error.phase} pass", style="red"))
     elif report.probe.ran:
         g.add_row("calls", Text("not called by the probe's forward", style="yellow"))
     if row.flops_forward:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from textual.message import Message
@@ -14,17 +15,33 @@ if TYPE_CHECKING:
     from inspectr.tui.trainable import TrainableState
 
 
-class ModelReady(Message):
-    """The model is built and its structure counted (no probe yet): time for the first paint."""
+class ModelBuilt(Message):
+    """The model exists; ``report`` is a quick skeleton (names, classes, counts): the first paint."""
 
-    def __init__(self, generation: int, loaded: LoadedModel, report: Report, trainable: TrainableState,
-                 built_at: float) -> None:
+    def __init__(
+        self,
+        generation: int,
+        loaded: LoadedModel,
+        report: Report,
+        trainable: TrainableState,
+        built_at: float,
+    ) -> None:
         super().__init__()
         self.generation = generation
         self.loaded = loaded
         self.report = report
         self.trainable = trainable
         self.built_at = built_at  # perf_counter when the model existed
+        self.painted = threading.Event()  # set once the tree is on screen (or the message dropped)
+
+
+class StructureReady(Message):
+    """The full structure (``inspect(..., probe=False)``): extra_repr, parameter tables."""
+
+    def __init__(self, generation: int, report: Report) -> None:
+        super().__init__()
+        self.generation = generation
+        self.report = report
 
 
 class LoadFailed(Message):

@@ -33,7 +33,9 @@ class WeightPicture:
 
 def pick_weight(params: list[tuple[str, nn.Parameter]]) -> tuple[str, nn.Parameter] | None:
     """The parameter worth a picture: ``weight`` if the module has one, else its largest."""
-    usable = [(n, p) for n, p in params if p.is_floating_point() and not p.is_meta and p.numel() > 0]
+    usable = [
+        (n, p) for n, p in params if p.is_floating_point() and not p.is_meta and p.numel() > 0
+    ]
     if not usable:
         return None
     for n, p in usable:
@@ -52,7 +54,12 @@ def weight_picture(name: str, weight: object, conv: bool) -> WeightPicture | Non
     """
     import torch
 
-    if not isinstance(weight, torch.Tensor) or weight.is_meta or not weight.is_floating_point() or weight.numel() == 0:
+    if (
+        not isinstance(weight, torch.Tensor)
+        or weight.is_meta
+        or not weight.is_floating_point()
+        or weight.numel() == 0
+    ):
         return None
     with torch.no_grad():
         w = weight.detach()
@@ -79,4 +86,6 @@ def weight_picture(name: str, weight: object, conv: bool) -> WeightPicture | Non
                 tuple(tuple(tuple(px) for px in row) for row in filt)
                 for filt in f.permute(0, 2, 3, 1).tolist()
             )
-    return WeightPicture(name, int(w.numel()), low, high, histogram, filters, rgb, int(w.shape[0]) if w.dim() else 0)
+    return WeightPicture(
+        name, int(w.numel()), low, high, histogram, filters, rgb, int(w.shape[0]) if w.dim() else 0
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from inspectr.core.result import ModelInfo, ModuleRow, Report
+from inspectr.core.result import ModelInfo, ModuleRow, ProbeInfo, Report
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,6 +39,9 @@ class TrainableState:
         index = {id(p): i for i, p in enumerate(params)}
         self._params = params
         self.numel: list[int] = [p.numel() for p in params]
+        self._bytes = sum(n * p.element_size() for n, p in zip(self.numel, params))
+        self.types: dict[str, str] = {}  # path -> class name, in named_modules() order
+        self.aliases: dict[str, list[str]] = {}  # first path -> other paths of the same module
         self.flags: list[bool] = [p.requires_grad for p in params]
         self.version = 0
         self._own: dict[str, tuple[int, ...]] = {}
@@ -52,8 +55,11 @@ class TrainableState:
                 # a shared module's alias path resolves to its first path
                 self._children.setdefault(parent, []).append(first.get(key, path))
             if key in first:
+                if first[key] != path and not path.startswith(first[key] + "."):
+                    self.aliases.setdefault(first[key], []).append(path)
                 continue
             first[key] = path
+            self.types[path] = type(mod).__name__
             own = [(n, p) for n, p in mod._parameters.items() if p is not None]
             self._own[path] = tuple(index[id(p)] for _, p in own)
             self._own_names[path] = tuple(n for n, _ in own)
@@ -62,7 +68,10 @@ class TrainableState:
 
     def params_of(self, path: str) -> list[tuple[str, nn.Parameter]]:
         """The module's own (name, parameter) pairs, in registration order."""
-        return [(n, self._params[i]) for n, i in zip(self._own_names.get(path, ()), self._own.get(path, ()))]
+        return [
+            (n, self._params[i])
+            for n, i in zip(self._own_names.get(path, ()), self._own.get(path, ()))
+        ]
 
     def subtree(self, path: str) -> tuple[int, ...]:
         """Indices of every parameter of the module and its descendants, each once."""
@@ -132,13 +141,59 @@ class TrainableState:
             )
         if trainable == row.trainable_params and params is row.parameters:
             return row
-        return replace(row, trainable_params=trainable, trainable=trainable_state(total, trainable), parameters=params)
+        return replace(
+            row,
+            trainable_params=trainable,
+            trainable=trainable_state(total, trainable),
+            parameters=params,
+        )
 
     def model_info(self, info: ModelInfo) -> ModelInfo:
         total, trainable = self.counts("")
-        return info if trainable == info.trainable_params else replace(info, trainable_params=trainable)
+        return (
+            info
+            if trainable == info.trainable_params
+            else replace(info, trainable_params=trainable)
+        )
 
     def report_view(self, report: Report) -> Report:
         """The report with the current freeze state (what an export written now should say)."""
         rows = tuple(self.row_view(r) for r in report.modules)
         return replace(report, model=self.model_info(report.model), modules=rows)
+
+    def skeleton_row(self, path: str) -> ModuleRow:
+        """A structure-only row from what this state already knows (no extra_repr, no parameter table)."""
+        total, trainable = self.counts(path)
+        return ModuleRow(
+            path=path,
+            type=self.types.get(path, "Module"),
+            depth=path.count(".") + 1 if path else 0,
+            params=total,
+            own_params=sum(self.numel[i] for i in dict.fromkeys(self._own.get(path, ()))),
+            trainable_params=trainable,
+            trainable=trainable_state(total, trainable),
+            buffers=0,
+            aliases=tuple(self.aliases.get(path, ())),
+            is_leaf=not self._children.get(path),
+        )
+
+    def skeleton(self, name: str, source: str, description: str, device: str) -> Report:
+        """A report with totals and no rows: what the app shows before ``summarize`` has run.
+
+        Cheaper than ``summarize`` by far, so a 20,000-module tree paints at once; the rows come
+        from ``skeleton_row`` on demand and the full structure replaces them a moment later.
+        """
+        total, trainable = self.counts("")
+        info = ModelInfo(
+            name,
+            self.types.get("", "Module"),
+            source,
+            total,
+            trainable,
+            0,
+            self._bytes,
+            0,
+            description,
+        )
+        probe = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=device, backward="off")
+        return Report(info, (), (), (), probe)

@@ -15,7 +15,7 @@ EXTENSIONS = {"text": "txt", "markdown": "md", "json": "json", "html": "html", "
 ABOUT = {
     "text": "aligned plain text, for a CI log or an issue",
     "markdown": "tables for a README or a pull request",
-    "json": "the stable machine-readable report (schema inspectr/1)",
+    "json": "machine-readable, stable schema inspectr/1",
     "html": "a coloured page",
     "svg": "a coloured picture of the report",
 }

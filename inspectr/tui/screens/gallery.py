@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -17,7 +18,7 @@ class GalleryScreen(Screen[str | None]):
     """Pick a sample model; dismisses with its name (or None)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss_none", "Back"),
+        Binding("escape", "dismiss_none", "Close"),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -40,7 +41,11 @@ class GalleryScreen(Screen[str | None]):
                 id="gallery-intro",
             )
             options: list[Option | None] = []
-            for title, healthy in (("Healthy", True), ("Sick on purpose: each has a defect the probe finds", False)):
+            width = max((len(e[0]) for e in self.entries), default=10)
+            for title, healthy in (
+                ("Healthy", True),
+                ("Sick on purpose: each has a defect the probe finds", False),
+            ):
                 group = [e for e in self.entries if e[2] == healthy]
                 if not group:
                     continue
@@ -48,9 +53,10 @@ class GalleryScreen(Screen[str | None]):
                     options.append(None)
                 options.append(Option(Text(title, style="bold underline"), disabled=True))
                 for name, description, _ in group:
-                    prompt = Text(no_wrap=False)
-                    prompt.append(name, style="bold")
-                    prompt.append(f"  {description}", style="dim")
+                    prompt = Table.grid(padding=(0, 2), expand=True)
+                    prompt.add_column(width=width, no_wrap=True)
+                    prompt.add_column(ratio=1)
+                    prompt.add_row(Text(name, style="bold"), Text(description, style="dim"))
                     options.append(Option(prompt, id=name))
             yield OptionList(*options, id="gallery-list")
         yield Footer()

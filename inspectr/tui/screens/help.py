@@ -46,10 +46,16 @@ class HelpScreen(ModalScreen[None]):
         for mark, meaning in LEGEND:
             legend.add_row(mark, meaning)
         body = Group(
-            Text("Keys", style="bold underline"), keys, Text(""),
-            Text("Marks in the module tree", style="bold underline"), legend, Text(""),
-            Text("Freezing changes the model in memory only; `s` saves the plan to apply in training.",
-                 style="dim"),
+            Text("Keys", style="bold underline"),
+            keys,
+            Text(""),
+            Text("Marks in the module tree", style="bold underline"),
+            legend,
+            Text(""),
+            Text(
+                "Freezing changes the model in memory only; `s` saves the plan to apply in training.",
+                style="dim",
+            ),
         )
         with VerticalScroll(id="help-box"):
             yield Static(body)

@@ -44,12 +44,21 @@ class FindingsList(OptionList):
         options: list[Option] = []
         self._paths = []
         if failure:
-            options.append(Option(Text(f"{SEVERITY_MARK['error']} probe did not run: {failure}", style="bold red"),
-                                  id="f-failure"))
+            options.append(
+                Option(
+                    Text(
+                        f"{SEVERITY_MARK['error']} probe did not run: {failure}", style="bold red"
+                    ),
+                    id="f-failure",
+                )
+            )
             self._paths.append("")
         for i, f in enumerate(ordered):
             prompt = Text()
-            prompt.append(f"{SEVERITY_MARK.get(f.severity, '●')} {f.kind} ", style=SEVERITY_STYLE.get(f.severity, ""))
+            prompt.append(
+                f"{SEVERITY_MARK.get(f.severity, '●')} {f.kind} ",
+                style=SEVERITY_STYLE.get(f.severity, ""),
+            )
             prompt.append(f.module or "(root)", style="bold")
             prompt.append(f"\n  {f.message}", style="dim")
             options.append(Option(prompt, id=f"f-{i}"))
@@ -57,6 +66,8 @@ class FindingsList(OptionList):
         if not options:
             options.append(Option(Text("✓ No problems found.", style="green"), disabled=True))
         self.set_options(options)
+        if self._paths:
+            self.highlighted = 0
         errors = sum(f.severity == "error" for f in ordered) + (1 if failure else 0)
         count = len(ordered) + (1 if failure else 0)
         self.border_title = f"Findings ({count})" if count else "Findings"

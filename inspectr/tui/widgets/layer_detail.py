@@ -33,8 +33,13 @@ class FilterHeatmap:
         if self.picture.rgb:
             low, high = min(values), max(values)
             span = (high - low) or 1.0
-            return [[[Color.from_rgb(*(int(255 * (c - low) / span) for c in px[:3])) for px in row] for row in f]
-                    for f in filters]
+            return [
+                [
+                    [Color.from_rgb(*(int(255 * (c - low) / span) for c in px[:3])) for px in row]
+                    for row in f
+                ]
+                for f in filters
+            ]
         top = max(abs(v) for v in values) or 1.0
         out = []
         for f in filters:
@@ -45,7 +50,9 @@ class FilterHeatmap:
                     t = max(-1.0, min(1.0, px[0] / top))
                     end = POSITIVE if t > 0 else NEGATIVE
                     a = abs(t) ** 0.8
-                    line.append(Color.from_rgb(*(int(n + (e - n) * a) for n, e in zip(NEUTRAL, end))))
+                    line.append(
+                        Color.from_rgb(*(int(n + (e - n) * a) for n, e in zip(NEUTRAL, end)))
+                    )
                 rows.append(line)
             out.append(rows)
         return out
@@ -55,7 +62,9 @@ class FilterHeatmap:
         if not filters:
             return
         kh, kw = len(filters[0]), len(filters[0][0])
-        scale = max(1, 6 // max(kh, kw))
+        scale = max(1, round(9 / max(kh, kw)))
+        while scale > 1 and (kh * scale) % 2:  # whole cells: no half-painted last row
+            scale -= 1
         w, h = kw * scale, kh * scale
         per_row = max(1, min(len(filters), (options.max_width + 1) // (w + 1)))
         for start in range(0, len(filters), per_row):
@@ -78,9 +87,8 @@ def picture_renderable(picture: WeightPicture) -> RenderableType:
     g = Table.grid(padding=(0, 2))
     g.add_column(style="dim", no_wrap=True)
     g.add_column()
-    hist = Text(sparkline(picture.histogram), style="green")
-    hist.append(f"  {sci(picture.low)} … {sci(picture.high)}", style="dim")
-    g.add_row(picture.name, hist)
+    g.add_row(picture.name, Text(sparkline(picture.histogram), style="green"))
+    g.add_row("range", f"{sci(picture.low)} … {sci(picture.high)} · {picture.numel:,} values")
     parts.append(g)
     if picture.filters:
         shown = len(picture.filters)
@@ -103,25 +111,32 @@ class LayerDetail(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(Text("Loading…", style="dim"), id="detail-body")
 
-    def show(self, report: Report, row: ModuleRow, picture: WeightPicture | None, *, keep_scroll: bool = False) -> None:
+    def show(
+        self,
+        report: Report,
+        row: ModuleRow,
+        picture: WeightPicture | None,
+        *,
+        keep_scroll: bool = False,
+    ) -> None:
         """Show one module (``picture`` may follow later through ``show_picture``)."""
         moved = row.path != self.path
         self.path = row.path
         self._report, self._row, self._picture = report, row, picture
-        self._render()
+        self._update_body()
         if moved and not keep_scroll:
             self.scroll_home(animate=False)
 
     def show_picture(self, path: str, picture: WeightPicture | None) -> None:
         if path == self.path and self._row is not None:
             self._picture = picture
-            self._render()
+            self._update_body()
 
     def show_message(self, text: Text) -> None:
         self.path = None
         self.query_one("#detail-body", Static).update(text)
 
-    def _render(self) -> None:
+    def _update_body(self) -> None:
         assert self._report is not None and self._row is not None
         parts: list[RenderableType] = [module_detail(self._report, self._row)]
         if self._picture is not None:

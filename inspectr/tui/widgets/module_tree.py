@@ -31,7 +31,9 @@ class ModuleTree(Tree[str]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_freeze", "Freeze/unfreeze", tooltip="Toggle requires_grad of the whole subtree"),
+        Binding(
+            "space", "toggle_freeze", "Freeze", tooltip="Toggle requires_grad of the whole subtree"
+        ),
         Binding("right,l", "expand_or_child", "Expand", show=False),
         Binding("left,h", "collapse_or_parent", "Collapse / parent", show=False),
         Binding("j", "cursor_down", "Down", show=False),
@@ -73,9 +75,9 @@ class ModuleTree(Tree[str]):
         self.report: Report | None = None
         self.trainable: TrainableState | None = None
         self._rows: dict[str, ModuleRow] = {}
-        self._children: dict[str, list[str]] = {}
+        self._kids: dict[str, list[str]] = {}
         self._alias_of: dict[str, str] = {}  # alias path -> the path named_modules() keeps
-        self._nodes: dict[str, TreeNode[str]] = {}
+        self._node_of: dict[str, TreeNode[str]] = {}
         self._filled: set[str] = set()
         self._findings: dict[str, list[Finding]] = {}
         self._inside: dict[str, list[int]] = {}  # path -> finding counts below it, per severity
@@ -84,28 +86,32 @@ class ModuleTree(Tree[str]):
     # ------------------------------------------------------------ attributes down
 
     def show_model(self, report: Report, trainable: TrainableState) -> None:
-        """Start over with a new model: root expanded, then levels while they fit a screen."""
+        """Start over with a new model: root expanded, then levels while they fit a screen.
+
+        The structure comes from ``trainable`` (paths, classes, counts), so ``report`` may be the
+        row-less skeleton; ``update_report`` brings measures and findings later.
+        """
         self.clear()
-        self.report = report
         self.trainable = trainable
-        self._nodes = {"": self.root}
+        self._node_of = {"": self.root}
         self._filled = set()
-        self._children = {}
+        self._kids = {}
         self._alias_of = {}
-        for row in report.modules:
-            if row.path:
-                self._children.setdefault(_parent(row.path), []).append(row.path)
-            for alias in row.aliases:
-                self._alias_of[alias] = row.path
-                self._children.setdefault(_parent(alias), []).append(alias)
-        self._index(report)
+        for path in trainable.types:
+            if path:
+                self._kids.setdefault(_parent(path), []).append(path)
+        for first, aliases in trainable.aliases.items():
+            for alias in aliases:
+                self._alias_of[alias] = first
+                self._kids.setdefault(_parent(alias), []).append(alias)
+        self.update_report(report)
         self.root.data = ""
-        self.root.allow_expand = bool(self._children.get(""))
+        self.root.allow_expand = bool(self._kids.get(""))
         self._auto_expand()
         self.move_cursor(self.root)
 
     def update_report(self, report: Report) -> None:
-        """A probe landed for the same model: new measures and findings, same structure."""
+        """New measures and findings for the same model (a probe landed)."""
         self.report = report
         self._index(report)
         self._invalidate()
@@ -118,14 +124,15 @@ class ModuleTree(Tree[str]):
 
     def reveal(self, path: str) -> bool:
         """Expand the ancestors of ``path`` and put the cursor on it."""
-        path = path if path in self._rows or path in self._alias_of else ""
+        known = self.trainable is not None and path in self.trainable.types
+        path = path if known or path in self._alias_of else ""
         node = self.root
         parts = path.split(".") if path else []
         for i in range(len(parts)):
             self._fill(node)
             if not node.is_expanded:
                 node.expand()
-            child = self._nodes.get(".".join(parts[: i + 1]))
+            child = self._node_of.get(".".join(parts[: i + 1]))
             if child is None:
                 break
             node = child
@@ -164,24 +171,24 @@ class ModuleTree(Tree[str]):
         if path in self._filled or path in self._alias_of:
             return
         self._filled.add(path)
-        kids = self._children.get(path, ())
+        kids = self._kids.get(path, ())
         if not kids:
             return
         try:
             # Tree.add invalidates the whole tree per node; add in bulk and invalidate once
             for child in kids:
                 new = self._add_node(node, EMPTY, child)
-                new._allow_expand = bool(self._children.get(child)) and child not in self._alias_of
+                new._allow_expand = bool(self._kids.get(child)) and child not in self._alias_of
                 node._children.append(new)
-                self._nodes[child] = new
+                self._node_of[child] = new
             node._updates += 1
             self._invalidate()
         except AttributeError:  # Tree internals moved: the public, slower way
             for child in kids:
-                if child in self._nodes:
+                if child in self._node_of:
                     continue
-                expandable = bool(self._children.get(child)) and child not in self._alias_of
-                self._nodes[child] = node.add(EMPTY, child, allow_expand=expandable)
+                expandable = bool(self._kids.get(child)) and child not in self._alias_of
+                self._node_of[child] = node.add(EMPTY, child, allow_expand=expandable)
 
     def _auto_expand(self) -> None:
         self._fill(self.root)
@@ -190,7 +197,7 @@ class ModuleTree(Tree[str]):
         lines = 1 + len(self.root.children)
         while True:
             nxt = [c for n in level for c in n.children if c.allow_expand]
-            grow = sum(len(self._children.get(c.data or "", ())) for c in nxt)
+            grow = sum(len(self._kids.get(c.data or "", ())) for c in nxt)
             if not nxt or lines + grow > AUTO_EXPAND_LINES:
                 break
             for c in nxt:
@@ -245,30 +252,39 @@ class ModuleTree(Tree[str]):
     def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
         path = node.data or ""
         text = Text(no_wrap=True, end="")
+        if self.trainable is None:
+            return Text("loading…", style=self._style("muted"))
         if node.allow_expand:
             text.append("▼ " if node.is_expanded else "▶ ", base_style + TOGGLE)
         alias = self._alias_of.get(path)
-        name = path.rsplit(".", 1)[-1] if path else (self.report.model.name if self.report else "model")
+        name = (
+            path.rsplit(".", 1)[-1]
+            if path
+            else (self.report.model.name if self.report else "model")
+        )
         if alias is not None:
             text.append("⇄ ", self._style("shared"))
             text.append(name, style)
             text.append(f"  same module as {alias}", self._style("shared"))
             return text
         row = self._rows.get(path)
+        type_name = (
+            row.type
+            if row is not None
+            else (self.trainable.types.get(path) if self.trainable else None)
+        )
         state, total = "n/a", 0
         if self.trainable is not None:
             total, trainable = self.trainable.counts(path)
             state = self.trainable.state(path)
-        marker_style = {"all": "trainable", "none": "frozen", "partial": "partial"}.get(state, "muted")
+        marker_style = {"all": "trainable", "none": "frozen", "partial": "partial"}.get(
+            state, "muted"
+        )
         text.append(MARKERS[state] + " ", self._style(marker_style))
         text.append(name, style + Style(bold=not path))
-        if row is None:
+        if type_name is None:
             return text
-        text.append(f" {row.type}", self._style("type"))
-        if total:
-            text.append(f" {human(total)}", self._style("params"))
-        if row.aliases:
-            text.append(" ⇄", self._style("shared"))
+        # findings first: they must stand out even where a narrow pane cuts the label
         for f in self._findings.get(path, ()):
             text.append(f" {SEVERITY_MARK.get(f.severity, '●')} {f.kind}", self._style(f.severity))
         inside = self._inside.get(path)
@@ -276,7 +292,12 @@ class ModuleTree(Tree[str]):
             for sev, count in zip(SEVERITIES, inside):
                 if count:
                     text.append(f" {SEVERITY_MARK[sev]}{count} inside", self._style(sev))
-        if row.calls:
+        text.append(f" {type_name}", self._style("type"))
+        if total:
+            text.append(f" {human(total)}", self._style("params"))
+        if self.trainable is not None and path in self.trainable.aliases:
+            text.append(" ⇄", self._style("shared"))
+        if row is not None and row.calls:
             text.append(f" {shape_text(row)}", self._style("shape"))
         return text
 
@@ -286,10 +307,12 @@ class ModuleTree(Tree[str]):
         width = self._widths.get(path)
         if width is None:
             row = self._rows.get(path)
-            width = 4 + len(path.rsplit(".", 1)[-1] or "model")
-            if row is not None:
-                width += len(row.type) + 8 + sum(len(f.kind) + 3 for f in self._findings.get(path, ()))
-                if row.calls:
+            width = 12 + len(path.rsplit(".", 1)[-1] or "model")
+            if self.trainable is not None and path in self.trainable.types:
+                width += len(self.trainable.types[path]) + sum(
+                    len(f.kind) + 3 for f in self._findings.get(path, ())
+                )
+                if row is not None and row.calls:
                     width += len(shape_text(row)) + 1
             elif path in self._alias_of:
                 width += 17 + len(self._alias_of[path])

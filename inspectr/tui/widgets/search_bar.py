@@ -61,7 +61,9 @@ class SearchBar(Vertical):
         self.matches: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="path, class name or glob (layer1.*, *.bn*, Conv2d)", id="search-input")
+        yield Input(
+            placeholder="path, class name or glob (layer1.*, *.bn*, Conv2d)", id="search-input"
+        )
         yield OptionList(id="search-results")
 
     def open(self) -> None:
@@ -89,7 +91,7 @@ class SearchBar(Vertical):
     def _update(self, query: str) -> None:
         self.matches = find_modules(self.entries, query)
         results = self.query_one(OptionList)
-        options = []
+        options: list[Option] = []
         for p in self.matches[:MAX_SHOWN]:
             prompt = Text(p or "(root)", style="bold", no_wrap=True, overflow="ellipsis")
             prompt.append(f"  {self.types.get(p, '')}", style="dim")
@@ -100,7 +102,9 @@ class SearchBar(Vertical):
             results.highlighted = 0
         n = len(self.matches)
         more = f" (first {MAX_SHOWN})" if n > MAX_SHOWN else ""
-        self.border_title = f"Search · {n:,} match{'es' if n != 1 else ''}{more}" if query.strip() else "Search"
+        self.border_title = (
+            f"Search · {n:,} match{'es' if n != 1 else ''}{more}" if query.strip() else "Search"
+        )
 
     @on(Input.Submitted, "#search-input")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -110,7 +114,7 @@ class SearchBar(Vertical):
         self._pick(index)
 
     @on(OptionList.OptionSelected, "#search-results")
-    def _selected(self, event: OptionList.OptionSelected) -> None:
+    def _result_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         self._pick(event.option_index)
 
@@ -119,4 +123,6 @@ class SearchBar(Vertical):
             self.app.bell()
             return
         self.display = False
-        self.post_message(self.Picked(self.matches[min(index, len(self.matches) - 1)], list(self.matches)))
+        self.post_message(
+            self.Picked(self.matches[min(index, len(self.matches) - 1)], list(self.matches))
+        )

@@ -18,9 +18,11 @@ class StatusBar(Static):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("", id=id, classes=classes)
-        self.total = 0
+        self.total: int | None = None  # None until a model is loaded
         self.trainable = 0
-        self.probe_state = "idle"  # idle | waiting | running | done | failed | stale | off | loading
+        self.probe_state = (
+            "idle"  # idle | waiting | running | done | failed | stale | off | loading
+        )
         self.probe_detail = ""
         self.device = ""
         self.mode = ""
@@ -52,18 +54,25 @@ class StatusBar(Static):
 
     @property
     def probe_text(self) -> Text:
+        compact = self.size.width < 100
         state, detail = self.probe_state, self.probe_detail
         elapsed = time.perf_counter() - self._started
         if state in ("running", "loading"):
             frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
             what = "loading model" if state == "loading" else "probing"
-            return Text(f"{frame} {what}… {elapsed:.1f} s" + (f" · {detail}" if detail else ""), style="bold")
+            tail = f" · {detail}" if detail and not compact else ""
+            return Text(f"{frame} {what}… {elapsed:.1f} s{tail}", style="bold")
         if state == "done":
-            return Text(f"✓ probed in {detail}", style="green")
+            return Text(f"✓ {detail}" if compact else f"✓ probed in {detail}", style="green")
         if state == "failed":
+            if compact:
+                detail = detail.split(" (", 1)[0]
             return Text(f"✖ probe failed{(' ' + detail) if detail else ''}", style="bold red")
         if state == "stale":
-            return Text(f"◌ stale: {detail or 'changed since the probe'}", style="yellow")
+            return Text(
+                "◌ stale" if compact else f"◌ stale: {detail or 'changed since the probe'}",
+                style="yellow",
+            )
         if state == "waiting":
             return Text("◌ probe queued", style="dim")
         if state == "off":
@@ -71,21 +80,29 @@ class StatusBar(Static):
         return Text(detail, style="dim")
 
     def render(self) -> RenderableType:
-        frozen = self.total - self.trainable
         left = Text(no_wrap=True, overflow="ellipsis")
-        left.append(f"{self.total:,}", style="bold")
-        left.append(" params · ", style="dim")
-        left.append(f"{self.trainable:,}")
-        left.append(" trainable · ", style="dim")
-        left.append(f"{frozen:,}", style="bold blue" if frozen else "")
-        left.append(" frozen", style="dim")
+        if self.total is not None:
+            self._totals(left, self.total)
         right = self.probe_text
         right.no_wrap = True
         right.overflow = "ellipsis"
-        if self.device or self.mode:
-            right.append(f" │ {self.device}" + (f" · {self.mode}" if self.mode else ""), style="dim")
+        if (
+            self.device or self.mode
+        ) and self.size.width >= 100:  # at 80 columns the counts come first
+            right.append(
+                f" · {self.device}" + (f" · {self.mode}" if self.mode else ""), style="dim"
+            )
         grid = Table.grid(expand=True, padding=(0, 1))
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(justify="right", no_wrap=True, overflow="ellipsis")
         grid.add_row(left, right)
         return grid
+
+    def _totals(self, left: Text, total: int) -> None:
+        frozen = total - self.trainable
+        left.append(f"{total:,}", style="bold")
+        left.append(" params · ", style="dim")
+        left.append(f"{self.trainable:,}")
+        left.append(" trainable · ", style="dim")
+        left.append(f"{frozen:,}", style="bold blue" if frozen else "")
+        left.append(" frozen", style="dim")
