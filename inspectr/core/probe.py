@@ -54,6 +54,10 @@ ACTIVATION_MODULES = RECTIFIER_MODULES + SMOOTH_MODULES
 _CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d,
                      nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 HISTOGRAM_BINS = 24
+_NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6"}
+# Outputs where an exact zero is a measure-zero event: zeros are counted on a sample (see _reduce).
+_DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase,
+                 nn.LayerNorm, nn.GroupNorm)
 
 
 @dataclass
@@ -220,42 +224,76 @@ def _unit_dims(t: torch.Tensor, channel_first_1d: bool) -> tuple[int, tuple[int,
     return unit, tuple(d for d in range(nd) if d != unit)
 
 
-def _reduce(x: torch.Tensor) -> tuple[float, float, float, float, float]:
-    """(sum, sum of squares, min, max, nonzero count) of a float tensor: four cheap passes.
+STAT_SAMPLE = 1 << 14
 
-    ``var_mean`` and ``count_nonzero`` are 10-40x slower than these on CPU.
+
+def _reduce(x: torch.Tensor, zeros_expected: bool,
+            unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
+    """(sum, sum of squares, min, max, nonzero count) of a float tensor, cheaply.
+
+    Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
+    tensors over STAT_SAMPLE values, the sums and the zero count come from an evenly strided
+    sample of STAT_SAMPLE values, scaled up: mean and std are then estimates (to well under 1%).
+    Zeros are counted over the whole tensor where they are expected (activation and dropout
+    outputs, or any output whose min or max is exactly 0), so ``zero_fraction`` of rectified
+    outputs is exact. ``unit_max`` (per-unit maxima of a rectifier's output, already computed for
+    dead units) stands in for the min/max pass: such outputs are >= 0 and mostly hold a zero. This keeps a probe near a bare training step (``var_mean`` and
+    ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
     """
-    lo, hi = torch.aminmax(x)
-    s = x.sum(dtype=torch.float64) if x.dtype == torch.float64 else x.sum()
-    norm = torch.linalg.vector_norm(x)
-    nz = x.sign().abs_().sum()
-    total, sq, mn, mx, nonzero = torch.stack([s.double(), norm.double(), lo.double(), hi.double(),
-                                              nz.double()]).tolist()
-    return total, sq * sq, mn, mx, nonzero
+    n = x.numel()
+    if unit_max is not None:
+        hi = unit_max.max()
+        nonzero_t = x.sign().abs_().sum()
+        lo = torch.zeros((), dtype=hi.dtype) if int(nonzero_t) < n else x.min()
+    else:
+        lo, hi = torch.aminmax(x)
+        nonzero_t = None
+    if n > STAT_SAMPLE and x.is_contiguous():
+        sample = x.view(-1)[:: n // STAT_SAMPLE]
+    else:
+        sample = x
+    scale = n / sample.numel()
+    total, sq, mn, mx = torch.stack([sample.sum().double(), sample.square().sum().double(),
+                                     lo.double(), hi.double()]).tolist()
+    total *= scale
+    sq *= scale
+    if nonzero_t is not None and math.isfinite(mx):
+        nonzero = float(nonzero_t)
+    elif mn > 0 or mx < 0:
+        nonzero = float(n)
+    elif zeros_expected or mn == 0 or mx == 0:
+        nonzero = float(x.sign().abs_().sum())
+    else:
+        nonzero = float(sample.sign().abs_().sum()) * scale
+    return total, sq, mn, mx, nonzero
 
 
 def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_first_1d: bool,
-                histogram: bool, cache: dict[int, Any] | None = None) -> None:
+                histogram: bool, cache: dict[int, Any] | None = None, zeros_expected: bool = True,
+                nonneg: bool = False) -> None:
     x = t.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     n = x.numel()
     if n == 0:
         return
+    dims = _unit_dims(x, channel_first_1d) if dead_kind is not None else None
+    unit_max = x.amax(dim=dims[1]) if dims is not None else None
     # a container's output is usually its last child's output: same tensor, same numbers
     key = (id(t), t._version, t.data_ptr(), tuple(t.shape))
     hit = cache.get(key[0]) if cache is not None else None
     if hit is not None and hit[0] == key:
         total, sq, mn, mx, nz, nan, inf = hit[1]
     else:
-        total, sq, mn, mx, nz = _reduce(x)
+        total, sq, mn, mx, nz = _reduce(x, zeros_expected or dead_kind is not None,
+                                        unit_max if nonneg else None)
         nan = inf = 0
-        if not (math.isfinite(total) and math.isfinite(sq)):
+        if not (math.isfinite(mn) and math.isfinite(mx)):
             nan = int(torch.isnan(x).sum())
             inf = int(torch.isinf(x).sum())
             finite = x[torch.isfinite(x)]
             if finite.numel():
-                total, sq, mn, mx, _ = _reduce(finite)
+                total, sq, mn, mx, _ = _reduce(finite, True)
             else:
                 total = sq = 0.0
                 mn, mx = math.inf, -math.inf
@@ -272,17 +310,13 @@ def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_
     if histogram and acc.histogram is None and math.isfinite(mn) and math.isfinite(mx) and nan + inf == 0:
         hist = torch.histc(x, bins=HISTOGRAM_BINS, min=mn, max=mx if mx > mn else mn + 1.0)
         acc.histogram = [int(c) for c in hist.tolist()]
-    if dead_kind is None:
-        return
-    dims = _unit_dims(x, channel_first_1d)
-    if dims is None:
+    if dims is None or unit_max is None:
         return
     unit, others = dims
-    if dead_kind == "rectifier" and mn >= 0:
-        alive = x.amax(dim=others) > 0
-    else:
-        tol = 0.0 if dead_kind == "rectifier" else SMOOTH_DEAD_TOL
-        alive = (x.amax(dim=others) > tol) | (x.amin(dim=others) < -tol)
+    tol = 0.0 if dead_kind == "rectifier" else SMOOTH_DEAD_TOL
+    alive = unit_max > tol
+    if mn < -tol and not bool(alive.all()):  # only then can a negative value keep a unit alive
+        alive |= x.amin(dim=others) < -tol
     alive = alive.cpu()
     acc.dead_kind = dead_kind
     if acc.alive is None:
@@ -453,6 +487,8 @@ class _Probe:
                      else "smooth" if isinstance(mod, SMOOTH_MODULES) else None)
         is_c1d = isinstance(mod, _CHANNEL_FIRST_1D)
         has_params = next(iter(mod.parameters(recurse=False)), None) is not None
+        zeros_expected = not isinstance(mod, _DENSE_OUTPUT)
+        nonneg = isinstance(mod, (nn.ReLU, nn.ReLU6))
 
         def hook(m: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             # A forward that raises never gets here, so its frame stays on the stack and names
@@ -485,7 +521,7 @@ class _Probe:
                         if a.stats is None:
                             a.stats = _StatsAcc()
                         _accumulate(a.stats, t, dead_kind, is_c1d or self.last_channel_first_1d,
-                                    self.opts.histograms, self.stat_cache)
+                                    self.opts.histograms, self.stat_cache, zeros_expected, nonneg)
                     if self.record_grads and t.requires_grad:
                         self.grad_handles.append(t.register_hook(self._grad_hook(a)))
                 if (a.nonfinite_done is None and a.stats is not None
@@ -550,7 +586,8 @@ class _Probe:
             a.functional[op] = entry
         entry[2][0] += 1
         with torch._C.DisableTorchFunction():
-            _accumulate(entry[1], out, kind, self.last_channel_first_1d, False)
+            _accumulate(entry[1], out, kind, self.last_channel_first_1d, False,
+                        nonneg=op in _NONNEG_OPS)
 
     # -- results
     def measures(self) -> dict[str, ModuleMeasure]:

@@ -11,20 +11,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from inspectr.core.result import ModelInfo, ModuleRow, ProbeInfo, Report
+from inspectr.core.summary import trainable_state
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-def trainable_state(total: int, trainable: int) -> str:
-    """'all' | 'none' | 'partial' | 'n/a', as ``ModuleRow.trainable``."""
-    if total == 0:
-        return "n/a"
-    if trainable == total:
-        return "all"
-    if trainable == 0:
-        return "none"
-    return "partial"
 
 
 class TrainableState:
