@@ -133,8 +133,10 @@ def _rnn(gates: int) -> FlopFn:
         if not args or not isinstance(args[0], torch.Tensor):
             return None
         x = args[0]
-        weights = next((a for a in args[1:4] if isinstance(a, (list, tuple)) and a
-                        and all(isinstance(w, torch.Tensor) for w in a)), None)
+        # the flat weight list is the first list of 1-D/2-D tensors (hx, before it, holds 3-D states)
+        weights = next((a for a in args[1:5] if isinstance(a, (list, tuple)) and a
+                        and all(isinstance(w, torch.Tensor) and w.dim() <= 2 for w in a)
+                        and any(w.dim() == 2 for w in a)), None)
         if weights is None:
             return None
         steps_times_batch = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
@@ -176,6 +178,8 @@ FLOP_FUNCTIONS: dict[Any, FlopFn] = {
     torch.bmm: _matmul,
     torch.Tensor.bmm: _matmul,
     torch.addmm: _addmm_like,
+    torch.Tensor.addmm: _addmm_like,
+    torch.Tensor.baddbmm: _addmm_like,
     torch.baddbmm: _addmm_like,
     torch.einsum: _einsum,
     F.scaled_dot_product_attention: _sdpa,

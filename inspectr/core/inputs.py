@@ -91,7 +91,10 @@ def parse_input_spec(text: str) -> InputSpec:
         rm = re.fullmatch(r"\s*(-?[\d.]+)\s*\.\.\s*(-?[\d.]+)\s*", parts[1])
         if not rm or len(parts) > 2:
             raise _bad_input(raw, f"the value range {':'.join(parts[1:])!r} must look like LOW..HIGH")
-        low, high = float(rm.group(1)), float(rm.group(2))
+        try:
+            low, high = float(rm.group(1)), float(rm.group(2))
+        except ValueError:
+            raise _bad_input(raw, f"the value range {parts[1]!r} must be two numbers, LOW..HIGH") from None
         if high <= low:
             raise _bad_input(raw, f"the range {low:g}..{high:g} is empty")
         if not dtype.is_floating_point:
@@ -137,7 +140,11 @@ def _move(x: Any, device: torch.device | str) -> Any:
         return {k: _move(v, device) for k, v in x.items()}
     if isinstance(x, list):
         return [_move(v, device) for v in x]
-    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        return x.to(device)  # keeps batch_sizes on the CPU, as packing requires
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(_move(v, device) for v in x))
+    if isinstance(x, tuple):
         return tuple(_move(v, device) for v in x)
     return x
 
@@ -236,6 +243,39 @@ def required_positional(model: nn.Module) -> list[str]:
     ]
 
 
+def required_keyword_only(model: nn.Module) -> list[str]:
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return []
+    return [n for n, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+
+
+def param_float_dtype(model: nn.Module) -> torch.dtype:
+    """The model's floating-point dtype (float32 when it has no floating parameters)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def cast_floats(inp: Inputs, dtype: torch.dtype) -> Inputs:
+    """Synthesized float inputs in the model's own dtype (a .half() model gets half inputs)."""
+    if dtype == torch.float32:
+        return inp
+
+    def cast(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to(dtype) if x.is_floating_point() else x
+        if isinstance(x, dict):
+            return {k: cast(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+            return type(x)(cast(v) for v in x)
+        return x
+
+    return Inputs(cast(inp.args), cast(inp.kwargs), inp.source)
+
+
 def guess_candidates(model: nn.Module, batch_size: int) -> tuple[list[Inputs], str]:
     """Candidate inputs guessed from the first layer, best first, and that layer's description."""
     b = batch_size
@@ -278,8 +318,10 @@ def guess_candidates(model: nn.Module, batch_size: int) -> tuple[list[Inputs], s
 
 def no_input_error(model: nn.Module, why: str = "") -> InspectrError:
     names = required_positional(model)
-    args = f" (its forward takes {', '.join(names)})" if names else ""
-    example = " ".join(f"--input 4,{16 * (i + 1)}" for i in range(max(len(names), 1)))
+    kw = required_keyword_only(model)
+    args = f" (its forward takes {', '.join(names + [k + '=' for k in kw])})" if names or kw else ""
+    example = " ".join([f"--input 4,{16 * (i + 1)}" for i in range(max(len(names), 1))]
+                       + [f"--input {k}=4,16" for k in kw])
     return InspectrError(
         f"inspectr cannot tell what input {type(model).__name__} expects{args}{': ' + why if why else ''}.",
         f"Pass one --input per positional argument, e.g. `{example}` ({INPUT_SYNTAX}), "

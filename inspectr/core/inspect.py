@@ -109,14 +109,19 @@ def pick_inputs(
             ) from exc
         return inputs_mod.normalize(value, "example_input() in the model file"), None
     if loaded.source == "torchvision" and loaded.registry_family:
-        return inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
+        inp, forced = inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
+        return inputs_mod.cast_floats(inp, inputs_mod.param_float_dtype(model)), forced
     return guess_inputs(model, b, device, loaded.on_meta), None
 
 
 def guess_inputs(model: nn.Module, batch_size: int, device: str, on_meta: bool) -> inputs_mod.Inputs:
     """Guess from the first layer; several candidate sizes are tried with a quiet forward."""
     required = inputs_mod.required_positional(model)
+    if inputs_mod.required_keyword_only(model):
+        raise inputs_mod.no_input_error(model, "its forward has keyword-only arguments")
     cands, label = inputs_mod.guess_candidates(model, batch_size)
+    dtype = inputs_mod.param_float_dtype(model)
+    cands = [inputs_mod.cast_floats(c, dtype) for c in cands]
     if not cands:
         raise inputs_mod.no_input_error(model, "no first layer inspectr can read a shape from")
     if len(required) > len(cands[0].args):
@@ -160,6 +165,8 @@ def inspect(
     """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
     if mode not in MODES:
         raise InspectrError(f"mode {mode!r} is not one of {', '.join(MODES)}.", "Use --train or --eval, or leave the model's own mode.")
+    if not 0 <= seed < 2**63:
+        raise InspectrError(f"--seed {seed} is out of range.", "Use an integer from 0 to 2**63 - 1.")
     if batch_size is not None and batch_size < 1:
         raise InspectrError(f"--batch-size {batch_size} must be at least 1.", "Use --batch-size 4, for example.")
     dev = resolve_device(device)
@@ -186,7 +193,8 @@ def inspect(
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
-                p.requires_grad_(flag)
+                if p.requires_grad != flag:
+                    p.requires_grad_(flag)
 
 
 def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: list[Any] | None,
@@ -194,6 +202,16 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None) -> Report:
     model = loaded.model
+    lazy = [p for p, m in model.named_modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)
+            and m.has_uninitialized_params()]
+    if lazy:
+        raise InspectrError(
+            f"{type(model).__name__} has lazy modules that are not initialised yet ({', '.join(lazy[:3])}): "
+            "their parameter counts are unknown until a first forward.",
+            "Run one forward pass on the model before inspecting it (inspectr never changes your model).",
+        )
+    if model_device(model).type == "meta" and dev != "meta":
+        loaded.on_meta = True  # a model built on meta can only be probed for shapes
     structure = summarize(model, loaded.name, loaded.source, loaded.description)
     notes = list(loaded.notes)
     if not probe:

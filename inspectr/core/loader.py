@@ -343,11 +343,21 @@ def load(
         else:
             try:
                 file_module = importlib.import_module(parsed.target)
+            except SyntaxError as exc:
+                raise InspectrError(
+                    f"{exc.filename}:{exc.lineno}: syntax error in the module {parsed.target!r}: {exc.msg}.",
+                    "Fix that line and run inspectr again.",
+                ) from exc
             except ImportError as exc:
                 raise InspectrError(
                     f"Cannot import the module {parsed.target!r}: {exc}.",
                     "Check the dotted name and that the package is installed, or give a file: path/to/model.py:Name. "
                     "Registered models take the prefixes sample: and torchvision: (see `inspectr --list`).",
+                ) from exc
+            except Exception as exc:
+                raise InspectrError(
+                    f"Importing the module {parsed.target!r} raised {type(exc).__name__}: {exc}.",
+                    "Model modules are imported: keep training code under `if __name__ == \"__main__\":`.",
                 ) from exc
             where_file = parsed.target
         attr = parsed.attr
@@ -369,7 +379,9 @@ def load(
                 notes.append("The model is a module-level instance: it was probed on meta copies of its tensors.")
         else:
             model, on_meta = build_checked(lambda: build_from_object(obj, where, kwargs), device, notes, seed)
-        name, source, desc = spec, parsed.kind, (inspect.getdoc(obj) or "").split("\n")[0] if not isinstance(obj, nn.Module) else ""
+        own_doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+        desc = (inspect.cleandoc(own_doc).split("\n")[0] if own_doc and not isinstance(obj, nn.Module) else "")
+        name, source = spec, parsed.kind
     if weights:
         if on_meta:
             notes.append(f"--weights {weights} was not loaded: the model is on the meta device.")
@@ -412,23 +424,45 @@ def _load_pickled(path: str, trust: bool, kwargs: dict[str, Any], weights: str |
             f"If you trust the file, add --trust-pickle. For a state dict, give the model and the weights: "
             f"`inspectr path/model.py:MyNet --weights {path}`.",
         )
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if kwargs:
+        raise InspectrError(f"{path} holds a built model, so --kwargs cannot be applied to it.", "Drop --kwargs.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise InspectrError(
+            f"{path} cannot be unpickled here: {exc}. A pickled model stores only the name of its class, "
+            "and that class must be importable (a class defined in a script's __main__ is not).",
+            "Save `model.state_dict()` instead and load it with `inspectr model.py:MyNet --weights FILE`, "
+            "or run inspectr where the class's module is importable.",
+        ) from exc
+    except Exception as exc:
+        raise InspectrError(f"{path} cannot be loaded: {type(exc).__name__}: {exc}.", "Check the file.") from exc
     if not isinstance(obj, nn.Module):
         raise InspectrError(
             f"{path} holds a {type(obj).__name__}, not a pickled nn.Module.",
             f"For a state dict or checkpoint, name the model and pass the file as weights: `inspectr model.py:MyNet --weights {path}`.",
         )
-    return LoadedModel(obj, path, "pickle", f"pickled model from {path}", notes=[f"loaded the pickled model in {path} (--trust-pickle)"])
+    notes = [f"loaded the pickled model in {path} (--trust-pickle)"]
+    if weights:
+        load_weights(obj, weights)
+        notes.append(f"weights loaded from {weights}")
+    return LoadedModel(obj, path, "pickle", f"pickled model from {path}", notes=notes)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """Tensors by name; modules with ``get_extra_state`` add non-tensor ``_extra_state`` entries."""
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(v, torch.Tensor) or str(k).endswith("_extra_state") for k, v in obj.items())
 
 
 def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: the dict itself or under a usual key."""
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return obj
     if isinstance(obj, dict):
         for key in CHECKPOINT_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if _is_state_dict(inner):
                 return inner
         keys = ", ".join(map(str, list(obj)[:8]))
         raise InspectrError(
@@ -457,7 +491,8 @@ def load_weights(model: nn.Module, path: str) -> None:
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     wrong = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+              if k in sd and isinstance(sd[k], torch.Tensor) and isinstance(own[k], torch.Tensor)
+             and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):

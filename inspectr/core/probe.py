@@ -54,6 +54,7 @@ ACTIVATION_MODULES = RECTIFIER_MODULES + SMOOTH_MODULES
 _CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d,
                      nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 HISTOGRAM_BINS = 24
+_INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__"}
 _NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6"}
 # Outputs where an exact zero is a measure-zero event: zeros are counted on a sample (see _reduce).
 _DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase,
@@ -89,9 +90,10 @@ class _StatsAcc:
     inf: int = 0
     lo: float = math.inf
     hi: float = -math.inf
-    alive: torch.Tensor | None = None  # bool per unit, OR-ed over calls
-    units: int | None = None
-    samples_per_unit: int = 0
+    # bool per unit, one per call: a shared activation (torchvision's BasicBlock calls one ReLU
+    # twice) is judged call by call, or a live call site would hide a dead one
+    alive: list[torch.Tensor] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
     dead_kind: str | None = None
     histogram: list[int] | None = None
 
@@ -227,6 +229,24 @@ def _unit_dims(t: torch.Tensor, channel_first_1d: bool) -> tuple[int, tuple[int,
 STAT_SAMPLE = 1 << 14
 
 
+def _sample_step(n: int, shape: tuple[int, ...]) -> int:
+    """A prime stride near n / STAT_SAMPLE that divides no dimension's extent, so the sample
+    walks across rows and columns instead of down one column (the padded edge, say)."""
+    step = max(2, n // STAT_SAMPLE)
+    extents = set()
+    size = 1
+    for d in reversed(shape):
+        size *= int(d)
+        extents.add(size)
+
+    def is_prime(k: int) -> bool:
+        return k > 1 and all(k % q for q in range(2, int(k ** 0.5) + 1))
+
+    while not is_prime(step) or any(e % step == 0 for e in extents if e < n):
+        step += 1
+    return step
+
+
 def _reduce(x: torch.Tensor, zeros_expected: bool,
             unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
     """(sum, sum of squares, min, max, nonzero count) of a float tensor, cheaply.
@@ -249,7 +269,7 @@ def _reduce(x: torch.Tensor, zeros_expected: bool,
         lo, hi = torch.aminmax(x)
         nonzero_t = None
     if n > STAT_SAMPLE and x.is_contiguous():
-        sample = x.view(-1)[:: n // STAT_SAMPLE]
+        sample = x.view(-1)[:: _sample_step(n, x.shape)]
     else:
         sample = x
     scale = n / sample.numel()
@@ -266,6 +286,11 @@ def _reduce(x: torch.Tensor, zeros_expected: bool,
     else:
         nonzero = float(sample.sign().abs_().sum()) * scale
     return total, sq, mn, mx, nonzero
+
+
+def _measurable(t: torch.Tensor) -> bool:
+    """Plain dense tensors only: sparse, nested and wrapper subclasses are shown, not measured."""
+    return t.layout == torch.strided and type(t) in (torch.Tensor, nn.Parameter) and not t.is_nested
 
 
 def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_first_1d: bool,
@@ -317,14 +342,9 @@ def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_
     alive = unit_max > tol
     if mn < -tol and not bool(alive.all()):  # only then can a negative value keep a unit alive
         alive |= x.amin(dim=others) < -tol
-    alive = alive.cpu()
     acc.dead_kind = dead_kind
-    if acc.alive is None:
-        acc.alive = alive
-        acc.units = alive.numel()
-    elif acc.alive.shape == alive.shape:
-        acc.alive |= alive
-    acc.samples_per_unit += n // max(alive.numel(), 1)
+    acc.alive.append(alive.cpu())
+    acc.samples.append(n // max(alive.numel(), 1))
 
 
 def _finish_stats(acc: _StatsAcc | None) -> ActivationStats | None:
@@ -333,9 +353,13 @@ def _finish_stats(acc: _StatsAcc | None) -> ActivationStats | None:
     finite_n = acc.numel - acc.nan - acc.inf
     mean = acc.total / finite_n if finite_n else math.nan
     var = acc.sq_total / finite_n - mean * mean if finite_n else math.nan
-    dead = None
-    if acc.alive is not None and acc.units:
-        dead = 1.0 - float(acc.alive.sum()) / acc.units
+    dead = units = spu = None
+    if acc.alive:
+        worst = max(range(len(acc.alive)),
+                    key=lambda i: (1.0 - float(acc.alive[i].sum()) / max(acc.alive[i].numel(), 1), acc.samples[i]))
+        units = acc.alive[worst].numel()
+        dead = 1.0 - float(acc.alive[worst].sum()) / max(units, 1)
+        spu = acc.samples[worst]
     return ActivationStats(
         numel=acc.numel,
         mean=mean,
@@ -346,8 +370,8 @@ def _finish_stats(acc: _StatsAcc | None) -> ActivationStats | None:
         nan=acc.nan,
         inf=acc.inf,
         dead_fraction=dead,
-        units=acc.units,
-        samples_per_unit=acc.samples_per_unit if acc.alive is not None else None,
+        units=units,
+        samples_per_unit=spu,
         histogram=tuple(acc.histogram or ()),
     )
 
@@ -356,26 +380,23 @@ def _finish_stats(acc: _StatsAcc | None) -> ActivationStats | None:
 
 
 @contextmanager
-def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None) -> Iterator[None]:
+def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
+              backups: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[None]:
     """Put back everything a forward/backward pass can change, even on error or Ctrl-C.
 
-    Restores: buffers (values and identity: BatchNorm running stats), parameter identity,
-    ``.training`` of every module, ``requires_grad`` and ``.grad`` of every parameter,
-    the torch/CUDA/Python RNG states.
+    Restores: every module's parameter and buffer dicts as they were (identity, and buffers
+    registered or set during the pass are dropped), buffer values (BatchNorm running stats),
+    ``.training`` of every module, ``requires_grad`` and ``.grad`` of every parameter, the
+    torch/CUDA/Python RNG states, and the values of parameters a forward changed in place
+    (``backups``: tensor id -> (tensor, copy taken just before the in-place op)).
     """
     modules = list(model.modules())
     training = [(m, m.training) for m in modules]
-    buffers: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor | None]] = []
-    params: list[tuple[nn.Module, str, torch.Tensor]] = []
-    for m in modules:
-        for name, b in m._buffers.items():
-            if b is not None:
-                copy = None if b.is_meta else b.detach().clone()
-                buffers.append((m, name, b, copy))
-        for name, p in m._parameters.items():
-            if p is not None:
-                params.append((m, name, p))
-    unique = {id(p): p for _, _, p in params}
+    dicts = [(m, dict(m._parameters), dict(m._buffers)) for m in modules]
+    copies = {id(b): (b, b.detach().clone()) for _, _, bs in dicts for b in bs.values()
+              if b is not None and not b.is_meta}
+    params = [p for _, ps, _ in dicts for p in ps.values() if p is not None]
+    unique = {id(p): p for p in params}
     for p in extra_params or []:
         unique[id(p)] = p
     grads = [(p, p.grad, p.requires_grad) for p in unique.values()]
@@ -387,13 +408,16 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None) 
             p.grad = None
         yield
     finally:
+        for m, ps, bs in dicts:
+            m._parameters.clear()
+            m._parameters.update(ps)
+            m._buffers.clear()
+            m._buffers.update(bs)
         with torch.no_grad():
-            for m, name, b, copy in buffers:
-                m._buffers[name] = b
-                if copy is not None:
-                    b.copy_(copy)
-        for m, name, p in params:
-            m._parameters[name] = p
+            for b, copy in copies.values():
+                b.copy_(copy)
+            for t, copy in (backups or {}).values():
+                t.copy_(copy)
         for p, g, rg in grads:
             p.grad = g
             if p.requires_grad != rg:
@@ -418,6 +442,11 @@ class _FunctionalWatch(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        guard = self.probe.param_ptrs
+        if guard and args and isinstance(args[0], torch.Tensor):
+            name = getattr(func, "__name__", "")
+            if (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_DUNDERS:
+                self.probe.backup_if_param(args[0])
         out = func(*args, **kwargs)
         if self.probe.opts.flops:
             fl = count_flops(func, args, kwargs, out)
@@ -440,7 +469,7 @@ class _Probe:
             self.paths[id(mod)] = path
             self.types[path] = type(mod)
             self.acc[path] = _ModuleAcc(path)
-        self.stack: list[tuple[str, tuple[Any, ...], float]] = []
+        self.stack: list[tuple[str, tuple[Any, ...], float, list[tuple[torch.Tensor, int]]]] = []
         self.next_order = 0
         self.done = 0
         self.handles: list[RemovableHandle] = []
@@ -451,13 +480,26 @@ class _Probe:
         self.shape_only = False
         self.stat_cache: dict[int, Any] = {}
         self.grad_cache: dict[int, Any] = {}
+        # parameters a forward may change in place (e.g. clamp_ under no_grad): copied first
+        self.param_ptrs: dict[int, torch.Tensor] = {}
+        self.backups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def guard_params(self) -> None:
+        self.param_ptrs = {p.data_ptr(): p for p in self.model.parameters() if not p.is_meta}
+
+    def backup_if_param(self, t: torch.Tensor) -> None:
+        if t.is_meta or t.layout != torch.strided:
+            return
+        p = self.param_ptrs.get(t.data_ptr())
+        if p is not None and id(p) not in self.backups:
+            self.backups[id(p)] = (p, p.detach().clone())
 
     # -- hooks
     def install(self) -> None:
         for mod in self.model.modules():
             path = self.paths[id(mod)]
             self.handles.append(mod.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-            self.handles.append(mod.register_forward_hook(self._post(path, mod)))
+            self.handles.append(mod.register_forward_hook(self._post(path, mod), with_kwargs=True))
 
     def remove(self) -> None:
         for h in self.handles + self.grad_handles:
@@ -478,7 +520,9 @@ class _Probe:
                 # let a waiting app stop a long probe: checked every 64 modules, not only between phases
                 if self.next_order % 64 == 0 and self.opts.cancelled is not None and self.opts.cancelled():
                     raise ProbeCancelled()
-            self.stack.append((path, shapes, time.perf_counter() if self.opts.timing else 0.0))
+            versions = [(t, t._version) for t in iter_tensors((args, kwargs)) if t.is_floating_point()
+                        and t.layout == torch.strided and type(t) in (torch.Tensor, nn.Parameter)]
+            self.stack.append((path, shapes, time.perf_counter() if self.opts.timing else 0.0, versions))
 
         return hook
 
@@ -490,7 +534,7 @@ class _Probe:
         zeros_expected = not isinstance(mod, _DENSE_OUTPUT)
         nonneg = isinstance(mod, (nn.ReLU, nn.ReLU6))
 
-        def hook(m: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             # A forward that raises never gets here, so its frame stays on the stack and names
             # the culprit. Frames above ours belong to calls the model caught itself: drop them.
             for i in range(len(self.stack) - 1, -1, -1):
@@ -499,15 +543,16 @@ class _Probe:
             else:
                 return
             del self.stack[i + 1:]
-            _, _, t0 = self.stack.pop()
+            _, _, t0, versions = self.stack.pop()
             a = self.acc[path]
             if self.opts.timing:
                 a.time_s += time.perf_counter() - t0
             a.calls += 1
-            tensors = list(iter_tensors(output))
+            all_tensors = list(iter_tensors(output))
             if a.calls == 1:
-                a.output_shapes = tuple(tuple(t.shape) for t in tensors)
+                a.output_shapes = tuple(tuple(t.shape) for t in all_tensors)
                 a.output_structure = structure(output)
+            tensors = list({id(t): t for t in all_tensors}.values())  # the same tensor twice counts once
             if has_params and (is_c1d or isinstance(m, (nn.Linear, nn.LayerNorm, nn.Embedding,
                                                         nn.RNNBase, nn.MultiheadAttention))):
                 self.last_channel_first_1d = is_c1d
@@ -517,20 +562,25 @@ class _Probe:
                 for t in tensors:
                     if not t.is_floating_point():
                         continue
-                    if not self.shape_only:
+                    if not self.shape_only and _measurable(t):
                         if a.stats is None:
                             a.stats = _StatsAcc()
-                        _accumulate(a.stats, t, dead_kind, is_c1d or self.last_channel_first_1d,
-                                    self.opts.histograms, self.stat_cache, zeros_expected, nonneg)
+                        try:
+                            _accumulate(a.stats, t, dead_kind, is_c1d or self.last_channel_first_1d,
+                                        self.opts.histograms, self.stat_cache, zeros_expected, nonneg)
+                        except RuntimeError:  # an exotic tensor must never fail the user's forward
+                            pass
                     if self.record_grads and t.requires_grad:
                         self.grad_handles.append(t.register_hook(self._grad_hook(a)))
                 if (a.nonfinite_done is None and a.stats is not None
                         and a.stats.nan + a.stats.inf > bad_before):
                     # rare path: were the inputs already non-finite? (blame goes upstream then)
                     a.nonfinite_done = self.done
-                    a.nonfinite_input = any(
-                        not bool(torch.isfinite(x).all()) for x in iter_tensors(args)
-                        if x.is_floating_point() and not x.is_meta
+                    # an input changed in place was finite or not before: this module changed it,
+                    # so it is the one to blame
+                    changed = any(t._version != v for t, v in versions)
+                    a.nonfinite_input = not changed and any(
+                        not bool(torch.isfinite(x).all()) for x, _ in versions if not x.is_meta
                     )
 
         return hook
@@ -682,7 +732,9 @@ def run_probe(
         if opts.cancelled is not None and opts.cancelled():
             raise ProbeCancelled()
 
-    with preserved(model, extra):
+    if param_map is None and not meta:
+        probe.guard_params()
+    with preserved(model, extra, probe.backups):
         if opts.mode == "train":
             model.train()
         elif opts.mode == "eval":
@@ -724,7 +776,7 @@ def run_probe(
                 except (KeyboardInterrupt, ProbeCancelled):
                     raise
                 except Exception as exc:  # the user's model raised: name the culprit
-                    path, shapes, _ = probe.stack[-1] if probe.stack else ("", (), 0.0)
+                    path, shapes = probe.stack[-1][:2] if probe.stack else ("", ())
                     loc = _error_location(exc)
                     error = ProbeError(
                         phase="forward",
@@ -741,8 +793,8 @@ def run_probe(
                     out_structure = structure(output)
                     check_cancel()
                 if error is None and opts.backward:
-                    floats = [t for t in iter_tensors(output)
-                              if t.is_floating_point() and t.requires_grad]
+                    floats = list({id(t): t for t in iter_tensors(output)
+                                   if (t.is_floating_point() or t.is_complex()) and t.requires_grad}.values())
                     if not floats:
                         kinds = sorted({str(t.dtype).replace("torch.", "") for t in iter_tensors(output)})
                         backward_note = (
@@ -806,7 +858,12 @@ def run_probe(
 
 
 def _backward_culprit(probe: _Probe) -> str | None:
-    """The latest module (in forward order) whose output expected a gradient that never came."""
+    """The module whose backward raised: the last leaf whose output gradient arrived (its
+    backward ran next); else the latest module whose output expected a gradient that never came."""
+    for path in reversed(probe.grad_seen):
+        if not any(q.startswith(path + ".") for q in probe.acc if path):
+            if path and probe.acc[path].output_shapes:
+                return path
     seen = set(probe.grad_seen)
     ran = sorted((a.order, p) for p, a in probe.acc.items() if a.order is not None and a.grad_numel == 0)
     candidates = [p for _, p in ran if p not in seen and probe.acc[p].output_shapes]
