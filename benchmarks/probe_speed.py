@@ -21,14 +21,17 @@ import torchvision
 from inspectr.core.probe import ProbeOptions, run_probe
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def interleaved(fns: list, repeat: int) -> list[float]:
+    """Median time of each function, run in turns so drifting machine load hits all alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def main() -> None:
@@ -57,11 +60,7 @@ def main() -> None:
         def info() -> None:
             torchinfo.summary(model, input_data=x, verbose=0)
 
-        # interleave to share the machine's state fairly
-        tb = median_time(bare, args.repeat)
-        tp = median_time(probe, args.repeat)
-        ti = median_time(info, args.repeat)
-        tf = median_time(probe_fwd, args.repeat)
+        tb, tp, ti, tf = interleaved([bare, probe, info, probe_fwd], args.repeat)
         print(f"{name:18s} {tb:9.3f} {tp:9.3f} {tp / tb:6.2f} | {ti:9.3f} {tf:9.3f} {tf / ti:6.2f}")
 
 

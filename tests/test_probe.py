@@ -128,7 +128,18 @@ def test_depthwise_backward_flops_are_twice_forward():
     m = nn.Conv2d(8, 8, 3, groups=8)
     x = torch.randn(2, 8, 10, 10)
     r = inspectr.inspect(m, inputs=x)
+    assert r.module("").flops_backward == r.module("").flops_forward  # weight gradient only
+    r = inspectr.inspect(m, inputs=x.requires_grad_())  # an input that asks for its gradient
     assert r.module("").flops_backward == 2 * r.module("").flops_forward
+
+
+def test_fully_frozen_model_still_shows_gradient_flow():
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).requires_grad_(False)
+    r = inspectr.inspect(m, inputs=torch.randn(4, 4))
+    assert r.probe.backward == "ran"
+    assert r.module("0").grad_norm and r.module("2").grad_norm
+    assert all(m.param_grad_norm is None for m in r.modules)
+    assert not any(p.requires_grad for p in m.parameters())
 
 
 def test_no_backward_for_integer_outputs_says_why():

@@ -12,6 +12,7 @@ How it stays cheap and safe (see STYLE.md, "The probe"):
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -288,6 +289,19 @@ def _reduce(x: torch.Tensor, zeros_expected: bool,
     return total, sq, mn, mx, nonzero
 
 
+def _square_sum(g: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of a gradient: exact up to 4 * STAT_SAMPLE values, else estimated from the
+    same prime-strided sample as the forward statistics (a full pass over every output gradient
+    costs a fifth of a ResNet-50 backward on CPU)."""
+    if g.dtype not in (torch.float32, torch.float64):
+        g = g.float()
+    n = g.numel()
+    if n > 4 * STAT_SAMPLE and g.is_contiguous() and g.layout == torch.strided:
+        sample = g.view(-1)[:: _sample_step(n, tuple(g.shape))]
+        return sample.square().sum() * (n / sample.numel())
+    return torch.linalg.vector_norm(g).square()
+
+
 def _measurable(t: torch.Tensor) -> bool:
     """Plain dense tensors only: sparse, nested and wrapper subclasses are shown, not measured."""
     return t.layout == torch.strided and type(t) in (torch.Tensor, nn.Parameter) and not t.is_nested
@@ -409,10 +423,10 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
         yield
     finally:
         for m, ps, bs in dicts:
-            m._parameters.clear()
-            m._parameters.update(ps)
-            m._buffers.clear()
-            m._buffers.update(bs)
+            for now, then in ((m._parameters, ps), (m._buffers, bs)):
+                if len(now) != len(then) or any(now.get(k) is not v for k, v in then.items()):
+                    now.clear()
+                    now.update(then)
         with torch.no_grad():
             for b, copy in copies.values():
                 b.copy_(copy)
@@ -465,7 +479,9 @@ class _Probe:
         self.paths: dict[int, str] = {}
         self.types: dict[str, type[nn.Module]] = {}
         self.acc: dict[str, _ModuleAcc] = {}
-        for path, mod in model.named_modules():
+        self.named = list(model.named_modules())
+        self.params = _named_params(model, self.named)
+        for path, mod in self.named:
             self.paths[id(mod)] = path
             self.types[path] = type(mod)
             self.acc[path] = _ModuleAcc(path)
@@ -485,7 +501,7 @@ class _Probe:
         self.backups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def guard_params(self) -> None:
-        self.param_ptrs = {p.data_ptr(): p for p in self.model.parameters() if not p.is_meta}
+        self.param_ptrs = {p.data_ptr(): p for _, p in self.params if not p.is_meta}
 
     def backup_if_param(self, t: torch.Tensor) -> None:
         if t.is_meta or t.layout != torch.strided:
@@ -496,8 +512,7 @@ class _Probe:
 
     # -- hooks
     def install(self) -> None:
-        for mod in self.model.modules():
-            path = self.paths[id(mod)]
+        for path, mod in self.named:
             self.handles.append(mod.register_forward_pre_hook(self._pre(path), with_kwargs=True))
             self.handles.append(mod.register_forward_hook(self._post(path, mod), with_kwargs=True))
 
@@ -520,8 +535,9 @@ class _Probe:
                 # let a waiting app stop a long probe: checked every 64 modules, not only between phases
                 if self.next_order % 64 == 0 and self.opts.cancelled is not None and self.opts.cancelled():
                     raise ProbeCancelled()
-            versions = [(t, t._version) for t in iter_tensors((args, kwargs)) if t.is_floating_point()
-                        and t.layout == torch.strided and type(t) in (torch.Tensor, nn.Parameter)]
+            versions = [(t, t._version) for t in (*args, *kwargs.values())
+                        if type(t) in (torch.Tensor, nn.Parameter) and t.is_floating_point()
+                        and t.layout == torch.strided]
             self.stack.append((path, shapes, time.perf_counter() if self.opts.timing else 0.0, versions))
 
         return hook
@@ -530,7 +546,7 @@ class _Probe:
         dead_kind = ("rectifier" if isinstance(mod, RECTIFIER_MODULES)
                      else "smooth" if isinstance(mod, SMOOTH_MODULES) else None)
         is_c1d = isinstance(mod, _CHANNEL_FIRST_1D)
-        has_params = next(iter(mod.parameters(recurse=False)), None) is not None
+        has_params = any(p is not None for p in mod._parameters.values())
         zeros_expected = not isinstance(mod, _DENSE_OUTPUT)
         nonneg = isinstance(mod, (nn.ReLU, nn.ReLU6))
 
@@ -595,7 +611,7 @@ class _Probe:
                 sq = hit[1]
             else:
                 with torch.no_grad():
-                    sq = torch.linalg.vector_norm(g.detach().float()).square()
+                    sq = _square_sum(g.detach())
                 self.grad_cache[id(g)] = (g, sq)  # keeps g alive only until the pass ends
             a.grad_sq.append(sq)
             a.grad_numel += g.numel()
@@ -714,6 +730,23 @@ def run_probe(
         param_map is not None and any(t.is_meta for t in param_map.values())
     )
     probe.shape_only = meta
+    extra = [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
+    if param_map is None and not meta:
+        probe.guard_params()
+    # The pass allocates thousands of small objects (hook handles, closures, stat tuples) while
+    # the model's graph is alive: cyclic GC runs then scan it over and over. Pause it meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(model, args, kwargs, opts, param_map, probe, meta, extra)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
+         param_map: dict[str, torch.Tensor] | None, probe: _Probe, meta: bool,
+         extra: list[torch.Tensor]) -> ProbeResult:
     error: ProbeError | None = None
     backward = "off" if not opts.backward else "skipped"
     backward_note = ""
@@ -726,14 +759,11 @@ def run_probe(
     out_structure = ""
     start = time.perf_counter()
     mode_name = opts.mode
-    extra = [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
 
     def check_cancel() -> None:
         if opts.cancelled is not None and opts.cancelled():
             raise ProbeCancelled()
 
-    if param_map is None and not meta:
-        probe.guard_params()
     with preserved(model, extra, probe.backups):
         if opts.mode == "train":
             model.train()
@@ -744,9 +774,14 @@ def run_probe(
         random.seed(opts.seed)
         leaves: list[torch.Tensor] = []
 
+        # Inputs get requires_grad only when no parameter trains: then gradients still flow for
+        # the report. Otherwise, as in training, frozen leading layers get none, and the pass
+        # skips the input-gradient convolution (13% of a ResNet-50 step on CPU).
+        want_input_grad = opts.backward and not any(p.requires_grad for _, p in probe.params)
+
         def prepare(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
-                if opts.backward and x.is_floating_point():
+                if x.is_floating_point() and opts.backward and (want_input_grad or x.requires_grad):
                     leaf = x.detach().requires_grad_(True)
                     leaves.append(leaf)
                     return leaf.clone()  # a non-leaf copy: in-place ops on it are fine
@@ -821,7 +856,7 @@ def run_probe(
                                 input_shapes=probe.acc[culprit].input_shapes if culprit is not None else (),
                             )
                         if backward == "ran":
-                            param_norms, unused = _param_grads(model, param_map, meta)
+                            param_norms, unused = _param_grads(probe.params, param_map, meta)
                             if leaves and not meta:
                                 sq = 0.0
                                 n = 0
@@ -857,6 +892,19 @@ def run_probe(
     )
 
 
+def _named_params(model: nn.Module,
+                  named: list[tuple[str, nn.Module]] | None = None) -> list[tuple[str, torch.Tensor]]:
+    """``named_parameters()`` (each tensor once, first name), without its per-module generator cost."""
+    seen: set[int] = set()
+    out = []
+    for path, mod in named if named is not None else model.named_modules():
+        for name, p in mod._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                out.append((f"{path}.{name}" if path else name, p))
+    return out
+
+
 def _backward_culprit(probe: _Probe) -> str | None:
     """The module whose backward raised: the last leaf whose output gradient arrived (its
     backward ran next); else the latest module whose output expected a gradient that never came."""
@@ -874,13 +922,13 @@ def _backward_culprit(probe: _Probe) -> str | None:
     return candidates[-1] if candidates else None
 
 
-def _param_grads(model: nn.Module, param_map: dict[str, torch.Tensor] | None,
+def _param_grads(params: list[tuple[str, torch.Tensor]], param_map: dict[str, torch.Tensor] | None,
                  meta: bool) -> tuple[dict[str, float | None], list[str]]:
     names: list[str] = []
     tensors: list[torch.Tensor] = []
     norms: dict[str, float | None] = {}
     unused: list[str] = []
-    for name, p in model.named_parameters():
+    for name, p in params:
         q = param_map.get(name, p) if param_map is not None else p
         if not p.requires_grad:
             norms[name] = None
