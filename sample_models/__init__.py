@@ -7,8 +7,6 @@ positional argument), a tuple (positional arguments) or a dict (keyword argument
 
 from __future__ import annotations
 
-from sample_models._gallery import GALLERY, SampleModel, register
-
 # Imported for their side effect: each family file registers its models into GALLERY.
 from sample_models import (  # noqa: F401
     attention,
@@ -24,5 +22,6 @@ from sample_models import (  # noqa: F401
     sick,
     vision_transformer,
 )
+from sample_models._gallery import GALLERY, SampleModel, register
 
 __all__ = ["GALLERY", "SampleModel", "register"]

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.worker import WorkerCancelled
 import torch
 from rich.console import Console
 from rich.style import Style
+from textual.worker import WorkerCancelled
 from torch import nn
 
 from inspectr.core.loader import LoadedModel
