@@ -110,7 +110,7 @@ def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Findi
         if count:
             out.append(Finding(
                 kind, "error", path,
-                f"{_label(path)} ({row.type}) turns finite inputs into {count:,} {kind.upper()} values "
+                f"{_label(path)} ({row.type}) turns finite inputs into {count:,} {'NaN' if kind == 'nan' else 'Inf'} values "
                 f"of {st.numel:,}; look at its log/sqrt/division/exp for out-of-range inputs "
                 "(downstream modules only pass them on).",
                 {"count": count, "numel": st.numel},

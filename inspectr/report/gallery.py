@@ -42,6 +42,7 @@ def print_check(report: Report, console: Console | None = None) -> None:
     c.print(f"{m.name}: {m.total_params:,} params ({m.trainable_params:,} trainable) · probe "
             f"{'ok' if report.probe.ok else 'FAILED'} · {len(report.findings)} finding(s)")
     for f in report.findings:
-        c.print(Text(f"  {SEVERITY_MARK[f.severity]} {f.severity:7s} {f.kind:20s} {f.module or '(root)'}: ",
+        # messages name their module already
+        c.print(Text(f"  {SEVERITY_MARK[f.severity]} {f.severity:7s} {f.kind:20s} ",
                      style=SEVERITY_STYLE[f.severity]) + Text(f.message))
     c.print("FAIL" if report.has_errors else "PASS", style="bold red" if report.has_errors else "bold green")
