@@ -57,7 +57,8 @@ _CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceN
 HISTOGRAM_BINS = 24
 _INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__"}
 _NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6"}
-# Outputs where an exact zero is a measure-zero event: zeros are counted on a sample (see _reduce).
+# Outputs where an exact zero is a measure-zero event (as for SMOOTH_MODULES): zeros are counted
+# on a sample (see _reduce).
 _DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase,
                  nn.LayerNorm, nn.GroupNorm)
 
@@ -248,6 +249,12 @@ def _sample_step(n: int, shape: tuple[int, ...]) -> int:
     return step
 
 
+def _count_nonzero(x: torch.Tensor) -> float:
+    """Exact nonzero count; a float32 sum of ones is exact below 2**24 and 3x faster than float64."""
+    ones = x.sign().abs_()
+    return float(ones.sum() if x.numel() < 1 << 24 else ones.sum(dtype=torch.float64))
+
+
 def _reduce(x: torch.Tensor, zeros_expected: bool,
             unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
     """(sum, sum of squares, min, max, nonzero count) of a float tensor, cheaply.
@@ -255,38 +262,34 @@ def _reduce(x: torch.Tensor, zeros_expected: bool,
     Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
     tensors over STAT_SAMPLE values, the sums and the zero count come from an evenly strided
     sample of STAT_SAMPLE values, scaled up: mean and std are then estimates (to well under 1%).
-    Zeros are counted over the whole tensor where they are expected (activation and dropout
-    outputs, or any output whose min or max is exactly 0), so ``zero_fraction`` of rectified
-    outputs is exact. ``unit_max`` (per-unit maxima of a rectifier's output, already computed for
+    Zeros are counted over the whole tensor where they are expected (rectifier and dropout
+    outputs, unknown modules, or any output whose min or max is exactly 0), so ``zero_fraction``
+    of rectified outputs is exact; conv/linear/norm and GELU/SiLU outputs, where an exact zero is
+    a measure-zero event, are counted on the sample. ``unit_max`` (per-unit maxima of a rectifier's output, already computed for
     dead units) stands in for the min/max pass: such outputs are >= 0 and mostly hold a zero. This keeps a probe near a bare training step (``var_mean`` and
     ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
     """
     n = x.numel()
-    if unit_max is not None:
-        hi = unit_max.max()
-        nonzero_t = x.sign().abs_().sum()
-        lo = torch.zeros((), dtype=hi.dtype) if int(nonzero_t) < n else x.min()
-    else:
-        lo, hi = torch.aminmax(x)
-        nonzero_t = None
     if n > STAT_SAMPLE and x.is_contiguous():
         sample = x.view(-1)[:: _sample_step(n, x.shape)]
     else:
         sample = x
     scale = n / sample.numel()
-    total, sq, mn, mx = torch.stack([sample.sum().double(), sample.square().sum().double(),
-                                     lo.double(), hi.double()]).tolist()
-    total *= scale
-    sq *= scale
-    if nonzero_t is not None and math.isfinite(mx):
-        nonzero = float(nonzero_t)
-    elif mn > 0 or mx < 0:
-        nonzero = float(n)
-    elif zeros_expected or mn == 0 or mx == 0:
-        nonzero = float(x.sign().abs_().sum())
+    # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
+    if unit_max is not None:
+        nonzero = _count_nonzero(x)
+        mx, total, norm = torch.stack([unit_max.max(), sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
+        mn = 0.0 if nonzero < n else float(x.min())
     else:
-        nonzero = float(sample.sign().abs_().sum()) * scale
-    return total, sq, mn, mx, nonzero
+        lo, hi = torch.aminmax(x)
+        mn, mx, total, norm = torch.stack([lo, hi, sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
+        if mn > 0 or mx < 0:
+            nonzero = float(n)
+        elif zeros_expected or mn == 0 or mx == 0:
+            nonzero = _count_nonzero(x)
+        else:
+            nonzero = float(torch.count_nonzero(sample)) * scale
+    return total * scale, norm * norm * scale, mn, mx, nonzero
 
 
 def _square_sum(g: torch.Tensor) -> torch.Tensor:
@@ -298,7 +301,7 @@ def _square_sum(g: torch.Tensor) -> torch.Tensor:
     n = g.numel()
     if n > 4 * STAT_SAMPLE and g.is_contiguous() and g.layout == torch.strided:
         sample = g.view(-1)[:: _sample_step(n, tuple(g.shape))]
-        return sample.square().sum() * (n / sample.numel())
+        return torch.linalg.vector_norm(sample).square() * (n / sample.numel())
     return torch.linalg.vector_norm(g).square()
 
 
@@ -324,7 +327,7 @@ def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_
     if hit is not None and hit[0] == key:
         total, sq, mn, mx, nz, nan, inf = hit[1]
     else:
-        total, sq, mn, mx, nz = _reduce(x, zeros_expected or dead_kind is not None,
+        total, sq, mn, mx, nz = _reduce(x, zeros_expected or dead_kind == "rectifier",
                                         unit_max if nonneg else None)
         nan = inf = 0
         if not (math.isfinite(mn) and math.isfinite(mx)):
@@ -547,7 +550,7 @@ class _Probe:
                      else "smooth" if isinstance(mod, SMOOTH_MODULES) else None)
         is_c1d = isinstance(mod, _CHANNEL_FIRST_1D)
         has_params = any(p is not None for p in mod._parameters.values())
-        zeros_expected = not isinstance(mod, _DENSE_OUTPUT)
+        zeros_expected = not isinstance(mod, _DENSE_OUTPUT + SMOOTH_MODULES)
         nonneg = isinstance(mod, (nn.ReLU, nn.ReLU6))
 
         def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
@@ -653,7 +656,7 @@ class _Probe:
         entry[2][0] += 1
         with torch._C.DisableTorchFunction():
             _accumulate(entry[1], out, kind, self.last_channel_first_1d, False,
-                        nonneg=op in _NONNEG_OPS)
+                        zeros_expected=kind == "rectifier", nonneg=op in _NONNEG_OPS)
 
     # -- results
     def measures(self) -> dict[str, ModuleMeasure]:
