@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.summary import dtype_name
 from inspectr.errors import InspectrError
 
 DTYPES = {
@@ -151,7 +152,7 @@ def _move(x: Any, device: torch.device | str) -> Any:
 
 def _describe_value(x: Any) -> str:
     if isinstance(x, torch.Tensor):
-        dt = str(x.dtype).replace("torch.", "")
+        dt = dtype_name(x.dtype)
         extra = ""
         if (not x.is_floating_point() and x.dtype != torch.bool and x.numel() and not x.is_meta
                 and x.layout == torch.strided):

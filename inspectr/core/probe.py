@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 
 from inspectr.core.flops import count_flops
 from inspectr.core.result import ActivationStats, FunctionalActivation, ProbeError
+from inspectr.core.summary import dtype_name
 
 # Outputs of these are checked for dead units: "rectifier" means a dead unit is exactly 0,
 # "smooth" means |y| stays below SMOOTH_DEAD_TOL (GELU/SiLU of inputs below about -5.3).
@@ -96,7 +97,6 @@ class _StatsAcc:
     # twice) is judged call by call, or a live call site would hide a dead one
     alive: list[torch.Tensor] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
-    dead_kind: str | None = None
     histogram: list[int] | None = None
 
 
@@ -359,7 +359,6 @@ def _accumulate(acc: _StatsAcc, t: torch.Tensor, dead_kind: str | None, channel_
     alive = unit_max > tol
     if mn < -tol and not bool(alive.all()):  # only then can a negative value keep a unit alive
         alive |= x.amin(dim=others) < -tol
-    acc.dead_kind = dead_kind
     acc.alive.append(alive.cpu())
     acc.samples.append(n // max(alive.numel(), 1))
 
@@ -834,7 +833,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     floats = list({id(t): t for t in iter_tensors(output)
                                    if (t.is_floating_point() or t.is_complex()) and t.requires_grad}.values())
                     if not floats:
-                        kinds = sorted({str(t.dtype).replace("torch.", "") for t in iter_tensors(output)})
+                        kinds = sorted({dtype_name(t.dtype) for t in iter_tensors(output)})
                         backward_note = (
                             "no floating-point output has a gradient path "
                             f"(outputs: {', '.join(kinds) or 'no tensors'}); forward statistics only"

@@ -10,7 +10,6 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -322,17 +321,22 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
 # ---------------------------------------------------------------- export
 
 
-def make_console(width: int | None = None, color: bool | None = None, record: bool = False, file: Any = None) -> Console:
-    return Console(width=width, no_color=color is False, force_terminal=color, record=record,
-                   file=file, highlight=False, soft_wrap=False)
+def make_console(width: int | None = None, color: bool | None = None) -> Console:
+    return Console(width=width, no_color=color is False, force_terminal=color, highlight=False, soft_wrap=False)
+
+
+def _recorded(report: Report, depth: int | None, width: int, color: bool) -> Console:
+    """A console that has printed the report into memory, ready for one of its exports."""
+    c = Console(width=width, record=True, no_color=not color, force_terminal=color or None,
+                highlight=False, file=io.StringIO())
+    for part in report_renderables(report, depth):
+        c.print(part)
+    return c
 
 
 def render_text(report: Report, depth: int | None = None, width: int = 120) -> str:
     """Plain aligned text: what a CI log or an issue gets."""
-    c = Console(width=width, record=True, no_color=True, highlight=False, file=io.StringIO())
-    for part in report_renderables(report, depth):
-        c.print(part)
-    return c.export_text(styles=False)
+    return _recorded(report, depth, width, color=False).export_text(styles=False)
 
 
 def to_markdown(report: Report, depth: int | None = None) -> str:
@@ -371,9 +375,7 @@ def export(report: Report, fmt: str, depth: int | None = None, width: int = 120)
         return to_markdown(report, depth)
     if fmt == "text":
         return render_text(report, depth, width)
-    c = Console(width=width, record=True, highlight=False, file=io.StringIO(), force_terminal=True)
-    for part in report_renderables(report, depth):
-        c.print(part)
+    c = _recorded(report, depth, width, color=True)
     if fmt == "html":
         return c.export_html(inline_styles=True)
     if fmt == "svg":
