@@ -196,28 +196,44 @@ def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding
     return out
 
 
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def _ancestors(path: str) -> list[str]:
+    """``path`` and every module above it, up to the root ``""``."""
+    out = [path]
+    while path:
+        path = _owner(path)
+        out.append(path)
+    return out
+
+
 def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
     if not result.unused_params:
         return []
     unused = set(result.unused_params)
     owners: dict[str, int] = {}
     for name in unused:
-        owner = name.rsplit(".", 1)[0] if "." in name else ""
-        owners[owner] = owners.get(owner, 0) + 1
-    # grow each owner to the largest ancestor whose trainable params all went unused
-    fully = {r.path for r in rows if r.trainable_params > 0 and all(
-        (f"{r.path}.{p.name}" if r.path else p.name) in unused or not p.requires_grad
-        for p in r.parameters if p.shared_with is None) and _subtree_unused(r.path, rows, unused)}
+        owners[_owner(name)] = owners.get(_owner(name), 0) + 1
+    # one pass over the trainable parameters: which modules have a used one in their subtree
+    has_used: set[str] = set()
+    for r in rows:
+        for p in r.parameters:
+            full = f"{r.path}.{p.name}" if r.path else p.name
+            if p.requires_grad and p.shared_with is None and full not in unused:
+                has_used.update(_ancestors(r.path))
+    # grow each owner to the largest module whose trainable parameters all went unused
+    fully = {r.path for r in rows if r.trainable_params > 0 and r.path not in has_used}
     tops = sorted(p for p in fully if not any(p != q and _under(p, q) for q in fully))
     leftovers = [o for o in owners if not any(_under(o, t) or o == t for t in tops)]
     severity = "warning" if result.mode == "train" else "info"
     out = []
     by_path = {r.path: r for r in rows}
     for path in tops + sorted(leftovers):
-        r = by_path.get(path)
-        count = r.trainable_params if r is not None and path in fully else sum(
-            1 for n in unused if (n.rsplit(".", 1)[0] if "." in n else "") == path)
-        unit = "trainable parameters" if path in fully else "parameter tensors"
+        in_fully = path in fully
+        count = by_path[path].trainable_params if in_fully else owners[path]
+        unit = "trainable parameters" if in_fully else "parameter tensors"
         note = "" if severity == "warning" else " (eval mode: branches skipped in eval are often by design)"
         out.append(Finding(
             "unused_parameters", severity, path,
@@ -230,13 +246,3 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
 
 def _under(p: str, q: str) -> bool:
     return q == "" or p.startswith(q + ".")
-
-
-def _subtree_unused(path: str, rows: tuple[ModuleRow, ...], unused: set[str]) -> bool:
-    for r in rows:
-        if r.path == path or _under(r.path, path) and r.path != path:
-            for p in r.parameters:
-                full = f"{r.path}.{p.name}" if r.path else p.name
-                if p.requires_grad and p.shared_with is None and full not in unused:
-                    return False
-    return True
