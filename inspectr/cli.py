@@ -8,7 +8,13 @@ import sys
 import traceback
 from typing import Any
 
-from inspectr.errors import EXIT_BAD_REQUEST, EXIT_MODEL_PROBLEM, EXIT_OK, InspectrError
+from inspectr.errors import (
+    EXIT_BAD_REQUEST,
+    EXIT_MODEL_PROBLEM,
+    EXIT_OK,
+    InspectrError,
+    print_error,
+)
 
 FORMATS = ("text", "markdown", "json", "html", "svg")
 
@@ -96,14 +102,6 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
         unfreeze=args.unfreeze,
         freeze_plan=args.freeze_plan,
     )
-
-
-def print_error(err: InspectrError) -> None:
-    stream = sys.stderr
-    if stream.isatty():
-        stream.write(f"\x1b[1;31merror:\x1b[0m {err}\n")
-    else:
-        stream.write(f"error: {err}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

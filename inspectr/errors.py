@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 EXIT_OK = 0
 EXIT_MODEL_PROBLEM = 1
 EXIT_BAD_REQUEST = 2
@@ -24,3 +26,12 @@ class InspectrError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} {self.hint}".strip()
+
+
+def print_error(err: InspectrError) -> None:
+    """Write ``err`` to stderr as the CLI and the app show it: ``error: message hint``."""
+    stream = sys.stderr
+    if stream.isatty():
+        stream.write(f"\x1b[1;31merror:\x1b[0m {err}\n")
+    else:
+        stream.write(f"error: {err}\n")

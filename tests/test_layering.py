@@ -11,11 +11,13 @@ import textwrap
 from conftest import REPO
 
 
-def loaded_after(code: str) -> set[str]:
-    """Top-level package names in sys.modules after running ``code`` in a fresh interpreter."""
-    script = textwrap.dedent(code) + textwrap.dedent("""
+def loaded_after(code: str, full: bool = False) -> set[str]:
+    """Top-level package names (``full``: every module name) in sys.modules after running
+    ``code`` in a fresh interpreter."""
+    names = "_sys.modules" if full else '{m.split(".")[0] for m in _sys.modules}'
+    script = textwrap.dedent(code) + textwrap.dedent(f"""
         import json as _json, sys as _sys
-        print("MODULES=" + _json.dumps(sorted({m.split(".")[0] for m in _sys.modules})))
+        print("MODULES=" + _json.dumps(sorted({names})))
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
@@ -25,8 +27,15 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(line[len("MODULES="):]))
 
 
+CORE_MODULES = sorted(p.stem for p in (REPO / "inspectr" / "core").glob("*.py") if p.stem != "__init__")
+# the rooms the probe is made of, which training and memory reuse: none of them reaches up
+# into the probe's orchestration (probe) or its module hooks (hooks)
+PROBE_PARTS = ("activations", "stats", "state", "values", "flops", "result")
+
+
 def test_core_imports_neither_rich_nor_textual() -> None:
-    mods = loaded_after("import inspectr.core.inspect, inspectr.core.probe, inspectr.core.findings, inspectr.core.loader")
+    assert {"probe", "hooks", "watch", "stats", "state", "values"} <= set(CORE_MODULES)
+    mods = loaded_after("import " + ", ".join(f"inspectr.core.{m}" for m in CORE_MODULES))
     assert "torch" in mods  # sanity: the core was really imported
     assert "rich" not in mods
     assert "textual" not in mods
@@ -56,3 +65,29 @@ def test_inspecting_a_sample_model_does_not_import_torchvision() -> None:
     assert "torch" in mods and "sample_models" in mods
     assert "torchvision" not in mods
     assert "rich" not in mods and "textual" not in mods
+
+
+def test_probe_parts_do_not_reach_into_the_probe() -> None:
+    mods = loaded_after("import " + ", ".join(f"inspectr.core.{m}" for m in PROBE_PARTS), full=True)
+    assert "inspectr.core.stats" in mods
+    assert not {"inspectr.core.probe", "inspectr.core.hooks", "inspectr.core.watch",
+                "inspectr.core.inspect"} & mods
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """Rooms talk through their public names only (no ``from inspectr.x import _helper``)."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "inspectr").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("inspectr"):
+                offenders += [f"{path.relative_to(REPO)}: {a.name}" for a in node.names
+                              if a.name.startswith("_")]
+    assert offenders == []
+
+
+def test_app_does_not_import_the_cli() -> None:
+    mods = loaded_after("import inspectr.tui.app", full=True)
+    assert "inspectr.tui.app" in mods
+    assert "inspectr.cli" not in mods

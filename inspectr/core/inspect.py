@@ -13,8 +13,9 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings import find_problems
 from inspectr.core.loader import LoadedModel, load
-from inspectr.core.probe import ProbeOptions, ProbeResult, preserved, run_probe
+from inspectr.core.probe import ProbeOptions, ProbeResult, run_probe
 from inspectr.core.result import ModuleRow, ProbeInfo, Report
+from inspectr.core.state import preserved
 from inspectr.core.summary import summarize
 from inspectr.errors import InspectrError
 

@@ -25,7 +25,7 @@ from textual.timer import Timer
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
-from inspectr.errors import InspectrError
+from inspectr.errors import InspectrError, print_error
 from inspectr.tui.messages import (
     LoadFailed,
     ModelBuilt,
@@ -679,8 +679,6 @@ def run_app(spec: str | None, options: dict[str, Any] | None = None) -> int:
     app = InspectrApp(spec, options)
     app.run()
     if app.error is not None:
-        from inspectr.cli import print_error
-
         print_error(app.error)
         return app.error.exit_code
     return app.return_code or 0

@@ -1,0 +1,51 @@
+"""Provides the tables that say which outputs are activations and how their dead units look.
+
+"rectifier": a dead unit is exactly 0 (ReLU family); "smooth": |y| stays below
+``SMOOTH_DEAD_TOL`` (GELU/SiLU of inputs below about -5.3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+RECTIFIER_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Threshold)
+SMOOTH_MODULES: tuple[type[nn.Module], ...] = (nn.GELU, nn.SiLU, nn.Mish)
+ACTIVATION_MODULES = RECTIFIER_MODULES + SMOOTH_MODULES
+# outputs that are never negative: their minimum is 0 wherever a unit is dead
+NONNEG_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+_F = torch.nn.functional
+FUNCTIONAL_ACTIVATIONS: dict[Any, tuple[str, str]] = {
+    _F.relu: ("F.relu", "rectifier"),
+    _F.relu_: ("F.relu_", "rectifier"),
+    torch.relu: ("torch.relu", "rectifier"),
+    torch.relu_: ("torch.relu_", "rectifier"),
+    torch.Tensor.relu: ("Tensor.relu", "rectifier"),
+    torch.Tensor.relu_: ("Tensor.relu_", "rectifier"),
+    _F.relu6: ("F.relu6", "rectifier"),
+    _F.hardswish: ("F.hardswish", "rectifier"),
+    _F.gelu: ("F.gelu", "smooth"),
+    _F.silu: ("F.silu", "smooth"),
+    _F.mish: ("F.mish", "smooth"),
+}
+NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6"}
+
+# A 3-D output is [batch, channels, length] after these, [batch, seq, features] otherwise.
+CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d,
+                    nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
+# Outputs where an exact zero is a measure-zero event (as for SMOOTH_MODULES): zeros are counted
+# on a sample (see ``stats``).
+DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase,
+                nn.LayerNorm, nn.GroupNorm, *SMOOTH_MODULES)
+
+
+def dead_kind(mod: nn.Module) -> str | None:
+    """"rectifier", "smooth", or None for a module whose outputs have no dead units to count."""
+    if isinstance(mod, RECTIFIER_MODULES):
+        return "rectifier"
+    if isinstance(mod, SMOOTH_MODULES):
+        return "smooth"
+    return None

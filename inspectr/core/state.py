@@ -1,0 +1,91 @@
+"""Provides snapshot and restore of everything a probe or a training run may touch in a model.
+
+``preserved`` puts back parameters and buffers (dicts and values), train/eval flags,
+``requires_grad``, ``.grad`` and the RNG states, also on error or Ctrl-C. ``ParamGuard`` copies
+a parameter just before a forward changes it in place, so that it can be put back too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+# in-place Tensor dunders (besides the ``name_`` methods) that can change a parameter
+INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__"}
+
+
+class ParamGuard:
+    """Copies of parameters taken just before an in-place op changes them (tensor id -> (tensor, copy))."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.by_ptr: dict[int, torch.Tensor] = {p.data_ptr(): p for p in params if not p.is_meta}
+        self.backups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def before_call(self, func: object, args: tuple[object, ...]) -> None:
+        """Back up ``args[0]`` when ``func`` is an in-place op on a parameter."""
+        if not self.by_ptr or not args or not isinstance(args[0], torch.Tensor):
+            return
+        name = getattr(func, "__name__", "")
+        if not ((name.endswith("_") and not name.startswith("__")) or name in INPLACE_DUNDERS):
+            return
+        t = args[0]
+        if t.is_meta or t.layout != torch.strided:
+            return
+        p = self.by_ptr.get(t.data_ptr())
+        if p is not None and id(p) not in self.backups:
+            self.backups[id(p)] = (p, p.detach().clone())
+
+
+@contextmanager
+def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
+              backups: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[None]:
+    """Put back everything a forward/backward pass can change, even on error or Ctrl-C.
+
+    Restores: every module's parameter and buffer dicts as they were (identity, and buffers
+    registered or set during the pass are dropped), buffer values (BatchNorm running stats),
+    ``.training`` of every module, ``requires_grad`` and ``.grad`` of every parameter, the
+    torch/CUDA/Python RNG states, and the values of parameters a forward changed in place
+    (``backups``: tensor id -> (tensor, copy taken just before the in-place op)).
+    """
+    modules = list(model.modules())
+    training = [(m, m.training) for m in modules]
+    dicts = [(m, dict(m._parameters), dict(m._buffers)) for m in modules]
+    copies = {id(b): (b, b.detach().clone()) for _, _, bs in dicts for b in bs.values()
+              if b is not None and not b.is_meta}
+    params = [p for _, ps, _ in dicts for p in ps.values() if p is not None]
+    unique = {id(p): p for p in params}
+    for p in extra_params or []:
+        unique[id(p)] = p
+    grads = [(p, p.grad, p.requires_grad) for p in unique.values()]
+    py_state = random.getstate()
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        for p in unique.values():
+            p.grad = None
+        yield
+    finally:
+        for m, ps, bs in dicts:
+            for now, then in ((m._parameters, ps), (m._buffers, bs)):
+                if len(now) != len(then) or any(now.get(k) is not v for k, v in then.items()):
+                    now.clear()
+                    now.update(then)
+        with torch.no_grad():
+            for b, copy in copies.values():
+                b.copy_(copy)
+            for t, copy in (backups or {}).values():
+                t.copy_(copy)
+        for p, g, rg in grads:
+            p.grad = g
+            if p.requires_grad != rg:
+                p.requires_grad_(rg)
+        for m, flag in training:
+            m.training = flag
+        random.setstate(py_state)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
