@@ -202,3 +202,63 @@ def count_flops(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: A
         return fn(args, kwargs or {}, out)
     except Exception:  # an unexpected signature must never break the probe
         return None
+
+
+# ---------------------------------------------------------------- known leaf modules
+
+LeafFlopFn = Callable[[Any, tuple[Any, ...], Any], "tuple[int, int] | None"]
+
+
+def _leaf_linear(mod: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    return _linear((args[0], mod.weight), {}, out) if args else None
+
+
+def _leaf_conv(transposed: bool) -> LeafFlopFn:
+    count = _conv(transposed)
+
+    def leaf(mod: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+        return count((args[0], mod.weight), {}, out) if args else None
+
+    return leaf
+
+
+def _leaf_none(mod: Any, args: tuple[Any, ...], out: Any) -> tuple[int, int] | None:
+    return None
+
+
+def _forwards(*classes: type) -> list[Any]:
+    return [cls.forward for cls in classes]
+
+
+_nn = torch.nn
+# Leaf modules whose own ``forward`` (not a subclass's override) makes exactly one counted call,
+# or none: the probe counts them from the module and its output, and lets them run outside the
+# functional watch (a Python dispatch per torch call is most of a probe's cost on deep models).
+LEAF_FLOPS: dict[Any, LeafFlopFn] = {
+    _nn.Linear.forward: _leaf_linear,
+    **{f: _leaf_conv(False) for f in _forwards(_nn.Conv1d, _nn.Conv2d, _nn.Conv3d)},
+    **{f: _leaf_conv(True) for f in _forwards(_nn.ConvTranspose1d, _nn.ConvTranspose2d, _nn.ConvTranspose3d)},
+    **{f: _leaf_none for f in _forwards(
+        _nn.modules.batchnorm._BatchNorm, _nn.LayerNorm, _nn.GroupNorm, _nn.modules.instancenorm._InstanceNorm,
+        _nn.RMSNorm, _nn.LocalResponseNorm,
+        _nn.ReLU, _nn.ReLU6, _nn.GELU, _nn.SiLU, _nn.Mish, _nn.Sigmoid, _nn.Tanh, _nn.Hardswish,
+        _nn.Hardsigmoid, _nn.Hardtanh, _nn.LeakyReLU, _nn.ELU, _nn.SELU, _nn.CELU, _nn.Softplus, _nn.PReLU,
+        _nn.Softmax, _nn.LogSoftmax, _nn.GLU, _nn.Threshold,
+        _nn.Dropout, _nn.Dropout1d, _nn.Dropout2d, _nn.Dropout3d, _nn.AlphaDropout,
+        _nn.Identity, _nn.Flatten, _nn.Unflatten, _nn.Embedding,
+        _nn.MaxPool1d, _nn.MaxPool2d, _nn.MaxPool3d, _nn.AvgPool1d, _nn.AvgPool2d, _nn.AvgPool3d,
+        _nn.AdaptiveAvgPool1d, _nn.AdaptiveAvgPool2d, _nn.AdaptiveAvgPool3d,
+        _nn.AdaptiveMaxPool1d, _nn.AdaptiveMaxPool2d, _nn.AdaptiveMaxPool3d,
+        _nn.Upsample, _nn.PixelShuffle, _nn.PixelUnshuffle,
+        _nn.modules.padding._ConstantPadNd, _nn.modules.padding._ReflectionPadNd,
+        _nn.modules.padding._ReplicationPadNd)},
+}
+
+
+def leaf_flops(mod: Any) -> LeafFlopFn | None:
+    """How to count a known leaf module's FLOPs from the module itself, or None when its
+    ``forward`` is not one inspectr knows (overridden, or a module with children)."""
+    fn = LEAF_FLOPS.get(type(mod).forward)
+    if fn is None or any(c is not None for c in mod._modules.values()):
+        return None
+    return fn

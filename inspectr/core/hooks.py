@@ -3,6 +3,11 @@
 Gradients are caught with tensor hooks on module outputs, registered from the forward hook:
 ``register_full_backward_hook`` breaks on outputs later modified in place (every
 ``ReLU(inplace=True)`` in torchvision).
+
+What keeps a hook cheap (a deep narrow network spends more time in hooks than in its ops):
+small outputs and gradients are reduced in batches at the end (``stats``), and known leaf
+modules (``flops.LEAF_FLOPS``) run with the functional watch switched off, their FLOPs counted
+from the module.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,21 +30,28 @@ from inspectr.core.activations import (
     NONNEG_OPS,
     dead_kind,
 )
+from inspectr.core.flops import leaf_flops
 from inspectr.core.result import ActivationStats, FunctionalActivation
 from inspectr.core.state import ParamGuard
-from inspectr.core.stats import StatsAccumulator, accumulate, finish_stats, square_sum
+from inspectr.core.stats import GradSquares, OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.values import describe, iter_tensors, measurable, structure
 
 if TYPE_CHECKING:
     from inspectr.core.probe import ProbeOptions
+
+_PLAIN = (torch.Tensor, nn.Parameter)
+# modules whose [B, C, L] outputs make the next 3-D output channel-first too
+_SEQUENCE_LAYERS = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention)
 
 
 class ProbeCancelled(Exception):
     """The caller asked the probe to stop; the model is restored all the same."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ModuleAcc:
+    """What the hooks gather for one module while the pass runs."""
+
     path: str
     calls: int = 0
     order: int | None = None
@@ -47,15 +59,15 @@ class ModuleAcc:
     output_shapes: tuple[tuple[int, ...], ...] = ()
     output_structure: str = ""
     stats: StatsAccumulator | None = None
-    functional: dict[str, tuple[str, StatsAccumulator, list[int]]] = field(default_factory=dict)
-    grad_sq: list[torch.Tensor] = field(default_factory=list)
+    functional: dict[str, tuple[str, StatsAccumulator, list[int]]] | None = None
+    grad_sq: float = 0.0
     grad_numel: int = 0
+    grad_calls: int = 0
     time_s: float = 0.0
     flops_f: int = 0
     flops_b: int = 0
     nonfinite_input: bool | None = None  # set on the first call whose output was non-finite
     nonfinite_done: int | None = None  # completion order of that call
-
 
 
 @dataclass(frozen=True)
@@ -76,31 +88,39 @@ class ModuleMeasure:
     nonfinite_done: int | None = None
 
 
+def _inputs_finite(versions: list[tuple[torch.Tensor, int]]) -> bool:
+    """Whether the float inputs of a call were finite; inputs changed in place since are skipped."""
+    return all(bool(torch.isfinite(x).all()) for x, v in versions if not x.is_meta and x._version == v)
+
 
 class ModuleHooks:
-    def __init__(self, model: nn.Module, options: ProbeOptions) -> None:
-        self.model = model
+    """The forward hooks on every module of one model, and what they gathered."""
+
+    def __init__(self, named: list[tuple[str, nn.Module]], params: list[tuple[str, torch.Tensor]],
+                 options: ProbeOptions) -> None:
+        self.named = named
+        self.params = params
         self.opts = options
-        self.paths: dict[int, str] = {}
-        self.types: dict[str, type[nn.Module]] = {}
-        self.acc: dict[str, ModuleAcc] = {}
-        self.named = list(model.named_modules())
-        self.params = named_params(self.named)
-        for path, mod in self.named:
-            self.paths[id(mod)] = path
-            self.types[path] = type(mod)
-            self.acc[path] = ModuleAcc(path)
-        self.stack: list[tuple[str, tuple[Any, ...], float, list[tuple[torch.Tensor, int]]]] = []
+        self.types: dict[str, type[nn.Module]] = {path: type(mod) for path, mod in named}
+        self.acc: dict[str, ModuleAcc] = {path: ModuleAcc(path) for path, _ in named}
+        # (path, args, kwargs, start time, [(float input, version)]) of every module running
+        self.stack: list[tuple[str, tuple[Any, ...], dict[str, Any], float, list[tuple[torch.Tensor, int]]]] = []
         self.next_order = 0
         self.done = 0
         self.handles: list[RemovableHandle] = []
         self.grad_handles: list[RemovableHandle] = []
         self.last_channel_first_1d = False
         self.record_grads = False
-        self.grad_seen: list[str] = []
         self.shape_only = False
-        self.stat_cache: dict[int, Any] = {}
-        self.grad_cache: dict[int, Any] = {}
+        self.outputs = OutputStats(options.histograms)
+        self.grads = GradSquares()
+        # small outputs whose gradient autograd keeps for us (``retain_grad``: no Python call in
+        # backward): id(tensor) -> [tensor, version, grad_fn, output_nr, owners, captured grad]
+        self.retained: dict[int, list[Any]] = {}
+        self.retained_bytes = 0
+        self.old_versions: list[list[Any]] = []  # retained entries whose tensor changed in place
+        # the functional watch switched off while a known leaf module runs (see flops.LEAF_FLOPS)
+        self.quiet: Any = None
         # parameters a forward may change in place (e.g. clamp_ under no_grad): copied first
         self.guard = ParamGuard([])
 
@@ -110,107 +130,216 @@ class ModuleHooks:
     # -- hooks
     def install(self) -> None:
         for path, mod in self.named:
-            self.handles.append(mod.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-            self.handles.append(mod.register_forward_hook(self._post(path, mod), with_kwargs=True))
+            leaf = leaf_flops(mod)
+            self.handles.append(mod.register_forward_pre_hook(self._pre(path, leaf is not None), with_kwargs=True))
+            self.handles.append(mod.register_forward_hook(self._post(path, mod, leaf), with_kwargs=True))
 
     def remove(self) -> None:
+        self.loud()
         for h in self.handles + self.grad_handles:
             h.remove()
         self.handles.clear()
         self.grad_handles.clear()
 
-    def _pre(self, path: str) -> Callable[..., None]:
+    def loud(self) -> None:
+        """Switch the functional watch back on (a leaf that raised never reached its post-hook)."""
+        if self.quiet is not None:
+            quiet, self.quiet = self.quiet, None
+            quiet.__exit__(None, None, None)
+
+    def _pre(self, path: str, known_leaf: bool) -> Callable[..., None]:
+        a = self.acc[path]
+        timing = self.opts.timing
+        cancelled = self.opts.cancelled
+
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            shapes = tuple(describe(a) for a in args)
-            if kwargs:
-                shapes = shapes + (describe(kwargs),)
-            a = self.acc[path]
-            if a.calls == 0:
+            if self.quiet is not None:
+                self.loud()
+            # our own tensor calls must not reach the functional watch (Tensor methods dispatch too)
+            if known_leaf:
+                self.quiet = torch._C.DisableTorchFunction()
+                self.quiet.__enter__()
+                enter(mod, args, kwargs)
+            else:
+                with torch._C.DisableTorchFunction():
+                    enter(mod, args, kwargs)
+
+        def enter(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if a.order is None:
                 a.order = self.next_order
                 self.next_order += 1
-                a.input_shapes = shapes
+                a.input_shapes = tuple(describe(x) for x in args) + ((describe(kwargs),) if kwargs else ())
                 # let a waiting app stop a long probe: checked every 64 modules, not only between phases
-                if self.next_order % 64 == 0 and self.opts.cancelled is not None and self.opts.cancelled():
+                if self.next_order % 64 == 0 and cancelled is not None and cancelled():
                     raise ProbeCancelled()
-            versions = [(t, t._version) for t in (*args, *kwargs.values())
-                        if type(t) in (torch.Tensor, nn.Parameter) and t.is_floating_point()
+            versions = [(t, t._version) for t in args if type(t) in _PLAIN and t.is_floating_point()
                         and t.layout == torch.strided]
-            self.stack.append((path, shapes, time.perf_counter() if self.opts.timing else 0.0, versions))
+            if kwargs:
+                versions += [(t, t._version) for t in kwargs.values() if type(t) in _PLAIN
+                             and t.is_floating_point() and t.layout == torch.strided]
+            self.stack.append((path, args, kwargs, time.perf_counter() if timing else 0.0, versions))
 
         return hook
 
-    def _post(self, path: str, mod: nn.Module) -> Callable[..., None]:
+    def _post(self, path: str, mod: nn.Module, leaf: Any) -> Callable[..., None]:
+        a = self.acc[path]
         kind = dead_kind(mod)
         is_c1d = isinstance(mod, CHANNEL_FIRST_1D)
-        has_params = any(p is not None for p in mod._parameters.values())
+        sets_layout = any(p is not None for p in mod._parameters.values()) and (
+            is_c1d or isinstance(mod, _SEQUENCE_LAYERS))
         zeros_expected = not isinstance(mod, DENSE_OUTPUT)
         nonneg = isinstance(mod, NONNEG_MODULES)
+        timing = self.opts.timing
+        flops = self.opts.flops and leaf is not None
+        grad_hook = self._grad_hook(a)
 
         def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             # A forward that raises never gets here, so its frame stays on the stack and names
             # the culprit. Frames above ours belong to calls the model caught itself: drop them.
-            for i in range(len(self.stack) - 1, -1, -1):
-                if self.stack[i][0] == path:
-                    break
+            stack = self.stack
+            if not stack or stack[-1][0] != path:
+                for i in range(len(stack) - 1, -1, -1):
+                    if stack[i][0] == path:
+                        break
+                else:
+                    return
+                del stack[i + 1:]
+            _, _, _, t0, versions = stack.pop()
+            if self.quiet is None:
+                with torch._C.DisableTorchFunction():
+                    measure(a, m, args, output, t0, versions)
             else:
-                return
-            del self.stack[i + 1:]
-            _, _, t0, versions = self.stack.pop()
-            a = self.acc[path]
-            if self.opts.timing:
+                try:
+                    measure(a, m, args, output, t0, versions)
+                finally:
+                    self.loud()
+
+        def measure(a: ModuleAcc, m: nn.Module, args: tuple[Any, ...], output: Any, t0: float,
+                    versions: list[tuple[torch.Tensor, int]]) -> None:
+            if timing:
                 a.time_s += time.perf_counter() - t0
             a.calls += 1
-            all_tensors = list(iter_tensors(output))
-            if a.calls == 1:
-                a.output_shapes = tuple(tuple(t.shape) for t in all_tensors)
-                a.output_structure = structure(output)
-            tensors = list({id(t): t for t in all_tensors}.values())  # the same tensor twice counts once
-            if has_params and (is_c1d or isinstance(m, (nn.Linear, nn.LayerNorm, nn.Embedding,
-                                                        nn.RNNBase, nn.MultiheadAttention))):
-                self.last_channel_first_1d = is_c1d
             self.done += 1
-            with torch._C.DisableTorchFunction():
-                bad_before = (a.stats.nan + a.stats.inf) if a.stats is not None else 0
-                for t in tensors:
-                    if not t.is_floating_point():
-                        continue
-                    if not self.shape_only and measurable(t):
-                        if a.stats is None:
-                            a.stats = StatsAccumulator()
-                        try:
-                            accumulate(a.stats, t, kind, is_c1d or self.last_channel_first_1d,
-                                        self.opts.histograms, self.stat_cache, zeros_expected, nonneg)
-                        except RuntimeError:  # an exotic tensor must never fail the user's forward
-                            pass
-                    if self.record_grads and t.requires_grad:
-                        self.grad_handles.append(t.register_hook(self._grad_hook(a)))
-                if (a.nonfinite_done is None and a.stats is not None
-                        and a.stats.nan + a.stats.inf > bad_before):
-                    # rare path: were the inputs already non-finite? (blame goes upstream then)
-                    a.nonfinite_done = self.done
-                    # an input changed in place was finite or not before: this module changed it,
-                    # so it is the one to blame
-                    changed = any(t._version != v for t, v in versions)
-                    a.nonfinite_input = not changed and any(
-                        not bool(torch.isfinite(x).all()) for x, _ in versions if not x.is_meta
-                    )
+            if type(output) is torch.Tensor:
+                tensors: list[torch.Tensor] = [output]
+            else:
+                tensors = list({id(t): t for t in iter_tensors(output)}.values())  # the same tensor twice counts once
+            if a.calls == 1:
+                a.output_shapes = tuple(tuple(t.shape) for t in iter_tensors(output))
+                a.output_structure = structure(output)
+            if flops:
+                fl = leaf(m, args, output)
+                if fl is not None:
+                    a.flops_f += fl[0]
+                    if self.record_grads and torch.is_grad_enabled():
+                        a.flops_b += fl[1]
+            if sets_layout:
+                self.last_channel_first_1d = is_c1d
+            c1d = is_c1d or self.last_channel_first_1d
+            for t in tensors:
+                if not t.is_floating_point():
+                    continue
+                if not self.shape_only and measurable(t):
+                    if a.stats is None:
+                        a.stats = StatsAccumulator()
+                    try:
+                        bad = self.outputs.observe(
+                            a.stats, t, kind, c1d, zeros_expected, nonneg,
+                            tag=(a, self.done, versions, any(x._version != v for x, v in versions)),
+                            held_bytes=sum(x.numel() * x.element_size() for x, _ in versions))
+                    except RuntimeError:  # an exotic tensor must never fail the user's forward
+                        bad = False
+                    if bad and a.nonfinite_done is None:
+                        # rare path: were the inputs already non-finite? (blame goes upstream then);
+                        # an input this module changed in place was its doing: blame it
+                        a.nonfinite_done = self.done
+                        changed = any(x._version != v for x, v in versions)
+                        a.nonfinite_input = not changed and not _inputs_finite(versions)
+                if self.record_grads and t.requires_grad:
+                    self._watch_grad(a, t, grad_hook)
+            if self.outputs.full:
+                self.flush()
 
         return hook
 
+    def flush(self) -> None:
+        """Reduce the waiting small outputs; settle the NaN/Inf bookkeeping of their calls."""
+        with torch._C.DisableTorchFunction():
+            bad = self.outputs.flush()
+            for a, done, versions, changed in bad:
+                if a.nonfinite_done is None or done < a.nonfinite_done:
+                    a.nonfinite_done = done
+                    a.nonfinite_input = not changed and not _inputs_finite(versions)
+
+    RETAIN_NUMEL = 1 << 16  # outputs up to this size have their gradient retained, not hooked
+    RETAIN_BYTES = 128 << 20  # and up to this much of them in all (they and their gradients live on)
+
+    def _watch_grad(self, a: ModuleAcc, t: torch.Tensor, grad_hook: Callable[[torch.Tensor], None]) -> None:
+        """Arrange to learn the gradient that reaches output ``t`` of the module ``a``."""
+        entry = self.retained.get(id(t))
+        if entry is not None and entry[0] is t and entry[1] == t._version:
+            entry[4].append(a)  # a container returning its child's output: one gradient, two owners
+            return
+        fn = t.grad_fn
+        nbytes = t.numel() * t.element_size()
+        if (fn is None or t.numel() > self.RETAIN_NUMEL or self.retained_bytes + nbytes > self.RETAIN_BYTES
+                or t.dtype not in (torch.float32, torch.float64) or t.layout != torch.strided):
+            self.grad_handles.append(t.register_hook(grad_hook))
+            return
+        if entry is not None and entry[0] is t:  # changed in place since: the old version keeps its own
+            self._hook_old_version(entry)
+            del self.retained[id(t)]
+        self.retained[id(t)] = [t, t._version, fn, t.output_nr, [a], None]
+        self.retained_bytes += nbytes
+        t.retain_grad()
+
+    def _hook_old_version(self, entry: list[Any]) -> None:
+        """A retained output was changed in place: ``.grad`` will follow the new version, so catch
+        the gradient of the version the module returned at the node that made it."""
+        nr = entry[3]
+
+        def capture(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+            entry[5] = grad_outputs[nr]
+
+        self.grad_handles.append(entry[2].register_prehook(capture))
+        entry[0] = None  # read the captured gradient, not .grad
+        self.old_versions.append(entry)
+
+    def before_backward(self) -> None:
+        """Outputs retained and then changed in place by a later op: hook their old versions."""
+        for key, entry in list(self.retained.items()):
+            if entry[0]._version != entry[1]:
+                self._hook_old_version(entry)
+                del self.retained[key]
+
+    def collect_grads(self) -> None:
+        """After backward (done or failed): hand the retained gradients to the reductions."""
+        for entry in [*self.retained.values(), *self.old_versions]:
+            t, owners = entry[0], entry[4]
+            g = entry[5] if t is None else t.grad
+            if t is not None and g is not None:
+                t.grad = None
+            if g is None:
+                continue
+            for a in owners:
+                a.grad_calls += 1
+                if not self.shape_only:
+                    a.grad_numel += g.numel()
+                    self.grads.add(a, g)
+        self.retained = {}
+        self.old_versions = []
+        self.retained_bytes = 0
+
+    def leaf_paths(self) -> set[str]:
+        return {path for path, mod in self.named if not any(c is not None for c in mod._modules.values())}
+
     def _grad_hook(self, a: ModuleAcc) -> Callable[[torch.Tensor], None]:
         def hook(g: torch.Tensor) -> None:
-            self.grad_seen.append(a.path)
+            a.grad_calls += 1
             if self.shape_only:
                 return
-            hit = self.grad_cache.get(id(g))
-            if hit is not None and hit[0] is g:
-                sq = hit[1]
-            else:
-                with torch.no_grad():
-                    sq = square_sum(g.detach())
-                self.grad_cache[id(g)] = (g, sq)  # keeps g alive only until the pass ends
-            a.grad_sq.append(sq)
             a.grad_numel += g.numel()
+            self.grads.add(a, g)
 
         return hook
 
@@ -235,33 +364,39 @@ class ModuleHooks:
         return fwd, bwd
 
     def on_functional(self, spec: tuple[str, str], out: torch.Tensor) -> None:
-        if not self.stack or self.shape_only or not out.is_floating_point():
+        if not self.stack or self.shape_only or not out.is_floating_point() or not measurable(out):
             return
         path = self.stack[-1][0]
         if issubclass(self.types[path], ACTIVATION_MODULES):
             return  # the module's own hook already measures it
         op, kind = spec
         a = self.acc[path]
+        if a.functional is None:
+            a.functional = {}
         entry = a.functional.get(op)
         if entry is None:
             entry = (op, StatsAccumulator(), [0])
             a.functional[op] = entry
         entry[2][0] += 1
         with torch._C.DisableTorchFunction():
-            accumulate(entry[1], out, kind, self.last_channel_first_1d, False,
-                        zeros_expected=kind == "rectifier", nonneg=op in NONNEG_OPS)
+            self.outputs.observe(entry[1], out, kind, self.last_channel_first_1d,
+                                 zeros_expected=kind == "rectifier", nonneg=op in NONNEG_OPS)
 
     # -- results
     def measures(self) -> dict[str, ModuleMeasure]:
+        self.flush()
+        for sq, owners in self.grads.totals():
+            for a in owners:
+                a.grad_sq += sq
         out: dict[str, ModuleMeasure] = {}
+        timing = self.opts.timing
         for path, a in self.acc.items():
             grad_norm = grad_rms = None
-            if a.grad_sq:
-                sq = float(torch.stack(a.grad_sq).sum())
-                grad_norm = math.sqrt(sq)
-                grad_rms = math.sqrt(sq / max(a.grad_numel, 1))
+            if a.grad_calls and not self.shape_only:
+                grad_norm = math.sqrt(a.grad_sq)
+                grad_rms = math.sqrt(a.grad_sq / max(a.grad_numel, 1))
             funcs = []
-            for op, sacc, calls in a.functional.values():
+            for op, sacc, calls in (a.functional or {}).values():
                 st = finish_stats(sacc)
                 if st is None:
                     continue
@@ -277,7 +412,7 @@ class ModuleHooks:
                 functional=tuple(funcs),
                 grad_norm=grad_norm,
                 grad_rms=grad_rms,
-                time_ms=a.time_s * 1000 if self.opts.timing and a.calls else None,
+                time_ms=a.time_s * 1000 if timing and a.calls else None,
                 nonfinite_input=a.nonfinite_input,
                 nonfinite_done=a.nonfinite_done,
             )

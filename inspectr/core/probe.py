@@ -26,7 +26,8 @@ from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.result import ProbeError
 from inspectr.core.state import preserved
 from inspectr.core.summary import dtype_name
-from inspectr.core.values import iter_tensors, structure
+from inspectr.core.values import describe, iter_tensors, structure
+from inspectr.core.walk import ModelWalk, walk
 from inspectr.core.watch import FunctionalWatch
 
 __all__ = ["ModuleMeasure", "ProbeCancelled", "ProbeOptions", "ProbeResult", "run_probe"]
@@ -87,6 +88,7 @@ def run_probe(
     kwargs: dict[str, Any],
     options: ProbeOptions | None = None,
     param_map: dict[str, torch.Tensor] | None = None,
+    tree: ModelWalk | None = None,
 ) -> ProbeResult:
     """Run one forward (and backward) pass over ``model`` and measure every module.
 
@@ -98,12 +100,14 @@ def run_probe(
         param_map: when given, the pass runs through ``torch.func.functional_call`` with
             these tensors (name -> tensor, parameters and buffers) in place of the model's own:
             used to probe on another device or on meta tensors without touching the model.
+        tree: the model's ``walk`` when the caller has it already.
 
     Returns:
         A ``ProbeResult``; a failing forward or backward is reported in it, never raised.
     """
     opts = options or ProbeOptions()
-    probe = ModuleHooks(model, opts)
+    tree = tree or walk(model)
+    probe = ModuleHooks(list(tree.modules), list(tree.params), opts)
     meta = any(t.is_meta for t in iter_tensors((args, kwargs))) or (
         param_map is not None and any(t.is_meta for t in param_map.values())
     )
@@ -116,7 +120,7 @@ def run_probe(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(model, args, kwargs, opts, param_map, probe, meta, extra)
+        return _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -124,7 +128,7 @@ def run_probe(
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
          param_map: dict[str, torch.Tensor] | None, probe: ModuleHooks, meta: bool,
-         extra: list[torch.Tensor]) -> ProbeResult:
+         extra: list[torch.Tensor], tree: ModelWalk) -> ProbeResult:
     error: ProbeError | None = None
     backward = "off" if not opts.backward else "skipped"
     backward_note = ""
@@ -142,7 +146,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         if opts.cancelled is not None and opts.cancelled():
             raise ProbeCancelled()
 
-    with preserved(model, extra, probe.guard.backups):
+    with preserved(model, extra, probe.guard.backups, tree):
         if opts.mode == "train":
             model.train()
         elif opts.mode == "eval":
@@ -189,7 +193,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                 except (KeyboardInterrupt, ProbeCancelled):
                     raise
                 except Exception as exc:  # the user's model raised: name the culprit
-                    path, shapes = probe.stack[-1][:2] if probe.stack else ("", ())
+                    probe.loud()
+                    path, shapes = "", ()
+                    if probe.stack:
+                        path, a_args, a_kwargs = probe.stack[-1][:3]
+                        shapes = tuple(describe(x) for x in a_args) + ((describe(a_kwargs),) if a_kwargs else ())
                     loc = _error_location(exc)
                     error = ProbeError(
                         phase="forward",
@@ -202,6 +210,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     backward = "skipped" if opts.backward else "off"
                     backward_note = "the forward pass failed"
                     output = None
+                probe.flush()  # before backward: the batched statistics let their inputs go
                 if error is None:
                     out_structure = structure(output)
                     check_cancel()
@@ -216,6 +225,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                         )
                     else:
                         loss = sum(t.sum() if not t.is_complex() else t.abs().sum() for t in floats)
+                        probe.before_backward()
                         try:
                             loss.backward()
                             backward = "ran"
@@ -223,6 +233,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                             raise
                         except Exception as exc:
                             backward = "failed"
+                            probe.collect_grads()
                             culprit = _backward_culprit(probe)
                             loc = _error_location(exc)
                             error = ProbeError(
@@ -246,9 +257,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                                 input_grad_norm = math.sqrt(sq) if n else None
                 del output
         finally:
+            probe.collect_grads()
             probe.remove()
-            probe.grad_cache.clear()
-            probe.stat_cache.clear()
     if opts.flops:
         flops_f, flops_b = probe.inclusive_flops()
         if backward != "ran":
@@ -271,20 +281,20 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
 
 
 def _backward_culprit(probe: ModuleHooks) -> str | None:
-    """The module whose backward raised: the last leaf whose output gradient arrived (its
-    backward ran next); else the latest module whose output expected a gradient that never came."""
-    for path in reversed(probe.grad_seen):
-        if not any(q.startswith(path + ".") for q in probe.acc if path):
-            if path and probe.acc[path].output_shapes:
-                return path
-    seen = set(probe.grad_seen)
-    ran = sorted((a.order, p) for p, a in probe.acc.items() if a.order is not None and a.grad_numel == 0)
-    candidates = [p for _, p in ran if p not in seen and probe.acc[p].output_shapes]
+    """The module whose backward raised. Backward runs in reverse: of the leaves whose output
+    gradient arrived, the one that ran first in the forward (its backward ran next); else the
+    latest module whose output expected a gradient that never came."""
+    leaves = probe.leaf_paths()
+    ran = sorted((a.order, p) for p, a in probe.acc.items() if a.order is not None and a.output_shapes)
+    arrived = [p for _, p in ran if p and p in leaves and probe.acc[p].grad_calls]
+    if arrived:
+        return arrived[0]
+    missing = [p for _, p in ran if not probe.acc[p].grad_calls]
     # leaves first: the op that failed lives in a module without children
-    leaves = [p for p in candidates if not any(q.startswith(p + ".") for q in candidates if q != p)]
-    if leaves:
-        return leaves[-1]
-    return candidates[-1] if candidates else None
+    missing_leaves = [p for p in missing if p in leaves]
+    if missing_leaves:
+        return missing_leaves[-1]
+    return missing[-1] if missing else None
 
 
 def _param_grads(params: list[tuple[str, torch.Tensor]], param_map: dict[str, torch.Tensor] | None,

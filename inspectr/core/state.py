@@ -14,6 +14,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from inspectr.core.walk import ModelWalk, walk
+
 # in-place Tensor dunders (besides the ``name_`` methods) that can change a parameter
 INPLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__"}
 
@@ -42,7 +44,8 @@ class ParamGuard:
 
 @contextmanager
 def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
-              backups: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[None]:
+              backups: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+              tree: ModelWalk | None = None) -> Iterator[None]:
     """Put back everything a forward/backward pass can change, even on error or Ctrl-C.
 
     Restores: every module's parameter and buffer dicts as they were (identity, and buffers
@@ -50,14 +53,16 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
     ``.training`` of every module, ``requires_grad`` and ``.grad`` of every parameter, the
     torch/CUDA/Python RNG states, and the values of parameters a forward changed in place
     (``backups``: tensor id -> (tensor, copy taken just before the in-place op)).
+    ``tree``: the model's ``walk`` when the caller has it already.
     """
-    modules = list(model.modules())
-    training = [(m, m.training) for m in modules]
-    dicts = [(m, dict(m._parameters), dict(m._buffers)) for m in modules]
-    copies = {id(b): (b, b.detach().clone()) for _, _, bs in dicts for b in bs.values()
-              if b is not None and not b.is_meta}
-    params = [p for _, ps, _ in dicts for p in ps.values() if p is not None]
-    unique = {id(p): p for p in params}
+    modules = [m for _, m in (tree or walk(model)).modules]
+    training = [m.training for m in modules]
+    # (module, its parameter dict, its buffer dict); None for an empty dict
+    dicts = [(m, dict(m._parameters) if m._parameters else None, dict(m._buffers) if m._buffers else None)
+             for m in modules]
+    copies = [(b, b.detach().clone()) for _, _, bs in dicts if bs for b in bs.values()
+              if b is not None and not b.is_meta]
+    unique = {id(p): p for _, ps, _ in dicts if ps for p in ps.values() if p is not None}
     for p in extra_params or []:
         unique[id(p)] = p
     grads = [(p, p.grad, p.requires_grad) for p in unique.values()]
@@ -71,11 +76,14 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
     finally:
         for m, ps, bs in dicts:
             for now, then in ((m._parameters, ps), (m._buffers, bs)):
-                if len(now) != len(then) or any(now.get(k) is not v for k, v in then.items()):
+                if then is None:
+                    if now:
+                        now.clear()
+                elif len(now) != len(then) or any(now.get(k) is not v for k, v in then.items()):
                     now.clear()
                     now.update(then)
         with torch.no_grad():
-            for b, copy in copies.values():
+            for b, copy in copies:
                 b.copy_(copy)
             for t, copy in (backups or {}).values():
                 t.copy_(copy)
@@ -83,8 +91,9 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
             p.grad = g
             if p.requires_grad != rg:
                 p.requires_grad_(rg)
-        for m, flag in training:
-            m.training = flag
+        for m, flag in zip(modules, training):
+            if m.training != flag:
+                m.training = flag
         random.setstate(py_state)
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:

@@ -6,6 +6,7 @@ Nothing is kept alive: each output is reduced inside the forward hook that sees 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,9 @@ SMOOTH_DEAD_TOL = 1e-6  # |y| below this counts as zero for GELU/SiLU-like outpu
 HISTOGRAM_BINS = 24
 
 
-@dataclass
+@dataclass(slots=True)
 class StatsAccumulator:
-    """Running sums for one module's outputs over all calls (plain floats after each call)."""
+    """Running sums for one module's outputs over all calls (plain numbers, no tensors)."""
 
     numel: int = 0
     total: float = 0.0
@@ -29,26 +30,35 @@ class StatsAccumulator:
     inf: int = 0
     lo: float = math.inf
     hi: float = -math.inf
-    # bool per unit, one per call: a shared activation (torchvision's BasicBlock calls one ReLU
-    # twice) is judged call by call, or a live call site would hide a dead one
-    alive: list[torch.Tensor] = field(default_factory=list)
-    samples: list[int] = field(default_factory=list)
+    # (alive units, units, values per unit), one per call: a shared activation (torchvision's
+    # BasicBlock calls one ReLU twice) is judged call by call, or a live call site would hide a dead one
+    calls_units: list[tuple[int, int, int]] = field(default_factory=list)
     histogram: list[int] | None = None
 
+    def add(self, n: int, total: float, sq: float, mn: float, mx: float, nonzero: int, nan: int, inf: int) -> None:
+        self.numel += n
+        self.total += total
+        self.sq_total += sq
+        self.nonzero += nonzero
+        self.nan += nan
+        self.inf += inf
+        if mn < self.lo:
+            self.lo = mn
+        if mx > self.hi:
+            self.hi = mx
 
 
-def unit_dims(t: torch.Tensor, channel_first_1d: bool) -> tuple[int, tuple[int, ...]] | None:
-    """(unit dim, other dims) for dead-unit counting; None when there are no units."""
-    nd = t.dim()
+def unit_layout(shape: tuple[int, ...], channel_first_1d: bool) -> tuple[int, int] | None:
+    """(units, values between two neighbours of one unit) of an output, for dead-unit counting.
+
+    The unit dimension is 1 (channels, features), except for 3-D outputs of sequence layers
+    (``[batch, seq, features]``), where it is the last. None when there are no units.
+    """
+    nd = len(shape)
     if nd < 2:
         return None
-    if nd == 2:
-        unit = 1
-    elif nd == 3:
-        unit = 1 if channel_first_1d else 2
-    else:
-        unit = 1
-    return unit, tuple(d for d in range(nd) if d != unit)
+    unit = 2 if nd == 3 and not channel_first_1d else 1
+    return int(shape[unit]), math.prod(int(d) for d in shape[unit + 1:])
 
 
 STAT_SAMPLE = 1 << 14
@@ -79,8 +89,8 @@ def count_nonzero(x: torch.Tensor) -> float:
 
 
 def reduce_tensor(x: torch.Tensor, zeros_expected: bool,
-            unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
-    """(sum, sum of squares, min, max, nonzero count) of a float tensor, cheaply.
+                  unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
+    """(sum, sum of squares, min, max, nonzero count) of a large float tensor, cheaply.
 
     Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
     tensors over STAT_SAMPLE values, the sums and the zero count come from an evenly strided
@@ -88,9 +98,10 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool,
     Zeros are counted over the whole tensor where they are expected (rectifier and dropout
     outputs, unknown modules, or any output whose min or max is exactly 0), so ``zero_fraction``
     of rectified outputs is exact; conv/linear/norm and GELU/SiLU outputs, where an exact zero is
-    a measure-zero event, are counted on the sample. ``unit_max`` (per-unit maxima of a rectifier's output, already computed for
-    dead units) stands in for the min/max pass: such outputs are >= 0 and mostly hold a zero. This keeps a probe near a bare training step (``var_mean`` and
-    ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
+    a measure-zero event, are counted on the sample. ``unit_max`` (per-unit maxima of a
+    rectifier's output, already computed for dead units) stands in for the min/max pass: such
+    outputs are >= 0 and mostly hold a zero. This keeps a probe near a bare training step
+    (``var_mean`` and ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
     """
     n = x.numel()
     if n > STAT_SAMPLE and x.is_contiguous():
@@ -115,6 +126,189 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool,
     return total * scale, norm * norm * scale, mn, mx, nonzero
 
 
+def _reduce_now(x: torch.Tensor, zeros_expected: bool, unit_max: torch.Tensor | None,
+                ) -> tuple[float, float, float, float, int, int, int]:
+    """``reduce_tensor`` plus NaN/Inf counts; sums, min and max then cover the finite values."""
+    total, sq, mn, mx, nz = reduce_tensor(x, zeros_expected, unit_max)
+    nan = inf = 0
+    if not (math.isfinite(mn) and math.isfinite(mx)):
+        nz = int((x != 0).sum())  # NaN and Inf are not zeros
+        nan = int(torch.isnan(x).sum())
+        inf = int(torch.isinf(x).sum())
+        finite = x[torch.isfinite(x)]
+        if finite.numel():
+            total, sq, mn, mx, _ = reduce_tensor(finite, True)
+        else:
+            total = sq = 0.0
+            mn, mx = math.inf, -math.inf
+    return total, sq, mn, mx, int(nz), nan, inf
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A small output waiting, copied, for the batched reduction."""
+
+    copy: torch.Tensor
+    cache_id: int
+    accs: list[StatsAccumulator]
+    units: StatsAccumulator | None  # the activation whose dead units this output counts
+    layout: tuple[int, int] | None  # its (units, inner) layout: the same for its whole group
+    tol: float
+    tags: list[Any]  # one per observer that gave one
+
+
+Reduced = tuple[float, float, float, float, int, int, int]  # sum, sum sq, min, max, nonzero, NaN, Inf
+
+
+class OutputStats:
+    """Reduces module outputs into ``StatsAccumulator``s; each tensor once however many modules return it.
+
+    Outputs of at most STAT_SAMPLE values (most outputs of a deep narrow network) are copied,
+    grouped by shape, and reduced a group at a time when the pass ends (or when BATCH_BYTES of
+    them wait): a dozen op launches per shape instead of eight per output. Everything about
+    them is exact. Larger outputs are reduced at once (see ``reduce_tensor``) and dropped.
+    """
+
+    BATCH_BYTES = 32 << 20
+
+    def __init__(self, histograms: bool = False) -> None:
+        self.histograms = histograms
+        # (shape, dtype, device, unit layout) -> outputs waiting
+        self.pending: dict[tuple[Any, ...], list[_Pending]] = {}
+        self.pending_bytes = 0
+        # a container's output is usually its last child's output: same tensor, same numbers.
+        # The weak reference tells a live tensor from a new one that took a freed one's id.
+        self.cache: dict[int, tuple[weakref.ref[torch.Tensor], int, Reduced | _Pending]] = {}
+
+    def observe(self, acc: StatsAccumulator, t: torch.Tensor, dead_kind: str | None,
+                channel_first_1d: bool, zeros_expected: bool = True, nonneg: bool = False,
+                tag: Any = None, held_bytes: int = 0) -> bool | None:
+        """Add one output to ``acc``.
+
+        Returns True/False when the output was reduced now and held NaN/Inf or not; None when
+        it waits for ``flush``, which returns the ``tag`` of every waiting output that held NaN/Inf
+        (``held_bytes``: what the tag keeps alive meanwhile, counted against the batch budget).
+        """
+        n = t.numel()
+        if n == 0:
+            return False
+        shape = tuple(t.shape)
+        layout = unit_layout(shape, channel_first_1d) if dead_kind is not None else None
+        tol = 0.0 if dead_kind == "rectifier" else SMOOTH_DEAD_TOL
+        hit = self.cache.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == t._version:
+            done = hit[2]
+            if isinstance(done, _Pending):
+                done.accs.append(acc)
+                if tag is not None:
+                    done.tags.append(tag)
+                if layout is not None:
+                    if done.units is None and done.layout == layout and done.tol == tol:
+                        done.units = acc
+                    else:  # a second activation on the very same tensor: count its units now
+                        _add_units(acc, done.copy, layout, tol)
+                return None
+            acc.add(n, *done)
+            if layout is not None:
+                _add_units(acc, t.detach(), layout, tol)
+            return done[5] + done[6] > 0
+        dtype = t.dtype
+        if (n <= STAT_SAMPLE and dtype in _BATCHED and not (self.histograms and acc.histogram is None)):
+            copy = t.detach().clone() if dtype in _WIDE else t.detach().float()
+            entry = _Pending(copy, id(t), [acc], acc if layout else None, layout, tol, [tag] if tag is not None else [])
+            group = (shape, copy.dtype, copy.device, layout)
+            waiting = self.pending.get(group)
+            if waiting is None:
+                self.pending[group] = [entry]
+            else:
+                waiting.append(entry)
+            self.cache[id(t)] = (weakref.ref(t), t._version, entry)
+            self.pending_bytes += n * copy.element_size() + held_bytes
+            return None
+        x = t.detach()
+        if x.dtype not in _WIDE:
+            x = x.float()
+        unit_max = None
+        if layout is not None and nonneg:  # rectifier outputs: the per-unit maxima give the max too
+            unit_max = x.reshape(-1, layout[0], layout[1]).amax(dim=(0, 2))
+        stats = _reduce_now(x, zeros_expected or dead_kind == "rectifier", unit_max)
+        self.cache[id(t)] = (weakref.ref(t), t._version, stats)
+        acc.add(n, *stats)
+        mn, mx, nan, inf = stats[2], stats[3], stats[5], stats[6]
+        if self.histograms and acc.histogram is None and nan + inf == 0:
+            hist = torch.histc(x, bins=HISTOGRAM_BINS, min=mn, max=mx if mx > mn else mn + 1.0)
+            acc.histogram = [int(c) for c in hist.tolist()]
+        if layout is not None:
+            _add_units(acc, x, layout, tol, unit_max, may_be_negative=mn < -tol)
+        return nan + inf > 0
+
+    @property
+    def full(self) -> bool:
+        return self.pending_bytes > self.BATCH_BYTES
+
+    def flush(self) -> list[Any]:
+        """Reduce every waiting output; returns the tags of those that held NaN or Inf."""
+        pending, self.pending, self.pending_bytes = self.pending, {}, 0
+        bad: list[Any] = []
+        cache = self.cache
+        for (_, _, _, layout), entries in pending.items():
+            for e, stats in zip(entries, _reduce_group(entries, layout)):
+                hit = cache.get(e.cache_id)
+                if hit is not None and hit[2] is e:
+                    cache[e.cache_id] = (hit[0], hit[1], stats)
+                if stats[5] + stats[6]:
+                    bad += e.tags
+        return bad
+
+    def clear(self) -> None:
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.cache.clear()
+
+
+_WIDE = (torch.float32, torch.float64)
+_BATCHED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _add_units(acc: StatsAccumulator, x: torch.Tensor, layout: tuple[int, int], tol: float,
+               unit_max: torch.Tensor | None = None, may_be_negative: bool = True) -> None:
+    """Count the units of one call that are nonzero somewhere (|y| > tol) in ``acc.calls_units``."""
+    units, inner = layout
+    if unit_max is None or may_be_negative:
+        unit_max = x.reshape(-1, units, inner).abs().amax(dim=(0, 2))
+    alive = int((unit_max > tol).sum())
+    acc.calls_units.append((alive, units, x.numel() // max(units, 1)))
+
+
+def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> list[Reduced]:
+    """Exact statistics of same-shape small tensors, a row each; also adds them (and their
+    dead-unit counts) to the entries' accumulators."""
+    k = len(entries)
+    rows = torch.stack([e.copy for e in entries]).view(k, -1)
+    n = rows.shape[1]
+    lo, hi = torch.aminmax(rows, dim=1)
+    summary = torch.stack([rows.sum(1), torch.linalg.vector_norm(rows, dim=1), lo, hi,
+                           (rows != 0).sum(1).to(rows.dtype)], 1).tolist()
+    out: list[Reduced] = []
+    for i, (total, norm, mn, mx, nz) in enumerate(summary):
+        if math.isfinite(mn) and math.isfinite(mx):
+            out.append((total, norm * norm, mn, mx, int(nz), 0, 0))
+        else:  # rare: NaN/Inf in this output; sums, min and max cover its finite values
+            out.append(_reduce_now(rows[i], True, None))
+    for e, stats in zip(entries, out):
+        for acc in e.accs:
+            acc.add(n, *stats)
+    with_units = [i for i, e in enumerate(entries) if e.units is not None]
+    if layout is not None and with_units:
+        units, inner = layout
+        sel = rows if len(with_units) == k else rows[with_units]
+        umax = sel.view(len(with_units), -1, units, inner).abs().amax(dim=(1, 3))
+        tols = torch.tensor([entries[i].tol for i in with_units], dtype=rows.dtype, device=rows.device)
+        for i, alive in zip(with_units, (umax > tols[:, None]).sum(1).tolist()):
+            entries[i].units.calls_units.append((alive, units, n // max(units, 1)))  # type: ignore[union-attr]
+    return out
+
+
 def square_sum(g: torch.Tensor) -> torch.Tensor:
     """Sum of squares of a gradient: exact up to 4 * STAT_SAMPLE values, else estimated from the
     same prime-strided sample as the forward statistics (a full pass over every output gradient
@@ -128,57 +322,62 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(g).square()
 
 
-def accumulate(acc: StatsAccumulator, t: torch.Tensor, dead_kind: str | None, channel_first_1d: bool,
-                histogram: bool, cache: dict[int, Any] | None = None, zeros_expected: bool = True,
-                nonneg: bool = False) -> None:
-    x = t.detach()
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
-    n = x.numel()
-    if n == 0:
-        return
-    dims = unit_dims(x, channel_first_1d) if dead_kind is not None else None
-    unit_max = x.amax(dim=dims[1]) if dims is not None else None
-    # a container's output is usually its last child's output: same tensor, same numbers
-    key = (id(t), t._version, t.data_ptr(), tuple(t.shape))
-    hit = cache.get(key[0]) if cache is not None else None
-    if hit is not None and hit[0] == key:
-        total, sq, mn, mx, nz, nan, inf = hit[1]
-    else:
-        total, sq, mn, mx, nz = reduce_tensor(x, zeros_expected or dead_kind == "rectifier",
-                                        unit_max if nonneg else None)
-        nan = inf = 0
-        if not (math.isfinite(mn) and math.isfinite(mx)):
-            nan = int(torch.isnan(x).sum())
-            inf = int(torch.isinf(x).sum())
-            finite = x[torch.isfinite(x)]
-            if finite.numel():
-                total, sq, mn, mx, _ = reduce_tensor(finite, True)
-            else:
-                total = sq = 0.0
-                mn, mx = math.inf, -math.inf
-        if cache is not None:
-            cache[key[0]] = (key, (total, sq, mn, mx, nz, nan, inf))
-    acc.numel += n
-    acc.total += total
-    acc.sq_total += sq
-    acc.nonzero += int(nz)
-    acc.nan += nan
-    acc.inf += inf
-    acc.lo = min(acc.lo, mn)
-    acc.hi = max(acc.hi, mx)
-    if histogram and acc.histogram is None and math.isfinite(mn) and math.isfinite(mx) and nan + inf == 0:
-        hist = torch.histc(x, bins=HISTOGRAM_BINS, min=mn, max=mx if mx > mn else mn + 1.0)
-        acc.histogram = [int(c) for c in hist.tolist()]
-    if dims is None or unit_max is None:
-        return
-    unit, others = dims
-    tol = 0.0 if dead_kind == "rectifier" else SMOOTH_DEAD_TOL
-    alive = unit_max > tol
-    if mn < -tol and not bool(alive.all()):  # only then can a negative value keep a unit alive
-        alive |= x.amin(dim=others) < -tol
-    acc.alive.append(alive.cpu())
-    acc.samples.append(n // max(alive.numel(), 1))
+class GradSquares:
+    """Sums of squares of the gradients reaching module outputs, each gradient tensor once.
+
+    Small gradients are kept (by reference: autograd does not accumulate into a gradient in place
+    while someone else holds it) and reduced together by ``_foreach_norm``; large ones are reduced
+    at once (see ``square_sum``) and only weakly remembered, with their version: autograd may
+    later accumulate another tensor's gradient into the same buffer, which is then new.
+    """
+
+    BATCH_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[weakref.ref[torch.Tensor], int, list[Any]]] = {}
+        self.small: list[tuple[torch.Tensor, list[Any]]] = []
+        self.small_bytes = 0
+        self.reduced: list[tuple[torch.Tensor, list[list[Any]]]] = []  # (square sums, owners of each)
+
+    def add(self, owner: Any, g: torch.Tensor) -> None:
+        hit = self.seen.get(id(g))
+        if hit is not None and hit[0]() is g and hit[1] == g._version:
+            hit[2].append(owner)
+            return
+        owners = [owner]
+        self.seen[id(g)] = (weakref.ref(g), g._version, owners)
+        if (g.numel() <= 4 * STAT_SAMPLE and g.dtype in (torch.float32, torch.float64)
+                and g.layout == torch.strided):
+            self.small.append((g, owners))
+            self.small_bytes += g.numel() * g.element_size()
+            if self.small_bytes > self.BATCH_BYTES:
+                self._reduce_small()
+        else:
+            with torch.no_grad():
+                self.reduced.append((square_sum(g.detach()).reshape(1), [owners]))
+
+    def _reduce_small(self) -> None:
+        groups: dict[tuple[torch.device, torch.dtype], list[tuple[torch.Tensor, list[Any]]]] = {}
+        for g, owners in self.small:
+            groups.setdefault((g.device, g.dtype), []).append((g, owners))
+        with torch.no_grad():
+            for items in groups.values():
+                norms = torch.stack(torch._foreach_norm([g.detach() for g, _ in items]))
+                self.reduced.append((norms.square(), [owners for _, owners in items]))
+        self.small = []
+        self.small_bytes = 0
+
+    def totals(self) -> list[tuple[float, list[Any]]]:
+        """(sum of squares, owners) of every gradient seen; the gradients are let go."""
+        self._reduce_small()
+        out: list[tuple[float, list[Any]]] = []
+        if self.reduced:
+            values = torch.cat([sq.to(torch.float64).cpu() for sq, _ in self.reduced]).tolist()
+            owners = [o for _, os in self.reduced for o in os]
+            out = list(zip(values, owners))
+        self.reduced = []
+        self.seen = {}
+        return out
 
 
 def finish_stats(acc: StatsAccumulator | None) -> ActivationStats | None:
@@ -188,12 +387,10 @@ def finish_stats(acc: StatsAccumulator | None) -> ActivationStats | None:
     mean = acc.total / finite_n if finite_n else math.nan
     var = acc.sq_total / finite_n - mean * mean if finite_n else math.nan
     dead = units = spu = None
-    if acc.alive:
-        worst = max(range(len(acc.alive)),
-                    key=lambda i: (1.0 - float(acc.alive[i].sum()) / max(acc.alive[i].numel(), 1), acc.samples[i]))
-        units = acc.alive[worst].numel()
-        dead = 1.0 - float(acc.alive[worst].sum()) / max(units, 1)
-        spu = acc.samples[worst]
+    if acc.calls_units:
+        # the call with the largest dead fraction (ties: the most values per unit)
+        alive, units, spu = max(acc.calls_units, key=lambda c: (1.0 - c[0] / max(c[1], 1), c[2]))
+        dead = 1.0 - alive / max(units, 1)
     return ActivationStats(
         numel=acc.numel,
         mean=mean,
