@@ -13,9 +13,6 @@ from inspectr.core.loader import load
 
 FAST_TORCHVISION = ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "efficientnet_b0",
                     "shufflenet_v2_x0_5", "googlenet", "regnet_x_400mf", "mnasnet0_5"]
-SLOW_TORCHVISION = ["vit_b_16", "convnext_tiny", "swin_t", "densenet121", "inception_v3",
-                    "maxvit_t", "fcn_resnet50", "lraspp_mobilenet_v3_large", "raft_small",
-                    "fasterrcnn_mobilenet_v3_large_320_fpn", "r3d_18", "quantized_resnet18"]
 
 
 def snapshot(m: nn.Module):
@@ -86,12 +83,6 @@ def test_sample_models_left_untouched(spec, mode):
 @pytest.mark.parametrize("spec", FAST_TORCHVISION)
 def test_torchvision_left_untouched(spec):
     check(spec, "train")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("spec", SLOW_TORCHVISION)
-def test_torchvision_left_untouched_slow(spec):
-    check(spec, "own")
 
 
 def test_untouched_when_forward_raises():

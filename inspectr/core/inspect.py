@@ -17,6 +17,7 @@ from inspectr.core.probe import ProbeOptions, ProbeResult, run_probe
 from inspectr.core.result import ModuleRow, ProbeInfo, Report
 from inspectr.core.state import preserved
 from inspectr.core.summary import summarize
+from inspectr.core.walk import first_device, walk
 from inspectr.errors import InspectrError
 
 MODES = ("own", "train", "eval")
@@ -67,12 +68,6 @@ def parse_kwargs(text: str | dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InspectrError(f"--kwargs must be a JSON object, got {type(value).__name__}.", 'E.g. --kwargs \'{"num_classes": 10}\'.')
     return value
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def pick_inputs(
@@ -203,7 +198,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None) -> Report:
     model = loaded.model
-    lazy = [p for p, m in model.named_modules() if isinstance(m, nn.modules.lazy.LazyModuleMixin)
+    tree = walk(model)
+    lazy = [p for p, m in tree.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin)
             and m.has_uninitialized_params()]
     if lazy:
         raise InspectrError(
@@ -211,9 +207,10 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
             "their parameter counts are unknown until a first forward.",
             "Run one forward pass on the model before inspecting it (inspectr never changes your model).",
         )
-    if model_device(model).type == "meta" and dev != "meta":
+    own_device = first_device(model, tree)
+    if own_device.type == "meta" and dev != "meta":
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
-    structure = summarize(model, loaded.name, loaded.source, loaded.description)
+    structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
     notes = list(loaded.notes)
     if not probe:
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
@@ -227,7 +224,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         notes.append(f"probed in {forced_mode} mode: this model family needs it without targets")
     probe_dev = "meta" if shape_only else dev
     param_map = None
-    if torch.device(probe_dev) != model_device(model) and not (probe_dev == "cuda" and model_device(model).type == "cuda"):
+    if torch.device(probe_dev) != own_device and not (probe_dev == "cuda" and own_device.type == "cuda"):
         # probe on copies: the user's model is never moved
         param_map = {}
         for name, p in model.named_parameters():
@@ -238,7 +235,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     run_inputs = inp.to(probe_dev)
     opts = ProbeOptions(backward=backward, mode=mode, seed=seed, flops=flops, timing=timing,
                         histograms=histograms, cancelled=cancelled)
-    result = run_probe(model, run_inputs.args, run_inputs.kwargs, opts, param_map)
+    result = run_probe(model, run_inputs.args, run_inputs.kwargs, opts, param_map, tree)
     if shape_only:
         notes.append("shape-only probe on meta tensors: exact counts, shapes and FLOPs; no statistics")
     if result.backward_note:
@@ -269,22 +266,35 @@ def _batch_of(inp: inputs_mod.Inputs) -> int | None:
     return None
 
 
+def _with(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the frozen result rows, without its per-call field
+    introspection (a tenth of an inspection on a 20,000-module model)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 def merge(rows: tuple[ModuleRow, ...], result: ProbeResult) -> tuple[ModuleRow, ...]:
     """Structure rows + probe measures -> full rows."""
     out = []
+    norms = result.param_grad_norms
+    flops_f = result.flops_forward or {}
+    flops_b = result.flops_backward or {}
     for row in rows:
         m = result.measures.get(row.path)
-        params = tuple(
-            replace(p, grad_norm=result.param_grad_norms.get(f"{row.path}.{p.name}" if row.path else p.name))
-            for p in row.parameters
-        )
-        own_norms = [p.grad_norm for p in params if p.grad_norm is not None and p.shared_with is None]
-        pgn = sum(v * v for v in own_norms) ** 0.5 if own_norms else None
+        params = row.parameters
+        pgn = None
+        if params:
+            prefix = f"{row.path}." if row.path else ""
+            params = tuple(_with(p, grad_norm=norms.get(prefix + p.name)) for p in params)
+            own_norms = [p.grad_norm for p in params if p.grad_norm is not None and p.shared_with is None]
+            pgn = sum(v * v for v in own_norms) ** 0.5 if own_norms else None
         if m is None:
-            out.append(replace(row, parameters=params, param_grad_norm=pgn))
+            out.append(_with(row, parameters=params, param_grad_norm=pgn))
             continue
         out.append(
-            replace(
+            _with(
                 row,
                 parameters=params,
                 calls=m.calls,
@@ -297,8 +307,8 @@ def merge(rows: tuple[ModuleRow, ...], result: ProbeResult) -> tuple[ModuleRow, 
                 grad_norm=m.grad_norm,
                 grad_rms=m.grad_rms,
                 param_grad_norm=pgn,
-                flops_forward=result.flops_forward.get(row.path) if result.flops_forward else None,
-                flops_backward=result.flops_backward.get(row.path) if result.flops_backward else None,
+                flops_forward=flops_f.get(row.path) if flops_f else None,
+                flops_backward=flops_b.get(row.path) if flops_b else None,
                 time_ms=m.time_ms,
             )
         )

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from inspectr.core.result import ModelInfo, ModuleRow, ParamInfo
+from inspectr.core.walk import ModelWalk, walk
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,53 @@ def trainable_state(total: int, trainable: int) -> str:
     return "partial"
 
 
-def module_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """Map each module's first path to the other paths the same object is registered under."""
-    first: dict[int, str] = {}
-    aliases: dict[str, list[str]] = {}
-    for path, mod in model.named_modules(remove_duplicate=False):
-        key = id(mod)
-        if key in first:
-            aliases.setdefault(first[key], []).append(path)
-        else:
-            first[key] = path
-    return {k: tuple(v) for k, v in aliases.items()}
+def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
+    """(total, trainable) parameter count per module id, each tensor once per subtree.
+
+    A parameter counts in every module above any module that owns it (under every path the
+    owner is registered at): one walk up per owner, instead of ``parameters()`` per module.
+    """
+    module_at: dict[str, nn.Module] = {}
+    for _, mod in tree.modules:
+        for path in tree.paths_of[id(mod)]:
+            module_at[path] = mod
+    above: dict[int, set[int]] = {}
+
+    def ancestors(mod: nn.Module) -> set[int]:
+        got = above.get(id(mod))
+        if got is None:
+            got = set()
+            for path in tree.paths_of[id(mod)]:
+                parts = path.split(".") if path else []
+                for i in range(len(parts) + 1):
+                    got.add(id(module_at[".".join(parts[:i])]))
+            above[id(mod)] = got
+        return got
+
+    owners: dict[int, tuple[torch.Tensor, list[nn.Module]]] = {}
+    for _, mod in tree.modules:
+        for p in mod._parameters.values():
+            if p is None:
+                continue
+            entry = owners.get(id(p))
+            if entry is None:
+                owners[id(p)] = (p, [mod])
+            elif mod not in entry[1]:
+                entry[1].append(mod)
+    total: dict[int, int] = {}
+    trainable: dict[int, int] = {}
+    for p, mods in owners.values():
+        n = p.numel()
+        ids = ancestors(mods[0]) if len(mods) == 1 else set().union(*(ancestors(m) for m in mods))
+        for mid in ids:
+            total[mid] = total.get(mid, 0) + n
+            if p.requires_grad:
+                trainable[mid] = trainable.get(mid, 0) + n
+    return total, trainable
 
 
-def summarize(model: nn.Module, name: str, source: str, description: str = "") -> Structure:
+def summarize(model: nn.Module, name: str, source: str, description: str = "",
+              tree: ModelWalk | None = None) -> Structure:
     """Count every module's parameters, each tensor once however often it is shared or tied.
 
     Args:
@@ -49,17 +83,23 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "") -
         name: what the user called it (spec or class name).
         source: where it came from ("torchvision", "sample", "file", "object"...).
         description: one line shown in the report header.
+        tree: the model's ``walk`` when the caller has it already.
 
     Returns:
         A ``Structure`` whose root row total equals ``sum(p.numel() for p in model.parameters())``.
     """
-    aliases = module_aliases(model)
+    tree = tree or walk(model)
+    total_of, trainable_of = _subtree_counts(tree)
     owner_of: dict[int, str] = {}  # parameter id -> "module.param" where first seen
     rows: list[ModuleRow] = []
-    for path, mod in model.named_modules():
+    for path, mod in tree.modules:
         own: list[ParamInfo] = []
         own_count = 0
-        for pname, p in mod.named_parameters(recurse=False):
+        in_module: set[int] = set()
+        for pname, p in mod._parameters.items():
+            if p is None or id(p) in in_module:  # named_parameters(recurse=False) yields each once
+                continue
+            in_module.add(id(p))
             full = f"{path}.{pname}" if path else pname
             shared = owner_of.get(id(p))
             if shared is None:
@@ -76,13 +116,9 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "") -
                     shared_with=shared,
                 )
             )
-        total = 0
-        trainable = 0
-        for p in mod.parameters():  # parameters() already yields each tensor once
-            total += p.numel()
-            if p.requires_grad:
-                trainable += p.numel()
-        buffers = sum(b.numel() for b in mod.buffers(recurse=False))
+        total = total_of.get(id(mod), 0)
+        trainable = trainable_of.get(id(mod), 0)
+        buffers = sum(b.numel() for b in mod._buffers.values() if b is not None)
         try:
             extra = mod.extra_repr()
         except Exception:  # a user's extra_repr must never break the inspection
@@ -98,13 +134,13 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "") -
                 trainable=trainable_state(total, trainable),
                 buffers=buffers,
                 parameters=tuple(own),
-                aliases=aliases.get(path, ()),
+                aliases=tree.aliases.get(path, ()),
                 extra_repr=extra,
-                is_leaf=next(iter(mod.children()), None) is None,
+                is_leaf=not any(c is not None for c in mod._modules.values()),
             )
         )
-    params = list(model.parameters())
-    bufs = list(model.buffers())
+    params = [p for _, p in tree.params]
+    bufs = list({id(b): b for _, mod in tree.modules for b in mod._buffers.values() if b is not None}.values())
     info = ModelInfo(
         name=name,
         class_name=type(model).__name__,
