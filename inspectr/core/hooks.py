@@ -31,7 +31,7 @@ from inspectr.core.activations import (
     dead_kind,
 )
 from inspectr.core.flops import leaf_flops
-from inspectr.core.result import ActivationStats, FunctionalActivation
+from inspectr.core.result import ActivationStats, FunctionalActivation, fast_new
 from inspectr.core.state import ParamGuard
 from inspectr.core.stats import GradSquares, OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.values import describe, iter_tensors, measurable, structure
@@ -222,11 +222,15 @@ class ModuleHooks:
             self.done += 1
             if type(output) is torch.Tensor:
                 tensors: list[torch.Tensor] = [output]
+                if a.calls == 1:
+                    a.output_shapes = (tuple(output.shape),)
+                    a.output_structure = structure(output)
             else:
-                tensors = list({id(t): t for t in iter_tensors(output)}.values())  # the same tensor twice counts once
-            if a.calls == 1:
-                a.output_shapes = tuple(tuple(t.shape) for t in iter_tensors(output))
-                a.output_structure = structure(output)
+                every = list(iter_tensors(output))
+                tensors = list({id(t): t for t in every}.values())  # the same tensor twice counts once
+                if a.calls == 1:
+                    a.output_shapes = tuple(tuple(t.shape) for t in every)
+                    a.output_structure = structure(output)
             if flops:
                 fl = leaf(m, args, output)
                 if fl is not None:
@@ -236,25 +240,29 @@ class ModuleHooks:
             if sets_layout:
                 self.last_channel_first_1d = is_c1d
             c1d = is_c1d or self.last_channel_first_1d
+            tag = None
+            held = 0
             for t in tensors:
                 if not t.is_floating_point():
                     continue
                 if not self.shape_only and measurable(t):
                     if a.stats is None:
                         a.stats = StatsAccumulator()
+                    if tag is None:
+                        changed = False
+                        for x, v in versions:
+                            changed = changed or x._version != v
+                            held += x.numel() * x.element_size()
+                        tag = (a, self.done, versions, changed)
                     try:
-                        bad = self.outputs.observe(
-                            a.stats, t, kind, c1d, zeros_expected, nonneg,
-                            tag=(a, self.done, versions, any(x._version != v for x, v in versions)),
-                            held_bytes=sum(x.numel() * x.element_size() for x, _ in versions))
+                        bad = self.outputs.observe(a.stats, t, kind, c1d, zeros_expected, nonneg, tag, held)
                     except RuntimeError:  # an exotic tensor must never fail the user's forward
                         bad = False
                     if bad and a.nonfinite_done is None:
                         # rare path: were the inputs already non-finite? (blame goes upstream then);
                         # an input this module changed in place was its doing: blame it
                         a.nonfinite_done = self.done
-                        changed = any(x._version != v for x, v in versions)
-                        a.nonfinite_input = not changed and not _inputs_finite(versions)
+                        a.nonfinite_input = not tag[3] and not _inputs_finite(versions)
                 if self.record_grads and t.requires_grad:
                     self._watch_grad(a, t, grad_hook)
             if self.outputs.full:
@@ -402,7 +410,8 @@ class ModuleHooks:
                     continue
                 funcs.append(FunctionalActivation(op, calls[0], st.dead_fraction, st.units,
                                                   st.samples_per_unit, st.zero_fraction))
-            out[path] = ModuleMeasure(
+            out[path] = fast_new(
+                ModuleMeasure,
                 calls=a.calls,
                 order=a.order,
                 input_shapes=a.input_shapes,

@@ -13,9 +13,9 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings import find_problems
 from inspectr.core.loader import LoadedModel, load
-from inspectr.core.probe import ProbeOptions, ProbeResult, run_probe
-from inspectr.core.result import ModuleRow, ProbeInfo, Report
-from inspectr.core.state import preserved
+from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.result import ProbeInfo, Report
+from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
 from inspectr.core.walk import first_device, walk
 from inspectr.errors import InspectrError
@@ -184,8 +184,9 @@ def inspect(
             if freeze_plan:
                 apply_plan(model, load_plan(freeze_plan))
             apply_globs(model, freeze or [], unfreeze or [])
-        return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                               flops, timing, histograms, probe, cancelled)
+        with gc_paused():
+            return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
+                                   flops, timing, histograms, probe, cancelled)
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
@@ -210,9 +211,9 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     own_device = first_device(model, tree)
     if own_device.type == "meta" and dev != "meta":
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
-    structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
     notes = list(loaded.notes)
     if not probe:
+        structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
@@ -240,7 +241,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         notes.append("shape-only probe on meta tensors: exact counts, shapes and FLOPs; no statistics")
     if result.backward_note:
         notes.append(f"backward skipped: {result.backward_note}" if result.backward == "skipped" else result.backward_note)
-    rows = merge(structure.rows, result)
+    structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
+    rows = structure.rows
     findings = find_problems(rows, result)
     info = ProbeInfo(
         ok=result.error is None,
@@ -264,52 +266,3 @@ def _batch_of(inp: inputs_mod.Inputs) -> int | None:
         if isinstance(t, list):
             return len(t)
     return None
-
-
-def _with(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` for the frozen result rows, without its per-call field
-    introspection (a tenth of an inspection on a 20,000-module model)."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.update(changes)
-    return new
-
-
-def merge(rows: tuple[ModuleRow, ...], result: ProbeResult) -> tuple[ModuleRow, ...]:
-    """Structure rows + probe measures -> full rows."""
-    out = []
-    norms = result.param_grad_norms
-    flops_f = result.flops_forward or {}
-    flops_b = result.flops_backward or {}
-    for row in rows:
-        m = result.measures.get(row.path)
-        params = row.parameters
-        pgn = None
-        if params:
-            prefix = f"{row.path}." if row.path else ""
-            params = tuple(_with(p, grad_norm=norms.get(prefix + p.name)) for p in params)
-            own_norms = [p.grad_norm for p in params if p.grad_norm is not None and p.shared_with is None]
-            pgn = sum(v * v for v in own_norms) ** 0.5 if own_norms else None
-        if m is None:
-            out.append(_with(row, parameters=params, param_grad_norm=pgn))
-            continue
-        out.append(
-            _with(
-                row,
-                parameters=params,
-                calls=m.calls,
-                order=m.order,
-                input_shapes=m.input_shapes,
-                output_shapes=m.output_shapes,
-                output_structure=m.output_structure,
-                stats=m.stats,
-                functional=m.functional,
-                grad_norm=m.grad_norm,
-                grad_rms=m.grad_rms,
-                param_grad_norm=pgn,
-                flops_forward=flops_f.get(row.path) if flops_f else None,
-                flops_backward=flops_b.get(row.path) if flops_b else None,
-                time_ms=m.time_ms,
-            )
-        )
-    return tuple(out)

@@ -10,7 +10,6 @@ culprit when the model's forward or backward raises.
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 import time
@@ -24,7 +23,7 @@ from torch import nn
 
 from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.result import ProbeError
-from inspectr.core.state import preserved
+from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import dtype_name
 from inspectr.core.values import describe, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
@@ -115,15 +114,8 @@ def run_probe(
     extra = [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
     if param_map is None and not meta:
         probe.guard_params()
-    # The pass allocates thousands of small objects (hook handles, closures, stat tuples) while
-    # the model's graph is alive: cyclic GC runs then scan it over and over. Pause it meanwhile.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,

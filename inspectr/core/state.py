@@ -7,6 +7,7 @@ a parameter just before a forward changes it in place, so that it can be put bac
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,24 @@ class ParamGuard:
         p = self.by_ptr.get(t.data_ptr())
         if p is not None and id(p) not in self.backups:
             self.backups[id(p)] = (p, p.detach().clone())
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector, and put it back as it was.
+
+    An inspection allocates hundreds of thousands of small objects (hook closures, rows, stat
+    tuples) while a large model's object graph is alive: each collection then scans that graph
+    again (0.4 s of the summary alone on a 20,000-module model). Reference counting still frees
+    everything that is not in a cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @contextmanager

@@ -5,6 +5,7 @@ Nothing is kept alive: each output is reduced inside the forward hook that sees 
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from inspectr.core.result import ActivationStats
+from inspectr.core.result import ActivationStats, fast_new
 
 SMOOTH_DEAD_TOL = 1e-6  # |y| below this counts as zero for GELU/SiLU-like outputs
 HISTOGRAM_BINS = 24
@@ -64,6 +65,7 @@ def unit_layout(shape: tuple[int, ...], channel_first_1d: bool) -> tuple[int, in
 STAT_SAMPLE = 1 << 14
 
 
+@functools.lru_cache(maxsize=4096)
 def sample_step(n: int, shape: tuple[int, ...]) -> int:
     """A prime stride near n / STAT_SAMPLE that divides no dimension's extent, so the sample
     walks across rows and columns instead of down one column (the padded edge, say)."""
@@ -88,8 +90,15 @@ def count_nonzero(x: torch.Tensor) -> float:
     return float(ones.sum() if x.numel() < 1 << 24 else ones.sum(dtype=torch.float64))
 
 
-def reduce_tensor(x: torch.Tensor, zeros_expected: bool,
-                  unit_max: torch.Tensor | None = None) -> tuple[float, float, float, float, float]:
+def _sample(x: torch.Tensor) -> torch.Tensor:
+    """About STAT_SAMPLE values of ``x`` at a prime stride (all of it when small or not contiguous)."""
+    n = x.numel()
+    if n > STAT_SAMPLE and x.is_contiguous():
+        return x.view(-1)[:: sample_step(n, tuple(x.shape))]
+    return x
+
+
+def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, float, float, float]:
     """(sum, sum of squares, min, max, nonzero count) of a large float tensor, cheaply.
 
     Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
@@ -98,38 +107,27 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool,
     Zeros are counted over the whole tensor where they are expected (rectifier and dropout
     outputs, unknown modules, or any output whose min or max is exactly 0), so ``zero_fraction``
     of rectified outputs is exact; conv/linear/norm and GELU/SiLU outputs, where an exact zero is
-    a measure-zero event, are counted on the sample. ``unit_max`` (per-unit maxima of a
-    rectifier's output, already computed for dead units) stands in for the min/max pass: such
-    outputs are >= 0 and mostly hold a zero. This keeps a probe near a bare training step
-    (``var_mean`` and ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
+    a measure-zero event, are counted on the sample. This keeps a probe near a bare training
+    step (``var_mean`` and ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
     """
     n = x.numel()
-    if n > STAT_SAMPLE and x.is_contiguous():
-        sample = x.view(-1)[:: sample_step(n, x.shape)]
-    else:
-        sample = x
+    sample = _sample(x)
     scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
-    if unit_max is not None:
+    lo, hi = torch.aminmax(x)
+    mn, mx, total, norm = torch.stack([lo, hi, sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
+    if mn > 0 or mx < 0:
+        nonzero = float(n)
+    elif zeros_expected or mn == 0 or mx == 0:
         nonzero = count_nonzero(x)
-        mx, total, norm = torch.stack([unit_max.max(), sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
-        mn = 0.0 if nonzero < n else float(x.min())
     else:
-        lo, hi = torch.aminmax(x)
-        mn, mx, total, norm = torch.stack([lo, hi, sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
-        if mn > 0 or mx < 0:
-            nonzero = float(n)
-        elif zeros_expected or mn == 0 or mx == 0:
-            nonzero = count_nonzero(x)
-        else:
-            nonzero = float(torch.count_nonzero(sample)) * scale
+        nonzero = float(torch.count_nonzero(sample)) * scale
     return total * scale, norm * norm * scale, mn, mx, nonzero
 
 
-def _reduce_now(x: torch.Tensor, zeros_expected: bool, unit_max: torch.Tensor | None,
-                ) -> tuple[float, float, float, float, int, int, int]:
+def _reduce_now(x: torch.Tensor, zeros_expected: bool) -> Reduced:
     """``reduce_tensor`` plus NaN/Inf counts; sums, min and max then cover the finite values."""
-    total, sq, mn, mx, nz = reduce_tensor(x, zeros_expected, unit_max)
+    total, sq, mn, mx, nz = reduce_tensor(x, zeros_expected)
     nan = inf = 0
     if not (math.isfinite(mn) and math.isfinite(mx)):
         nz = int((x != 0).sum())  # NaN and Inf are not zeros
@@ -144,6 +142,9 @@ def _reduce_now(x: torch.Tensor, zeros_expected: bool, unit_max: torch.Tensor | 
     return total, sq, mn, mx, int(nz), nan, inf
 
 
+Reduced = tuple[float, float, float, float, int, int, int]  # sum, sum sq, min, max, nonzero, NaN, Inf
+
+
 @dataclass(slots=True)
 class _Pending:
     """A small output waiting, copied, for the batched reduction."""
@@ -155,9 +156,6 @@ class _Pending:
     layout: tuple[int, int] | None  # its (units, inner) layout: the same for its whole group
     tol: float
     tags: list[Any]  # one per observer that gave one
-
-
-Reduced = tuple[float, float, float, float, int, int, int]  # sum, sum sq, min, max, nonzero, NaN, Inf
 
 
 class OutputStats:
@@ -179,6 +177,7 @@ class OutputStats:
         # a container's output is usually its last child's output: same tensor, same numbers.
         # The weak reference tells a live tensor from a new one that took a freed one's id.
         self.cache: dict[int, tuple[weakref.ref[torch.Tensor], int, Reduced | _Pending]] = {}
+        self.scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def observe(self, acc: StatsAccumulator, t: torch.Tensor, dead_kind: str | None,
                 channel_first_1d: bool, zeros_expected: bool = True, nonneg: bool = False,
@@ -228,19 +227,75 @@ class OutputStats:
         x = t.detach()
         if x.dtype not in _WIDE:
             x = x.float()
-        unit_max = None
-        if layout is not None and nonneg:  # rectifier outputs: the per-unit maxima give the max too
-            unit_max = x.reshape(-1, layout[0], layout[1]).amax(dim=(0, 2))
-        stats = _reduce_now(x, zeros_expected or dead_kind == "rectifier", unit_max)
+        count_zeros = zeros_expected or dead_kind == "rectifier"
+        stats: Reduced | None = None
+        if layout is not None:
+            found = self._reduce_units(x, layout, tol, count_zeros, nonneg)
+            if found is not None:
+                stats, alive = found
+                acc.calls_units.append((alive, layout[0], n // max(layout[0], 1)))
+        if stats is None:  # no units, or NaN/Inf among the values: the general path
+            stats = _reduce_now(x, count_zeros)
+            if layout is not None:
+                _add_units(acc, x, layout, tol)
         self.cache[id(t)] = (weakref.ref(t), t._version, stats)
         acc.add(n, *stats)
         mn, mx, nan, inf = stats[2], stats[3], stats[5], stats[6]
         if self.histograms and acc.histogram is None and nan + inf == 0:
             hist = torch.histc(x, bins=HISTOGRAM_BINS, min=mn, max=mx if mx > mn else mn + 1.0)
             acc.histogram = [int(c) for c in hist.tolist()]
-        if layout is not None:
-            _add_units(acc, x, layout, tol, unit_max, may_be_negative=mn < -tol)
         return nan + inf > 0
+
+    def _reduce_units(self, x: torch.Tensor, layout: tuple[int, int], tol: float, count_zeros: bool,
+                      nonneg: bool) -> tuple[Reduced, int] | None:
+        """Statistics and live units of a large activation output.
+
+        Per-unit maxima (and minima, unless the output is never negative) along the unit layout
+        give the exact minimum and maximum and, per unit, whether any value leaves (-tol, tol)
+        (``amax``/``amin`` along dims: ``aminmax`` along a dim is 10-20x slower on CPU). Zeros
+        are counted exactly (``sign`` into a reused scratch buffer, then a sum: bool reductions
+        are 5x slower) where they are expected; sums come from the sample. None when a value is
+        NaN or Inf (the general path counts them).
+        """
+        units, inner = layout
+        n = x.numel()
+        v = x.reshape(-1, units, inner)
+        hi_u = v.amax(dim=(0, 2))
+        sample = _sample(x)
+        alive = hi_u > tol
+        parts = [hi_u.max(), sample.sum(), torch.linalg.vector_norm(sample)]
+        if not nonneg:
+            lo_u = v.amin(dim=(0, 2))
+            alive |= lo_u < -tol
+            parts.append(lo_u.min())
+        parts.append(alive.sum().to(x.dtype))
+        if count_zeros:
+            signs = torch.sign(x, out=self._scratch(x))
+            if not nonneg:
+                signs.abs_()
+            parts.append(signs.sum() if n < 1 << 24 else signs.sum(dtype=torch.float64).to(x.dtype))
+        else:
+            parts.append(torch.count_nonzero(sample).to(x.dtype))
+        values = torch.stack(parts).tolist()
+        mx, total, norm = values[:3]
+        nz, n_alive = values[-1], values[-2]
+        if nonneg:  # the minimum of a nonnegative output is 0 wherever a value is
+            mn = 0.0 if count_zeros and nz < n else float(x.min())
+        else:
+            mn = values[3]
+        if not (math.isfinite(mn) and math.isfinite(mx) and math.isfinite(total)):
+            return None
+        scale = n / sample.numel()
+        return (total * scale, norm * norm * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0), int(n_alive)
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A reused buffer shaped like ``like``: a fresh one per output costs page faults."""
+        key = (like.device, like.dtype)
+        buf = self.scratch.get(key)
+        if buf is None or buf.numel() < like.numel():
+            buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+            self.scratch[key] = buf
+        return buf[: like.numel()].view(like.shape)
 
     @property
     def full(self) -> bool:
@@ -264,18 +319,17 @@ class OutputStats:
         self.pending.clear()
         self.pending_bytes = 0
         self.cache.clear()
+        self.scratch.clear()
 
 
 _WIDE = (torch.float32, torch.float64)
 _BATCHED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _add_units(acc: StatsAccumulator, x: torch.Tensor, layout: tuple[int, int], tol: float,
-               unit_max: torch.Tensor | None = None, may_be_negative: bool = True) -> None:
+def _add_units(acc: StatsAccumulator, x: torch.Tensor, layout: tuple[int, int], tol: float) -> None:
     """Count the units of one call that are nonzero somewhere (|y| > tol) in ``acc.calls_units``."""
     units, inner = layout
-    if unit_max is None or may_be_negative:
-        unit_max = x.reshape(-1, units, inner).abs().amax(dim=(0, 2))
+    unit_max = x.reshape(-1, units, inner).abs().amax(dim=(0, 2))
     alive = int((unit_max > tol).sum())
     acc.calls_units.append((alive, units, x.numel() // max(units, 1)))
 
@@ -294,7 +348,7 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
         if math.isfinite(mn) and math.isfinite(mx):
             out.append((total, norm * norm, mn, mx, int(nz), 0, 0))
         else:  # rare: NaN/Inf in this output; sums, min and max cover its finite values
-            out.append(_reduce_now(rows[i], True, None))
+            out.append(_reduce_now(rows[i], True))
     for e, stats in zip(entries, out):
         for acc in e.accs:
             acc.add(n, *stats)
@@ -391,7 +445,8 @@ def finish_stats(acc: StatsAccumulator | None) -> ActivationStats | None:
         # the call with the largest dead fraction (ties: the most values per unit)
         alive, units, spu = max(acc.calls_units, key=lambda c: (1.0 - c[0] / max(c[1], 1), c[2]))
         dead = 1.0 - alive / max(units, 1)
-    return ActivationStats(
+    return fast_new(
+        ActivationStats,
         numel=acc.numel,
         mean=mean,
         std=math.sqrt(max(var, 0.0)) if finite_n else math.nan,

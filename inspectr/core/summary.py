@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from inspectr.core.result import ModelInfo, ModuleRow, ParamInfo
+from inspectr.core.result import ModelInfo, ModuleRow, ParamInfo, fast_new
 from inspectr.core.walk import ModelWalk, walk
+
+if TYPE_CHECKING:
+    from inspectr.core.probe import ProbeResult
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,21 @@ def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
                 entry[1].append(mod)
     total: dict[int, int] = {}
     trainable: dict[int, int] = {}
+    if not tree.aliases and all(len(mods) == 1 for _, mods in owners.values()):
+        # a plain tree (the common case): a module's count is its own plus its children's
+        for _, mod in reversed(tree.modules):
+            n = t = 0
+            for p in {id(p): p for p in mod._parameters.values() if p is not None}.values():
+                n += p.numel()
+                if p.requires_grad:
+                    t += p.numel()
+            for child in mod._modules.values():
+                if child is not None:
+                    n += total[id(child)]
+                    t += trainable[id(child)]
+            total[id(mod)] = n
+            trainable[id(mod)] = t
+        return total, trainable
     for p, mods in owners.values():
         n = p.numel()
         ids = ancestors(mods[0]) if len(mods) == 1 else set().union(*(ancestors(m) for m in mods))
@@ -75,7 +94,7 @@ def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
 
 
 def summarize(model: nn.Module, name: str, source: str, description: str = "",
-              tree: ModelWalk | None = None) -> Structure:
+              tree: ModelWalk | None = None, result: ProbeResult | None = None) -> Structure:
     """Count every module's parameters, each tensor once however often it is shared or tied.
 
     Args:
@@ -84,6 +103,7 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
         source: where it came from ("torchvision", "sample", "file", "object"...).
         description: one line shown in the report header.
         tree: the model's ``walk`` when the caller has it already.
+        result: a probe of the model: its measures go into the rows (each row is made once).
 
     Returns:
         A ``Structure`` whose root row total equals ``sum(p.numel() for p in model.parameters())``.
@@ -92,9 +112,15 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
     total_of, trainable_of = _subtree_counts(tree)
     owner_of: dict[int, str] = {}  # parameter id -> "module.param" where first seen
     rows: list[ModuleRow] = []
+    norms = result.param_grad_norms if result is not None else {}
+    measures = result.measures if result is not None else {}
+    flops_f = (result.flops_forward if result is not None else None) or {}
+    flops_b = (result.flops_backward if result is not None else None) or {}
     for path, mod in tree.modules:
         own: list[ParamInfo] = []
         own_count = 0
+        own_sq = 0.0
+        own_grads = False
         in_module: set[int] = set()
         for pname, p in mod._parameters.items():
             if p is None or id(p) in in_module:  # named_parameters(recurse=False) yields each once
@@ -106,7 +132,8 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 owner_of[id(p)] = full
                 own_count += p.numel()
             own.append(
-                ParamInfo(
+                fast_new(
+                    ParamInfo,
                     name=pname,
                     shape=tuple(p.shape),
                     numel=p.numel(),
@@ -114,8 +141,12 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                     device=str(p.device),
                     requires_grad=p.requires_grad,
                     shared_with=shared,
+                    grad_norm=norms.get(full),
                 )
             )
+            if shared is None and own[-1].grad_norm is not None:
+                own_sq += own[-1].grad_norm ** 2
+                own_grads = True
         total = total_of.get(id(mod), 0)
         trainable = trainable_of.get(id(mod), 0)
         buffers = sum(b.numel() for b in mod._buffers.values() if b is not None)
@@ -123,8 +154,26 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             extra = mod.extra_repr()
         except Exception:  # a user's extra_repr must never break the inspection
             extra = ""
+        m = measures.get(path)
+        probed = {} if m is None else dict(
+            calls=m.calls,
+            order=m.order,
+            input_shapes=m.input_shapes,
+            output_shapes=m.output_shapes,
+            output_structure=m.output_structure,
+            stats=m.stats,
+            functional=m.functional,
+            grad_norm=m.grad_norm,
+            grad_rms=m.grad_rms,
+            flops_forward=flops_f.get(path) if flops_f else None,
+            flops_backward=flops_b.get(path) if flops_b else None,
+            time_ms=m.time_ms,
+        )
         rows.append(
-            ModuleRow(
+            fast_new(
+                ModuleRow,
+                param_grad_norm=own_sq ** 0.5 if own_grads else None,
+                **probed,
                 path=path,
                 type=type(mod).__name__,
                 depth=0 if path == "" else path.count(".") + 1,
