@@ -154,7 +154,10 @@ class ModuleHooks:
 
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if self.quiet is not None:
+                # a known leaf raised and the model caught it: drop its frame, watch again
                 self.loud()
+                if self.stack:
+                    self.stack.pop()
             # our own tensor calls must not reach the functional watch (Tensor methods dispatch too)
             if known_leaf:
                 self.quiet = torch._C.DisableTorchFunction()

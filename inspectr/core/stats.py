@@ -330,7 +330,7 @@ def _add_units(acc: StatsAccumulator, x: torch.Tensor, layout: tuple[int, int], 
     """Count the units of one call that are nonzero somewhere (|y| > tol) in ``acc.calls_units``."""
     units, inner = layout
     unit_max = x.reshape(-1, units, inner).abs().amax(dim=(0, 2))
-    alive = int((unit_max > tol).sum())
+    alive = int((~(unit_max <= tol)).sum())  # a unit of NaN is not dead: the NaN finding says what it is
     acc.calls_units.append((alive, units, x.numel() // max(units, 1)))
 
 
@@ -358,7 +358,7 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
         sel = rows if len(with_units) == k else rows[with_units]
         umax = sel.view(len(with_units), -1, units, inner).abs().amax(dim=(1, 3))
         tols = torch.tensor([entries[i].tol for i in with_units], dtype=rows.dtype, device=rows.device)
-        for i, alive in zip(with_units, (umax > tols[:, None]).sum(1).tolist()):
+        for i, alive in zip(with_units, (~(umax <= tols[:, None])).sum(1).tolist()):
             entries[i].units.calls_units.append((alive, units, n // max(units, 1)))  # type: ignore[union-attr]
     return out
 

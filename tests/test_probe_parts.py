@@ -1,0 +1,221 @@
+"""The probe's rooms checked against independent computations: batched and immediate statistics,
+retained and hooked gradients, leaf FLOPs, the functional watch switched off and on again."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import inspectr
+from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.state import gc_paused
+from inspectr.core.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
+
+
+def _outputs_by_module(model: nn.Module, *args: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each module's first output, copied when it is returned: the ground truth."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for path, mod in model.named_modules():
+        def hook(m, a, out, path=path):
+            if isinstance(out, torch.Tensor) and path not in seen:
+                seen[path] = out.detach().clone()
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _deep_stack(blocks: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(blocks):
+        layers += [nn.Linear(32, 32), nn.LayerNorm(32), nn.GELU(), nn.Dropout(0.1)]
+    return nn.Sequential(nn.Sequential(*layers), nn.Linear(32, 10))
+
+
+def test_every_module_statistics_equal_a_direct_computation():
+    # 200 modules of small outputs, batched by shape; outputs freed during the pass give their
+    # id and memory to the next ones: each module must get its own numbers (a stale cache hit
+    # once gave a Linear the statistics of the GELU before it)
+    torch.manual_seed(0)
+    model = _deep_stack(50).eval()
+    x = torch.randn(4, 32)
+    r = inspectr.inspect(model, inputs=x)
+    truth = _outputs_by_module(model, x)
+    for row in r.modules:
+        t = truth[row.path]
+        st = row.stats
+        assert st.numel == t.numel(), row.path
+        assert st.min == pytest.approx(float(t.min()), abs=1e-6), row.path
+        assert st.max == pytest.approx(float(t.max()), abs=1e-6), row.path
+        assert st.mean == pytest.approx(float(t.mean()), abs=1e-5), row.path
+        assert st.std == pytest.approx(float(t.std(unbiased=False)), rel=1e-3, abs=1e-5), row.path
+        assert st.zero_fraction == pytest.approx(float((t == 0).float().mean())), row.path
+
+
+def test_large_activation_statistics_and_dead_units_are_exact():
+    # 2 x 16 x 64 x 64 = 131,072 values (over STAT_SAMPLE): the immediate path, along the unit layout
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, 3, padding=1)
+    with torch.no_grad():
+        conv.bias[:6] = -100.0  # six channels dead for every input
+    model = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(16, 8, 1), nn.GELU()).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert 2 * 16 * 64 * 64 > STAT_SAMPLE
+    r = inspectr.inspect(model, inputs=x)
+    truth = _outputs_by_module(model, x)
+    relu = r.module("1").stats
+    y = truth["1"]
+    assert relu.min == 0.0 and relu.max == pytest.approx(float(y.max()))
+    assert relu.zero_fraction == pytest.approx(float((y == 0).float().mean()))
+    assert relu.units == 16
+    assert relu.dead_fraction == pytest.approx(float(((y.amax(dim=(0, 2, 3))) == 0).float().mean()))
+    assert relu.dead_fraction == pytest.approx(6 / 16)
+    gelu, g = r.module("3").stats, truth["3"]
+    assert (gelu.min, gelu.max) == (pytest.approx(float(g.min())), pytest.approx(float(g.max())))
+    assert gelu.dead_fraction == 0.0
+
+
+@pytest.mark.parametrize("values", [
+    [0.0, 1.0, -2.0, 3.5, 0.0, 0.25],
+    [float("nan"), 1.0, 0.0, float("inf"), -1.0, 2.0],
+    [0.0] * 6,
+])
+def test_batched_and_immediate_reductions_agree(values):
+    small = torch.tensor(values).repeat(4, 1)  # [4, 6]: batched
+    big = torch.tensor(values).repeat(STAT_SAMPLE // len(values) + 1, 1)  # immediate
+    for t in (small, big):
+        out = OutputStats()
+        acc = StatsAccumulator()
+        bad = out.observe(acc, t, "rectifier", False, tag="call")
+        flushed = out.flush()
+        st = finish_stats(acc)
+        finite = t[torch.isfinite(t)]
+        nonfinite = not bool(torch.isfinite(t).all())
+        assert (bad is True or flushed == ["call"]) == nonfinite
+        assert st.nan == int(torch.isnan(t).sum()) and st.inf == int(torch.isinf(t).sum())
+        assert st.min == float(finite.min()) and st.max == float(finite.max())
+        # exact on the batched path; the large path estimates the mean from its sample
+        assert st.mean == pytest.approx(float(finite.mean()), abs=1e-6 if t is small else 1e-2)
+        # NaN and Inf are not zeros
+        assert st.zero_fraction == pytest.approx(float((t == 0).float().mean()))
+        assert st.units == 6
+        # a unit that is all zeros is dead; one of NaN is not (the NaN finding tells that story)
+        assert st.dead_fraction == pytest.approx(float((t.abs().amax(0) == 0).float().mean()))
+
+
+def _output_grad_norms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Gradient norm at each module's outputs as the module returned them, over all its calls
+    (a tensor hook registered at once keeps to that version through later in-place ops)."""
+    squares: dict[str, float] = {}
+    handles = []
+    for path, mod in model.named_modules():
+        def hook(m, a, out, path=path):
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(lambda g, path=path: squares.__setitem__(
+                    path, squares.get(path, 0.0) + float(g.norm()) ** 2))
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        model(x).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return {path: sq ** 0.5 for path, sq in squares.items()}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_gradient_norms_through_in_place_activations_equal_autograd(name):
+    # BatchNorm outputs changed in place by ReLU(inplace=True) / Hardswish(inplace=True): their
+    # small gradients are retained, their old versions caught at the node that made them
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(2, 3, 64, 64)
+    r = run_probe(model, (x,), {}, ProbeOptions(mode="eval"))
+    truth = _output_grad_norms(model, x)
+    checked = 0
+    for path, norm in truth.items():
+        got = r.measures[path].grad_norm
+        assert got is not None, path
+        rows = r.measures[path].output_shapes
+        exact = math.prod(rows[0]) <= 4 * STAT_SAMPLE
+        assert got == pytest.approx(norm, rel=1e-4 if exact else 0.1, abs=1e-7), path
+        checked += exact
+    assert checked > 20
+
+
+def test_leaf_flops_equal_the_functional_watch_and_flop_counter():
+    class WatchedLinear(nn.Linear):  # an overridden forward runs under the functional watch
+        def forward(self, x):
+            return super().forward(x)
+
+    class WatchedConv(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x)
+
+    def build(linear: type, conv: type) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(conv(3, 8, 3, groups=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             conv(8, 8, 3, groups=8), nn.Flatten(), linear(8 * 12 * 12, 10))
+
+    x = torch.randn(2, 3, 16, 16)
+    known = run_probe(build(nn.Linear, nn.Conv2d), (x,), {}, ProbeOptions())
+    watched = run_probe(build(WatchedLinear, WatchedConv), (x,), {}, ProbeOptions())
+    assert known.flops_forward == watched.flops_forward
+    assert known.flops_backward == watched.flops_backward
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        build(nn.Linear, nn.Conv2d)(x)
+    assert known.flops_forward[""] == counter.get_total_flops()
+
+
+def test_functional_watch_is_back_on_after_a_leaf_raised_and_was_caught():
+    class Forgiving(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bad = nn.Linear(5, 3)  # fed 8 features: raises inside a known leaf
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            try:
+                self.bad(x)
+            except RuntimeError:
+                pass
+            return torch.relu(self.fc(x))  # seen only if the watch is on again
+
+    r = inspectr.inspect(Forgiving(), inputs=torch.randn(32, 8))
+    assert r.probe.ok
+    assert [f.op for f in r.module("").functional] == ["torch.relu"]
+    assert torch._C._is_torch_function_enabled()
+
+
+def test_functional_watch_is_back_on_after_a_leaf_raised_out_of_the_forward():
+    model = nn.Sequential(nn.Linear(8, 4), nn.Linear(5, 2))
+    r = inspectr.inspect(model, inputs=torch.randn(2, 8))
+    assert r.probe.error.module == "1"
+    assert torch._C._is_torch_function_enabled()
+
+
+def test_gc_paused_restores_the_collector():
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller who had it off keeps it off
+    finally:
+        gc.enable()
