@@ -396,9 +396,8 @@ class ModuleHooks:
     # -- results
     def measures(self) -> dict[str, ModuleMeasure]:
         self.flush()
-        for sq, owners in self.grads.totals():
-            for a in owners:
-                a.grad_sq += sq
+        for sq, a in self.grads.totals():
+            a.grad_sq += sq
         out: dict[str, ModuleMeasure] = {}
         timing = self.opts.timing
         for path, a in self.acc.items():

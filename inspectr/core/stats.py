@@ -377,60 +377,54 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
 
 
 class GradSquares:
-    """Sums of squares of the gradients reaching module outputs, each gradient tensor once.
+    """Sums of squares of the gradients reaching module outputs.
 
-    Small gradients are kept (by reference: autograd does not accumulate into a gradient in place
-    while someone else holds it) and reduced together by ``_foreach_norm``; large ones are reduced
-    at once (see ``square_sum``) and only weakly remembered, with their version: autograd may
-    later accumulate another tensor's gradient into the same buffer, which is then new.
+    Small gradients are kept (by reference: autograd does not accumulate into a gradient in
+    place while someone else holds it) and reduced a shape at a time at the end, as outputs
+    are; large ones are reduced at once (see ``square_sum``). A gradient handed to two owners
+    (a container returning its child's output) is reduced for each: the same number twice.
     """
 
     BATCH_BYTES = 64 << 20
 
     def __init__(self) -> None:
-        self.seen: dict[int, tuple[weakref.ref[torch.Tensor], int, list[Any]]] = {}
-        self.small: list[tuple[torch.Tensor, list[Any]]] = []
+        # (shape, dtype, device) -> [(gradient, owner)]
+        self.small: dict[tuple[Any, ...], list[tuple[torch.Tensor, Any]]] = {}
         self.small_bytes = 0
-        self.reduced: list[tuple[torch.Tensor, list[list[Any]]]] = []  # (square sums, owners of each)
+        self.reduced: list[tuple[torch.Tensor, list[Any]]] = []  # (square sums, owner of each)
 
     def add(self, owner: Any, g: torch.Tensor) -> None:
-        hit = self.seen.get(id(g))
-        if hit is not None and hit[0]() is g and hit[1] == g._version:
-            hit[2].append(owner)
-            return
-        owners = [owner]
-        self.seen[id(g)] = (weakref.ref(g), g._version, owners)
-        if (g.numel() <= 4 * STAT_SAMPLE and g.dtype in (torch.float32, torch.float64)
-                and g.layout == torch.strided):
-            self.small.append((g, owners))
+        if (g.numel() <= 4 * STAT_SAMPLE and g.dtype in _WIDE and g.layout == torch.strided
+                and type(g) is torch.Tensor):
+            key = (tuple(g.shape), g.dtype, g.device)
+            group = self.small.get(key)
+            if group is None:
+                self.small[key] = [(g, owner)]
+            else:
+                group.append((g, owner))
             self.small_bytes += g.numel() * g.element_size()
             if self.small_bytes > self.BATCH_BYTES:
                 self._reduce_small()
         else:
             with torch.no_grad():
-                self.reduced.append((square_sum(g.detach()).reshape(1), [owners]))
+                self.reduced.append((square_sum(g.detach()).reshape(1), [owner]))
 
     def _reduce_small(self) -> None:
-        groups: dict[tuple[torch.device, torch.dtype], list[tuple[torch.Tensor, list[Any]]]] = {}
-        for g, owners in self.small:
-            groups.setdefault((g.device, g.dtype), []).append((g, owners))
         with torch.no_grad():
-            for items in groups.values():
-                norms = torch.stack(torch._foreach_norm([g.detach() for g, _ in items]))
-                self.reduced.append((norms.square(), [owners for _, owners in items]))
-        self.small = []
+            for items in self.small.values():
+                rows = torch.stack([g.detach() for g, _ in items]).view(len(items), -1)
+                self.reduced.append((torch.linalg.vector_norm(rows, dim=1).square(), [o for _, o in items]))
+        self.small = {}
         self.small_bytes = 0
 
-    def totals(self) -> list[tuple[float, list[Any]]]:
-        """(sum of squares, owners) of every gradient seen; the gradients are let go."""
+    def totals(self) -> list[tuple[float, Any]]:
+        """(sum of squares, owner) of every gradient added; the gradients are let go."""
         self._reduce_small()
-        out: list[tuple[float, list[Any]]] = []
+        out: list[tuple[float, Any]] = []
         if self.reduced:
             values = torch.cat([sq.to(torch.float64).cpu() for sq, _ in self.reduced]).tolist()
-            owners = [o for _, os in self.reduced for o in os]
-            out = list(zip(values, owners))
+            out = list(zip(values, [o for _, owners in self.reduced for o in owners]))
         self.reduced = []
-        self.seen = {}
         return out
 
 
