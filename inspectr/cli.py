@@ -161,7 +161,16 @@ def _report(args: argparse.Namespace) -> int:
     elif args.output:
         from pathlib import Path
 
-        Path(args.output).write_text(export(report, fmt, args.depth, args.width or 120), encoding="utf-8")
+        out = Path(args.output)
+        text = export(report, fmt, args.depth, args.width or 120)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InspectrError(
+                f"-o {args.output}: the report could not be written ({exc.strerror or exc}).",
+                "Give a file path in a folder you can write to, e.g. -o report.txt.",
+            ) from None
         sys.stderr.write(f"wrote {fmt} report to {args.output}\n")
     elif fmt == "text":
         tty = sys.stdout.isatty()

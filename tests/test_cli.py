@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import USER_MODEL_PARAMS, run_cli, strict_json, write_file
+from conftest import USER_MODEL_PARAMS, assert_clean_error, run_cli, strict_json, write_file
 from torch import nn
 
 import inspectr
@@ -299,3 +299,18 @@ def test_healthy_small_cnn_on_224_images_has_no_error_finding() -> None:
                           nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 5))
     report = inspectr.inspect(model, inputs=torch.randn(4, 3, 224, 224))
     assert [f.kind for f in report.findings if f.severity == "error"] == []
+
+
+def test_output_into_a_missing_folder_creates_it(tmp_path) -> None:
+    out = tmp_path / "reports" / "today" / "lenet.json"
+    proc = run_cli("lenet", "--format", "json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json(out.read_text(encoding="utf-8"))["model"]["total_params"] == 61706
+
+
+def test_output_that_cannot_be_written_is_a_clean_error(tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    proc = run_cli("lenet", "-o", str(blocker / "report.txt"))
+    assert_clean_error(proc, "-o", "could not be written")
+    assert blocker.read_text(encoding="utf-8") == "not a folder"

@@ -211,3 +211,17 @@ def test_undocumented_class_has_no_inherited_description(tmp_path):
                  "        self.fc = nn.Linear(3, 2)\n    def forward(self, x):\n        return self.fc(x)\n")
     r = inspectr.inspect(f"{f}:Net")
     assert "Base class" not in r.model.description
+
+
+def test_compiled_model_is_inspected_as_its_original_without_tracing(capfd):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    compiled = torch.compile(m)
+    r = inspectr.inspect(compiled, inputs=torch.randn(4, 16))
+    assert r.probe.ok, r.probe.error
+    assert r.model.class_name == "Sequential" and r.model.name == "Sequential"
+    assert [row.path for row in r.modules] == ["", "0", "1", "2"]
+    assert r.model.total_params == sum(p.numel() for p in m.parameters())
+    assert any("torch.compile" in note for note in r.probe.notes)
+    assert capfd.readouterr().err == ""  # no dynamo tracing of inspectr's hooks, no warning flood
+    assert type(compiled).__name__ == "OptimizedModule"  # the user's wrapper is left as it was

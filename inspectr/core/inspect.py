@@ -52,6 +52,14 @@ def resolve_device(device: str | None) -> str:
     raise InspectrError(f"--device {device!r} is not a device inspectr knows.", "Use cpu, cuda, cuda:N, mps, meta or auto.")
 
 
+def compiled_original(model: nn.Module) -> nn.Module | None:
+    """The module a ``torch.compile`` wrapper holds, or None (checked without importing dynamo)."""
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner
+    return None
+
+
 def parse_kwargs(text: str | dict[str, Any] | None) -> dict[str, Any]:
     """``--kwargs`` JSON (never eval) -> dict."""
     if text is None or text == "":
@@ -198,7 +206,15 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     batch_size: int | None, mode: str, seed: int, backward: bool, flops: bool,
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None) -> Report:
+    notes = list(loaded.notes)
     model = loaded.model
+    original = compiled_original(model)
+    if original is not None:
+        # the probe runs the module itself: a compiled wrapper would trace inspectr's hooks
+        model = loaded.model = original
+        if loaded.name == "OptimizedModule":
+            loaded.name = type(original).__name__
+        notes.append("a torch.compile wrapper: inspected the original module, run eagerly")
     tree = walk(model)
     lazy = [p for p, m in tree.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin)
             and m.has_uninitialized_params()]
@@ -211,7 +227,6 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     own_device = first_device(model, tree)
     if own_device.type == "meta" and dev != "meta":
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
-    notes = list(loaded.notes)
     if not probe:
         structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
