@@ -154,9 +154,47 @@ def test_keyword_only_forward_is_a_clear_error():
         inspectr.inspect(KW())
 
 
-def test_lazy_module_is_a_clear_error():
-    with pytest.raises(inspectr.InspectrError, match="lazy"):
+def test_lazy_module_without_an_input_is_a_clear_error():
+    with pytest.raises(inspectr.InspectrError, match="lazy.*--input"):
         inspectr.inspect(nn.Sequential(nn.LazyLinear(4)))
+
+
+def test_lazy_modules_are_materialized_on_a_copy():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.LazyConv1d(8, 3))
+    x = torch.randn(4, 6, 20)
+    r = inspectr.inspect(m, inputs=x)
+    assert r.probe.ok, r.probe.error
+    assert r.module("0").params == 20 * 32 + 32 and r.module("2").params == 6 * 8 * 3 + 8
+    assert r.model.total_params == r.module("0").params + r.module("2").params
+    assert r.module("2").output_shapes == ((4, 8, 30),)
+    assert any("lazy modules (0, 2) materialized on a copy" in n for n in r.probe.notes)
+    assert m[0].has_uninitialized_params() and m[2].has_uninitialized_params()  # the user's stays lazy
+
+
+def test_lazy_model_file_with_example_input_reports_from_the_cli(tmp_path):
+    from conftest import run_cli, strict_json, write_file
+
+    write_file(tmp_path, "lazy_model.py", """
+import torch
+from torch import nn
+
+
+class LazyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(10))
+
+    def forward(self, x):
+        return self.body(x)
+
+    def example_input(self, batch_size=4):
+        return torch.randn(batch_size, 20)
+""")
+    proc = run_cli("lazy_model.py:LazyNet", "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = strict_json(proc.stdout)
+    assert doc["model"]["total_params"] == (20 * 32 + 32) + (32 * 10 + 10)
 
 
 def test_model_built_on_meta_gets_a_shape_only_probe():

@@ -218,12 +218,13 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     tree = walk(model)
     lazy = [p for p, m in tree.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin)
             and m.has_uninitialized_params()]
+    picked = None
     if lazy:
-        raise InspectrError(
-            f"{type(model).__name__} has lazy modules that are not initialised yet ({', '.join(lazy[:3])}): "
-            "their parameter counts are unknown until a first forward.",
-            "Run one forward pass on the model before inspecting it (inspectr never changes your model).",
-        )
+        picked = _pick(loaded, inputs, input_specs, batch_size, dev, seed, lazy)
+        model = _materialized(model, picked[0], lazy)
+        tree = walk(model)
+        notes.append(f"lazy modules ({', '.join(lazy[:3])}{', …' if len(lazy) > 3 else ''}) materialized on a "
+                     "copy by one forward with the probe inputs; your model stays lazy")
     own_device = first_device(model, tree)
     if own_device.type == "meta" and dev != "meta":
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
@@ -232,9 +233,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
-    with torch.random.fork_rng(devices=[]):  # the user's RNG stream is left where it was
-        torch.manual_seed(seed)
-        inp, forced_mode = pick_inputs(loaded, inputs, input_specs, batch_size, dev)
+    inp, forced_mode = picked or _pick(loaded, inputs, input_specs, batch_size, dev, seed)
     if forced_mode and mode == "own":
         mode = forced_mode
         notes.append(f"probed in {forced_mode} mode: this model family needs it without targets")
@@ -272,6 +271,41 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         notes=tuple(notes),
     )
     return Report(structure.model, inp.describe(), rows, tuple(findings), info)
+
+
+def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch_size: int | None,
+          dev: str, seed: int, lazy: list[str] | None = None) -> tuple[inputs_mod.Inputs, str | None]:
+    """``pick_inputs`` with the seed, leaving the user's RNG stream where it was. With ``lazy``
+    modules only an input the user gave counts: a first layer of unknown size guesses nothing."""
+    fm = loaded.file_module
+    if lazy and not (input_specs or inputs is not None or hasattr(loaded.model, "example_input")
+                     or (fm is not None and hasattr(fm, "example_input"))):
+        raise InspectrError(
+            f"{type(loaded.model).__name__} has lazy modules that are not initialised yet "
+            f"({', '.join(lazy[:3])}): their sizes come from a first forward, and inspectr has no "
+            "input to run one with.",
+            "Give one with --input (or an example_input method on the model); your model stays lazy.",
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return pick_inputs(loaded, inputs, input_specs, batch_size, dev)
+
+
+def _materialized(model: nn.Module, inp: inputs_mod.Inputs, lazy: list[str]) -> nn.Module:
+    """A copy of a model with lazy modules, initialised by one forward on ``inp``."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            twin(*inp.args, **inp.kwargs)
+    except Exception as exc:
+        raise InspectrError(
+            f"The forward that sizes the lazy modules ({', '.join(lazy[:3])}) failed on a copy of "
+            f"{type(model).__name__}: {type(exc).__name__}: {exc}",
+            "Check the input shapes (--input) against the model.",
+        ) from exc
+    return twin
 
 
 def _batch_of(inp: inputs_mod.Inputs) -> int | None:

@@ -252,8 +252,9 @@ def available_memory() -> int:
 
 def needed_bytes(model: nn.Module) -> int:
     """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
-    p = sum(t.numel() * t.element_size() for t in model.parameters())
-    b = sum(t.numel() * t.element_size() for t in model.buffers())
+    lazy = nn.parameter.UninitializedTensorMixin  # sizes unknown until a first forward: counted 0
+    p = sum(t.numel() * t.element_size() for t in model.parameters() if not isinstance(t, lazy))
+    b = sum(t.numel() * t.element_size() for t in model.buffers() if not isinstance(t, lazy))
     return 2 * p + b + (p // 2)
 
 
