@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -104,6 +105,36 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+class ProgressLine:
+    """One line on a terminal's stderr while a report is made: phase, module k of N, elapsed.
+
+    Rewritten in place at most ten times a second and wiped before the report prints; never
+    used when stderr is not a terminal (CI logs and pipes get nothing).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done and now - self.last < 0.1:
+            return
+        self.last = now
+        where = f" · module {done:,} of {total:,}" if total else ""
+        self.stream.write(f"\r\x1b[2Kinspectr: {phase}{where} · {now - self.start:.1f} s")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self.shown = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
     parser = build_parser()
@@ -150,7 +181,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _report(args: argparse.Namespace) -> int:
     from inspectr.core.inspect import inspect
 
-    report = inspect(args.spec, **inspect_options(args))
+    line = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        report = inspect(args.spec, **inspect_options(args), progress=line)
+    finally:
+        if line is not None:
+            line.clear()
     from inspectr.report.render import export, make_console, report_renderables
 
     fmt = args.format or "text"

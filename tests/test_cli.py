@@ -314,3 +314,56 @@ def test_output_that_cannot_be_written_is_a_clean_error(tmp_path) -> None:
     proc = run_cli("lenet", "-o", str(blocker / "report.txt"))
     assert_clean_error(proc, "-o", "could not be written")
     assert blocker.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_progress_reaches_the_api_caller_phase_by_phase() -> None:
+    import torch
+    from torch import nn
+
+    import inspectr
+
+    calls: list[tuple[str, int, int]] = []
+    inspectr.inspect("sample:lenet", progress=lambda phase, k, n: calls.append((phase, k, n)))
+    assert calls[0] == ("loading the model", 0, 0)
+    calls.clear()
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(100)])  # 301 modules
+    inspectr.inspect(model, inputs=torch.randn(2, 8), progress=lambda phase, k, n: calls.append((phase, k, n)))
+    phases = [c[0] for c in calls]
+    assert phases[-1] == "summary and findings"
+    assert phases.index("probe: forward") < phases.index("probe: backward")
+    forward = [(k, n) for phase, k, n in calls if phase == "probe: forward"]
+    assert forward[0] == (0, 301) and all(0 <= k <= n == 301 for k, n in forward)
+    assert [k for k, _ in forward[1:]] == [64, 128, 192, 256]  # told every 64 modules
+
+
+def test_progress_line_on_a_terminal_and_nothing_on_a_pipe(tmp_path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    main_fd, sub_fd = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="120")
+    proc = subprocess.run([sys.executable, "-m", "inspectr", "lenet", "--report", "--depth", "0"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=sub_fd, env=env,
+                          timeout=180)
+    os.close(sub_fd)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main_fd)
+    assert proc.returncode == 0
+    text = seen.decode("utf-8", "replace")
+    assert "inspectr: loading the model" in text and "inspectr: probe: forward" in text
+    assert text.endswith("\r\x1b[2K")  # wiped before the report
+    assert b"inspectr:" not in proc.stdout
+    piped = run_cli("lenet", "--report", "--depth", "0")
+    assert piped.returncode == 0 and "inspectr:" not in piped.stderr

@@ -151,6 +151,8 @@ class ModuleHooks:
         a = self.acc[path]
         timing = self.opts.timing
         cancelled = self.opts.cancelled
+        progress = self.opts.progress
+        total = len(self.named)
 
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if self.quiet is not None:
@@ -173,8 +175,11 @@ class ModuleHooks:
                 self.next_order += 1
                 a.input_shapes = tuple(describe(x) for x in args) + ((describe(kwargs),) if kwargs else ())
                 # let a waiting app stop a long probe: checked every 64 modules, not only between phases
-                if self.next_order % 64 == 0 and cancelled is not None and cancelled():
-                    raise ProbeCancelled()
+                if self.next_order % 64 == 0:
+                    if cancelled is not None and cancelled():
+                        raise ProbeCancelled()
+                    if progress is not None:
+                        progress("probe: forward", self.next_order, total)
             versions = [(t, t._version) for t in args if type(t) in _PLAIN and t.is_floating_point()
                         and t.layout == torch.strided]
             if kwargs:

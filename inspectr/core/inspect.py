@@ -165,6 +165,7 @@ def inspect(
     freeze_plan: str | None = None,
     cancelled: Callable[[], bool] | None = None,
     loaded: LoadedModel | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Report:
     """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
     if mode not in MODES:
@@ -180,6 +181,8 @@ def inspect(
             if kwargs or weights:
                 raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
         elif isinstance(model_or_spec, str):
+            if progress is not None:
+                progress("loading the model", 0, 0)
             loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
         else:
             raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
@@ -194,7 +197,7 @@ def inspect(
             apply_globs(model, freeze or [], unfreeze or [])
         with gc_paused():
             return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                                   flops, timing, histograms, probe, cancelled)
+                                   flops, timing, histograms, probe, cancelled, progress)
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
@@ -205,7 +208,8 @@ def inspect(
 def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: list[Any] | None,
                     batch_size: int | None, mode: str, seed: int, backward: bool, flops: bool,
                     timing: bool, histograms: bool, probe: bool,
-                    cancelled: Callable[[], bool] | None) -> Report:
+                    cancelled: Callable[[], bool] | None,
+                    progress: Callable[[str, int, int], None] | None = None) -> Report:
     notes = list(loaded.notes)
     model = loaded.model
     original = compiled_original(model)
@@ -249,12 +253,14 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
             param_map[name] = b.detach().to(probe_dev).clone() if probe_dev != "meta" else b.to(probe_dev)
     run_inputs = inp.to(probe_dev)
     opts = ProbeOptions(backward=backward, mode=mode, seed=seed, flops=flops, timing=timing,
-                        histograms=histograms, cancelled=cancelled)
+                        histograms=histograms, cancelled=cancelled, progress=progress)
     result = run_probe(model, run_inputs.args, run_inputs.kwargs, opts, param_map, tree)
     if shape_only:
         notes.append("shape-only probe on meta tensors: exact counts, shapes and FLOPs; no statistics")
     if result.backward_note:
         notes.append(f"backward skipped: {result.backward_note}" if result.backward == "skipped" else result.backward_note)
+    if progress is not None:
+        progress("summary and findings", 0, 0)
     structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
     rows = structure.rows
     findings = find_problems(rows, result)

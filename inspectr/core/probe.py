@@ -43,6 +43,8 @@ class ProbeOptions:
     timing: bool = False
     histograms: bool = False
     cancelled: Callable[[], bool] | None = None  # checked between phases (app workers)
+    # told (phase, modules run so far, modules in all) every 64 modules and between phases
+    progress: Callable[[str, int, int], None] | None = None
 
 
 
@@ -174,6 +176,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
             with torch.set_grad_enabled(opts.backward):
                 p_args = prepare(args)
                 p_kwargs = prepare(kwargs)
+                if opts.progress is not None:
+                    opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
                 output: Any = None
                 try:
@@ -218,6 +222,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     else:
                         loss = sum(t.sum() if not t.is_complex() else t.abs().sum() for t in floats)
                         probe.before_backward()
+                        if opts.progress is not None:
+                            opts.progress("probe: backward", 0, 0)
                         try:
                             loss.backward()
                             backward = "ran"
