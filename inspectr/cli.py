@@ -212,7 +212,7 @@ def _report(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty()
         width = None if tty else (args.width or int(os.environ.get("COLUMNS", 0)) or 120)
         console = make_console(width=width, color=None if tty else False)
-        for part in report_renderables(report, args.depth):
+        for part in report_renderables(report, args.depth, console.width):
             console.print(part)
     else:
         sys.stdout.write(export(report, fmt, args.depth, args.width or 120))

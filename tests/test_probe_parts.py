@@ -219,3 +219,72 @@ def test_gc_paused_restores_the_collector():
         assert not gc.isenabled()  # a caller who had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_saved_bytes_of_a_linear_relu_stack_by_hand():
+    # Linear saves its input (for the weight gradient), ReLU its output; the next Linear's input
+    # is that same ReLU output: one allocation, counted once. Parameters never count.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5), nn.ReLU())
+    r = inspectr.inspect(model, inputs=torch.randn(4, 10))
+    saved = {row.path: row.saved_bytes for row in r.modules}
+    assert saved == {"": 0, "0": 4 * 10 * 4, "1": 4 * 20 * 4, "2": 0, "3": 4 * 5 * 4}
+    assert [row.output_bytes for row in r.modules] == [80, 320, 320, 80, 80]
+    doc = r.to_dict()["modules"][1]
+    assert doc["saved_bytes"] == 160 and doc["output_bytes"] == 320
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_b_16"])
+def test_saved_bytes_add_up_to_what_autograd_saved(name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None)
+    size = 224 if name.startswith("vit") else 96
+    x = torch.randn(2, 3, size, size)
+    r = run_probe(model, (x,), {}, ProbeOptions())
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    model.zero_grad(set_to_none=True)
+    assert sum(m.saved_bytes or 0 for m in r.measures.values()) == sum(storages.values())
+
+
+def test_saved_bytes_grow_with_the_batch_by_a_fixed_step():
+    # a + b * batch: BatchNorm's per-channel statistics are the part that does not grow
+    model = torchvision.models.resnet18(weights=None)
+    totals = []
+    for batch in (2, 4, 6):
+        r = run_probe(model, (torch.randn(batch, 3, 64, 64),), {}, ProbeOptions(mode="eval"))
+        totals.append(sum(m.saved_bytes or 0 for m in r.measures.values()))
+    assert totals[2] - totals[1] == totals[1] - totals[0] > 0
+    assert 0 < 2 * totals[0] - totals[1] < totals[0] // 10
+
+
+def test_a_saved_tensor_changed_in_place_still_fails_backward():
+    # saved_tensors_hooks switch off autograd's own version check: inspectr's unpack does it,
+    # so a model that would fail in training fails under the probe too
+    class Clobber(nn.Module):
+        def forward(self, x):
+            y = torch.sigmoid(x)  # sigmoid saves its output
+            y.mul_(2)  # and this changes it in place
+            return y
+
+    model = nn.Sequential(nn.Linear(4, 4), Clobber())
+    r = inspectr.inspect(model, inputs=torch.randn(2, 4))
+    assert r.probe.error is not None and r.probe.error.phase == "backward"
+    assert "modified by an inplace operation" in r.probe.error.message
+
+
+def test_meta_models_get_saved_bytes_too():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    r = inspectr.inspect(model, inputs=torch.randn(4, 8))
+    assert r.probe.shape_only
+    assert r.module("0").saved_bytes == 4 * 8 * 4 and r.module("1").saved_bytes == 4 * 16 * 4

@@ -31,6 +31,7 @@ from inspectr.core.activations import (
     dead_kind,
 )
 from inspectr.core.flops import leaf_flops
+from inspectr.core.memory import SavedBytes
 from inspectr.core.result import ActivationStats, FunctionalActivation, fast_new
 from inspectr.core.state import ParamGuard
 from inspectr.core.stats import GradSquares, OutputStats, StatsAccumulator, finish_stats
@@ -64,6 +65,7 @@ class ModuleAcc:
     grad_numel: int = 0
     grad_calls: int = 0
     time_s: float = 0.0
+    output_bytes: int = 0
     flops_f: int = 0
     flops_b: int = 0
     nonfinite_input: bool | None = None  # set on the first call whose output was non-finite
@@ -86,6 +88,8 @@ class ModuleMeasure:
     time_ms: float | None
     nonfinite_input: bool | None = None
     nonfinite_done: int | None = None
+    saved_bytes: int | None = None  # saved for backward while this module ran (itself, not children)
+    output_bytes: int = 0  # bytes of its outputs, over all calls
 
 
 def _inputs_finite(versions: list[tuple[torch.Tensor, int]]) -> bool:
@@ -123,6 +127,12 @@ class ModuleHooks:
         self.quiet: Any = None
         # parameters a forward may change in place (e.g. clamp_ under no_grad): copied first
         self.guard = ParamGuard([])
+        self.saved: SavedBytes | None = None  # set when the pass records what backward needs
+
+    def count_saved(self) -> SavedBytes:
+        """Start counting the bytes autograd saves, per innermost running module."""
+        self.saved = SavedBytes(self.stack, [p for _, p in self.params])
+        return self.saved
 
     def guard_params(self) -> None:
         self.guard = ParamGuard([p for _, p in self.params])
@@ -239,6 +249,7 @@ class ModuleHooks:
                 if a.calls == 1:
                     a.output_shapes = tuple(tuple(t.shape) for t in every)
                     a.output_structure = structure(output)
+            a.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
             if flops:
                 fl = leaf(m, args, output)
                 if fl is not None:
@@ -405,6 +416,7 @@ class ModuleHooks:
             a.grad_sq += sq
         out: dict[str, ModuleMeasure] = {}
         timing = self.opts.timing
+        saved = self.saved.by_module if self.saved is not None else None
         for path, a in self.acc.items():
             grad_norm = grad_rms = None
             if a.grad_calls and not self.shape_only:
@@ -431,6 +443,8 @@ class ModuleHooks:
                 time_ms=a.time_s * 1000 if timing and a.calls else None,
                 nonfinite_input=a.nonfinite_input,
                 nonfinite_done=a.nonfinite_done,
+                saved_bytes=saved.get(path, 0) if saved is not None and a.calls else None,
+                output_bytes=a.output_bytes,
             )
         return out
 

@@ -10,6 +10,7 @@ culprit when the model's forward or backward raises.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -180,8 +181,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
                 output: Any = None
+                saved = probe.count_saved().counting() if opts.backward else contextlib.nullcontext()
                 try:
-                    with FunctionalWatch(probe):
+                    with FunctionalWatch(probe), saved:
                         if param_map is not None:
                             output = torch.func.functional_call(model, param_map, p_args, p_kwargs)
                         else:

@@ -101,6 +101,8 @@ class ModuleRow:
     flops_backward: int | None = None
     time_ms: float | None = None
     order: int | None = None  # position of the first call in forward execution order
+    saved_bytes: int | None = None  # autograd saved for backward while it ran (not its children)
+    output_bytes: int | None = None  # its outputs, over all calls
 
     @property
     def frozen_params(self) -> int:
@@ -136,6 +138,8 @@ class ModuleRow:
             "param_grad_norm": _num(self.param_grad_norm),
             "flops_forward": self.flops_forward,
             "flops_backward": self.flops_backward,
+            "saved_bytes": self.saved_bytes,
+            "output_bytes": self.output_bytes,
             "time_ms": _num(self.time_ms),
             "parameters": [
                 {

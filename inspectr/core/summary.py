@@ -168,6 +168,8 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             flops_forward=flops_f.get(path) if flops_f else None,
             flops_backward=flops_b.get(path) if flops_b else None,
             time_ms=m.time_ms,
+            saved_bytes=m.saved_bytes,
+            output_bytes=m.output_bytes,
         )
         rows.append(
             fast_new(

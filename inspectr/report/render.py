@@ -133,12 +133,18 @@ def header(report: Report) -> RenderableType:
     return t
 
 
-def module_table(report: Report, depth: int | None = None, stats: bool = True) -> Table:
-    """The module tree as a table; ``depth`` folds deeper modules into their ancestors."""
+SAVED_COLUMN_WIDTH = 100  # narrower consoles leave out the Saved column (the totals still say it)
+
+
+def module_table(report: Report, depth: int | None = None, stats: bool = True,
+                 width: int | None = None) -> Table:
+    """The module tree as a table; ``depth`` folds deeper modules into their ancestors;
+    ``width``: the console's, when known (the Saved column needs SAVED_COLUMN_WIDTH)."""
     rows = [r for r in report.modules if depth is None or r.depth <= depth]
     prefixes = tree_prefixes(rows)
     has_flops = any(r.flops_forward for r in rows)
     has_grad = any(r.grad_norm is not None for r in rows)
+    has_saved = (width is None or width >= SAVED_COLUMN_WIDTH) and any(r.saved_bytes for r in rows)
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
     t.add_column("Module", no_wrap=True, overflow="ellipsis", max_width=60)
     t.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=28)
@@ -147,10 +153,13 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True) -
     t.add_column("Train", no_wrap=True)
     if has_flops:
         t.add_column("FLOPs", justify="right", no_wrap=True)
+    if has_saved:  # bytes autograd keeps for backward, the module and everything inside it
+        t.add_column("Saved", justify="right", no_wrap=True)
     if stats and has_grad:
         t.add_column("Grad norm", justify="right", no_wrap=True)
     if stats:
         t.add_column("Notes", overflow="fold", max_width=30)
+    saved_below = saved_by_subtree(report) if has_saved else {}
     flagged: dict[str, list[Finding]] = {}
     for f in report.findings:
         flagged.setdefault(f.module, []).append(f)
@@ -173,6 +182,9 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True) -
         ]
         if has_flops:
             cells.append(Text(human(r.flops_forward) if r.flops_forward else ""))
+        if has_saved:
+            below = saved_below.get(r.path, 0)
+            cells.append(Text(human_bytes(below) if below else ""))
         if stats and has_grad:
             cells.append(Text(sci(r.grad_norm)))
         if stats:
@@ -186,6 +198,19 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True) -
             cells.append(notes)
         t.add_row(*cells)
     return t
+
+
+def saved_by_subtree(report: Report) -> dict[str, int]:
+    """Saved-for-backward bytes of each module together with everything inside it."""
+    below: dict[str, int] = {}
+    for r in report.modules:
+        if not r.saved_bytes:
+            continue
+        parts = r.path.split(".") if r.path else []
+        for i in range(len(parts) + 1):
+            key = ".".join(parts[:i])
+            below[key] = below.get(key, 0) + r.saved_bytes
+    return below
 
 
 def totals(report: Report) -> RenderableType:
@@ -204,6 +229,10 @@ def totals(report: Report) -> RenderableType:
         t.add_row("FLOPs forward", f"{human(root.flops_forward)} ({root.flops_forward:,})")
         if root.flops_backward:
             t.add_row("FLOPs backward", f"{human(root.flops_backward)} ({root.flops_backward:,})")
+    saved = sum(r.saved_bytes or 0 for r in report.modules)
+    if saved:
+        batch = f" at batch {report.probe.batch_size}" if report.probe.batch_size else ""
+        t.add_row("Saved for backward", f"{human_bytes(saved)}{batch} ({saved:,} B)")
     return t
 
 
@@ -235,8 +264,9 @@ def notes_text(report: Report) -> RenderableType | None:
     return t
 
 
-def report_renderables(report: Report, depth: int | None = None) -> list[RenderableType]:
-    parts: list[RenderableType] = [header(report), module_table(report, depth, stats=report.probe.ran),
+def report_renderables(report: Report, depth: int | None = None,
+                       width: int | None = None) -> list[RenderableType]:
+    parts: list[RenderableType] = [header(report), module_table(report, depth, stats=report.probe.ran, width=width),
                                    totals(report)]
     if report.probe.ran:
         parts.append(Text("\nFindings", style="bold"))
@@ -329,7 +359,7 @@ def _recorded(report: Report, depth: int | None, width: int, color: bool) -> Con
     """A console that has printed the report into memory, ready for one of its exports."""
     c = Console(width=width, record=True, no_color=not color, force_terminal=color or None,
                 highlight=False, file=io.StringIO())
-    for part in report_renderables(report, depth):
+    for part in report_renderables(report, depth, width):
         c.print(part)
     return c
 
