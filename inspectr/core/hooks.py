@@ -448,14 +448,3 @@ class ModuleHooks:
             )
         return out
 
-
-def named_params(named: list[tuple[str, nn.Module]]) -> list[tuple[str, torch.Tensor]]:
-    """``named_parameters()`` (each tensor once, first name), without its per-module generator cost."""
-    seen: set[int] = set()
-    out = []
-    for path, mod in named:
-        for name, p in mod._parameters.items():
-            if p is not None and id(p) not in seen:
-                seen.add(id(p))
-                out.append((f"{path}.{name}" if path else name, p))
-    return out

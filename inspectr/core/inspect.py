@@ -229,7 +229,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         tree = walk(model)
         notes.append(f"lazy modules ({', '.join(lazy[:3])}{', …' if len(lazy) > 3 else ''}) materialized on a "
                      "copy by one forward with the probe inputs; your model stays lazy")
-    own_device = first_device(model, tree)
+    own_device = first_device(tree)
     if own_device.type == "meta" and dev != "meta":
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
     if not probe:

@@ -311,14 +311,6 @@ def fast_new(cls: type[Any], **values: Any) -> Any:
     return obj
 
 
-def with_changes(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` for the frozen results, without its per-call field introspection."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.update(changes)
-    return new
-
-
 _DEFAULTS: dict[type, dict[str, Any]] = {}
 
 

@@ -84,9 +84,13 @@ def sample_step(n: int, shape: tuple[int, ...]) -> int:
     return step
 
 
-def count_nonzero(x: torch.Tensor) -> float:
-    """Exact nonzero count; a float32 sum of ones is exact below 2**24 and 3x faster than float64."""
-    ones = x.sign().abs_()
+def count_nonzero(x: torch.Tensor, out: torch.Tensor | None = None, nonneg: bool = False) -> float:
+    """Exact nonzero count (NaN counts as zero, as ``sign`` has it): ``sign`` then a sum, as bool
+    reductions are 5x slower on CPU; a float32 sum of ones is exact below 2**24 and 3x faster than
+    float64. ``out``: a buffer shaped like ``x`` to write the signs into; ``nonneg``: ``x`` >= 0."""
+    ones = torch.sign(x, out=out) if out is not None else x.sign()
+    if not nonneg:
+        ones.abs_()
     return float(ones.sum() if x.numel() < 1 << 24 else ones.sum(dtype=torch.float64))
 
 
@@ -253,9 +257,9 @@ class OutputStats:
         Per-unit maxima (and minima, unless the output is never negative) along the unit layout
         give the exact minimum and maximum and, per unit, whether any value leaves (-tol, tol)
         (``amax``/``amin`` along dims: ``aminmax`` along a dim is 10-20x slower on CPU). Zeros
-        are counted exactly (``sign`` into a reused scratch buffer, then a sum: bool reductions
-        are 5x slower) where they are expected; sums come from the sample. None when a value is
-        NaN or Inf (the general path counts them).
+        are counted exactly where they are expected (``count_nonzero`` into a reused scratch
+        buffer); sums come from the sample. None when a value is NaN or Inf (the general path
+        counts them).
         """
         units, inner = layout
         n = x.numel()
@@ -269,16 +273,14 @@ class OutputStats:
             alive |= lo_u < -tol
             parts.append(lo_u.min())
         parts.append(alive.sum().to(x.dtype))
-        if count_zeros:
-            signs = torch.sign(x, out=self._scratch(x))
-            if not nonneg:
-                signs.abs_()
-            parts.append(signs.sum() if n < 1 << 24 else signs.sum(dtype=torch.float64).to(x.dtype))
-        else:
+        if not count_zeros:
             parts.append(torch.count_nonzero(sample).to(x.dtype))
         values = torch.stack(parts).tolist()
         mx, total, norm = values[:3]
-        nz, n_alive = values[-1], values[-2]
+        if count_zeros:
+            nz, n_alive = count_nonzero(x, self._scratch(x), nonneg), values[-1]
+        else:
+            nz, n_alive = values[-1], values[-2]
         if nonneg:  # the minimum of a nonnegative output is 0 wherever a value is
             mn = 0.0 if count_zeros and nz < n else float(x.min())
         else:
@@ -314,12 +316,6 @@ class OutputStats:
                 if stats[5] + stats[6]:
                     bad += e.tags
         return bad
-
-    def clear(self) -> None:
-        self.pending.clear()
-        self.pending_bytes = 0
-        self.cache.clear()
-        self.scratch.clear()
 
 
 _WIDE = (torch.float32, torch.float64)

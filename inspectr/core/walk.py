@@ -51,9 +51,9 @@ def walk(model: nn.Module) -> ModelWalk:
     return ModelWalk(tuple(first), aliases, tuple(params), {k: tuple(v) for k, v in paths.items()})
 
 
-def first_device(model: nn.Module, w: ModelWalk | None = None) -> torch.device:
+def first_device(tree: ModelWalk) -> torch.device:
     """The device of the model's first parameter or buffer (cpu when it has none)."""
-    for _, mod in (w.modules if w is not None else model.named_modules()):
+    for _, mod in tree.modules:
         for t in (*mod._parameters.values(), *mod._buffers.values()):
             if t is not None:
                 return t.device
