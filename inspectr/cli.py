@@ -9,6 +9,7 @@ import time
 import traceback
 from typing import Any
 
+from inspectr.core.optim import DEFAULT_LR, OPTIMIZERS
 from inspectr.errors import (
     EXIT_BAD_REQUEST,
     EXIT_MODEL_PROBLEM,
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--no-backward", action="store_true", help="forward pass only")
     probe.add_argument("--no-probe", action="store_true", help="structure and parameter counts only")
     probe.add_argument("--timing", action="store_true", help="time every module (inclusive wall time)")
+    train = p.add_argument_group("training and memory")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                       help="optimizer to train with and to count state for (default adamw)")
+    train.add_argument("--lr", type=float, default=None, help=f"learning rate (default {DEFAULT_LR:g})")
+    train.add_argument("--momentum", type=float, default=None, help="momentum for --optimizer sgd (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(mode="own")
     return p
@@ -102,6 +108,9 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
         freeze=args.freeze,
         unfreeze=args.unfreeze,
         freeze_plan=args.freeze_plan,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
     )
 
 

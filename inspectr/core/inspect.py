@@ -13,6 +13,7 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings import find_problems
 from inspectr.core.loader import LoadedModel, load
+from inspectr.core.optim import OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
 from inspectr.core.result import ProbeInfo, Report
 from inspectr.core.state import gc_paused, preserved
@@ -166,6 +167,9 @@ def inspect(
     cancelled: Callable[[], bool] | None = None,
     loaded: LoadedModel | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    optimizer: str | OptimizerChoice = "adamw",
+    lr: float | None = None,
+    momentum: float | None = None,
 ) -> Report:
     """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
     if mode not in MODES:
@@ -175,6 +179,7 @@ def inspect(
     if batch_size is not None and batch_size < 1:
         raise InspectrError(f"--batch-size {batch_size} must be at least 1.", "Use --batch-size 4, for example.")
     dev = resolve_device(device)
+    opt = choose_optimizer(optimizer, lr, momentum)
     if loaded is None:
         if isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
@@ -197,7 +202,7 @@ def inspect(
             apply_globs(model, freeze or [], unfreeze or [])
         with gc_paused():
             return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                                   flops, timing, histograms, probe, cancelled, progress)
+                                   flops, timing, histograms, probe, cancelled, progress, opt)
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
@@ -209,7 +214,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     batch_size: int | None, mode: str, seed: int, backward: bool, flops: bool,
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None,
-                    progress: Callable[[str, int, int], None] | None = None) -> Report:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    opt: OptimizerChoice | None = None) -> Report:
     notes = list(loaded.notes)
     model = loaded.model
     original = compiled_original(model)
