@@ -9,7 +9,7 @@ import time
 import traceback
 from typing import Any
 
-from inspectr.core.optim import DEFAULT_LR, OPTIMIZERS
+from inspectr.core.optim import DEFAULT_LR, DTYPE_CHOICES, OPTIMIZERS
 from inspectr.errors import (
     EXIT_BAD_REQUEST,
     EXIT_MODEL_PROBLEM,
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="optimizer to train with and to count state for (default adamw)")
     train.add_argument("--lr", type=float, default=None, help=f"learning rate (default {DEFAULT_LR:g})")
     train.add_argument("--momentum", type=float, default=None, help="momentum for --optimizer sgd (default 0)")
+    train.add_argument("--dtype", choices=DTYPE_CHOICES, default=None,
+                       help="estimate memory for autocast mixed precision (bf16, fp16) or fp32")
+    train.add_argument("--fit", metavar="SIZE", default=None,
+                       help="the largest batch whose training peak fits SIZE (24GiB, 80GB, ...)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(mode="own")
     return p
@@ -111,6 +115,8 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=args.momentum,
+        dtype=args.dtype,
+        fit=args.fit,
     )
 
 

@@ -369,13 +369,14 @@ def test_progress_line_on_a_terminal_and_nothing_on_a_pipe(tmp_path) -> None:
     assert piped.returncode == 0 and "inspectr:" not in piped.stderr
 
 
-def test_saved_column_when_wide_and_totals_line_always() -> None:
+def test_memory_column_when_wide_and_memory_block_always() -> None:
     wide = run_cli("lenet", "--report", env={"COLUMNS": "120"})
     narrow = run_cli("lenet", "--report", env={"COLUMNS": "80"})
     assert wide.returncode == narrow.returncode == 0
     head_wide = wide.stdout.splitlines()[3]
     head_narrow = narrow.stdout.splitlines()[3]
-    assert "Saved" in head_wide and "Saved" not in head_narrow
+    assert "Memory" in head_wide and "Memory" not in head_narrow
     assert "[4, 10]" in narrow.stdout  # shapes keep their line at 80 columns
     for out in (wide.stdout, narrow.stdout):
-        assert "Saved for backward  191.6 KiB at batch 4 (196,160 B)" in out
+        assert "saved for backward at batch 4 (196,160 B)" in out
+        assert "Memory  estimate · AdamW (lr 0.001) · float32 · batch 4" in out

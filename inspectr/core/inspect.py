@@ -13,7 +13,9 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings import find_problems
 from inspectr.core.loader import LoadedModel, load
-from inspectr.core.optim import OptimizerChoice, choose_optimizer
+from inspectr.core.memory import parse_size
+from inspectr.core.memory_plan import MemoryRequest, plan_memory
+from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
 from inspectr.core.result import ProbeInfo, Report
 from inspectr.core.state import gc_paused, preserved
@@ -170,6 +172,8 @@ def inspect(
     optimizer: str | OptimizerChoice = "adamw",
     lr: float | None = None,
     momentum: float | None = None,
+    dtype: str | None = None,
+    fit: int | str | None = None,
 ) -> Report:
     """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
     if mode not in MODES:
@@ -180,6 +184,9 @@ def inspect(
         raise InspectrError(f"--batch-size {batch_size} must be at least 1.", "Use --batch-size 4, for example.")
     dev = resolve_device(device)
     opt = choose_optimizer(optimizer, lr, momentum)
+    if dtype is not None and dtype not in DTYPE_CHOICES:
+        raise InspectrError(f"--dtype {dtype!r} is not one inspectr estimates.", f"Use one of {', '.join(DTYPE_CHOICES)}.")
+    fit_bytes = parse_size(fit) if fit is not None else None
     if loaded is None:
         if isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
@@ -202,7 +209,8 @@ def inspect(
             apply_globs(model, freeze or [], unfreeze or [])
         with gc_paused():
             return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                                   flops, timing, histograms, probe, cancelled, progress, opt)
+                                   flops, timing, histograms, probe, cancelled, progress,
+                                   MemoryRequest(opt, dtype, fit_bytes))
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
@@ -215,7 +223,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    opt: OptimizerChoice | None = None) -> Report:
+                    memory: MemoryRequest | None = None) -> Report:
     notes = list(loaded.notes)
     model = loaded.model
     original = compiled_original(model)
@@ -282,7 +290,15 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         batch_size=batch_size or _batch_of(run_inputs),
         notes=tuple(notes),
     )
-    return Report(structure.model, inp.describe(), rows, tuple(findings), info)
+    estimate = None
+    if result.error is None:
+        request = memory or MemoryRequest()
+        if progress is not None and (request.fit is not None or request.dtype in ("bf16", "fp16")):
+            progress("memory: counting at other batch sizes" if request.fit else "memory: counting under autocast", 0, 0)
+        estimate = plan_memory(model, tree, rows, structure.model, run_inputs, info.batch_size,
+                               result.mode == "train", result.backward == "ran", request,
+                               "meta" if shape_only else probe_dev, param_map)
+    return Report(structure.model, inp.describe(), rows, tuple(findings), info, estimate)
 
 
 def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch_size: int | None,

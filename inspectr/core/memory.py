@@ -1,4 +1,6 @@
-"""Provides the bytes autograd saves for backward, module by module, counted as the probe runs.
+"""Provides what training costs in memory: the bytes autograd saves for backward, module by
+module, counted as the probe runs, and the model-level estimate built on them (parameters,
+gradients, optimizer state, activations, peaks, the largest batch that fits).
 
 Counted exactly with ``torch.autograd.graph.saved_tensors_hooks``: every tensor autograd saves
 passes through ``pack``; its storage counts once (a ReLU output saved by the ReLU and by the
@@ -8,11 +10,23 @@ to the innermost module running when the tensor was saved.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+
+from inspectr.core.values import iter_tensors
+from inspectr.errors import InspectrError
+
+if TYPE_CHECKING:
+    from inspectr.core.optim import OptimizerChoice
+    from inspectr.core.result import ModuleRow
+    from inspectr.core.walk import ModelWalk
 
 
 class SavedBytes:
@@ -87,3 +101,315 @@ def _storage_bytes(t: torch.Tensor) -> int:
         return int(t.untyped_storage().nbytes())
     except (RuntimeError, NotImplementedError):
         return t.numel() * t.element_size()
+
+
+# --- one extra forward that only counts bytes (other batch sizes, mixed precision) ---------
+
+def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 *, training: bool, param_map: dict[str, torch.Tensor] | None = None,
+                 amp: torch.dtype | None = None) -> Footprint:
+    """One forward with autograd recording and nothing else, counting saved bytes per module
+    (as the probe does) and leaf output bytes; the model is left exactly as it was.
+
+    ``param_map`` (name -> tensor) runs the pass on those tensors through ``functional_call``
+    (meta copies make it nearly free); ``amp`` runs it under ``torch.autocast`` in that dtype.
+    Exceptions of the model's forward propagate."""
+    from inspectr.core.state import preserved
+
+    stack: list[tuple[str]] = []
+    outputs: dict[str, int] = {}
+    leaves = {id(m) for _, m in tree.modules if not m._modules}
+    handles = []
+
+    def pre(path: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _args: Any) -> None:
+            stack.append((path,))
+        return hook
+
+    def post(path: str, leaf: bool) -> Callable[..., None]:
+        def hook(_m: nn.Module, _args: Any, out: Any) -> None:
+            stack.pop()
+            if leaf:
+                seen = {id(t): t for t in iter_tensors(out)}
+                outputs[path] = outputs.get(path, 0) + sum(t.numel() * t.element_size() for t in seen.values())
+        return hook
+
+    params = [p for _, p in tree.params] + [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
+    counter = SavedBytes(stack, params)
+    trains = any(p.requires_grad for _, p in tree.params)
+    with preserved(model, [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)], tree=tree):
+        model.train(training)
+        try:
+            for path, m in tree.modules:
+                handles.append(m.register_forward_pre_hook(pre(path)))
+                handles.append(m.register_forward_hook(post(path, id(m) in leaves), always_call=True))
+            a, k = (_grad_inputs(args), _grad_inputs(kwargs)) if not trains else (args, kwargs)
+            device_type = next((t.device.type for t in iter_tensors((a, k))), "cpu")
+            cast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+            with torch.enable_grad(), counter.counting(), cast:
+                if param_map is not None:
+                    torch.func.functional_call(model, param_map, a, k)
+                else:
+                    model(*a, **k)
+        finally:
+            for h in handles:
+                h.remove()
+    batch = batch_size_of((args, kwargs))
+    return Footprint(batch, dict(counter.by_module), outputs)
+
+
+def _grad_inputs(x: Any) -> Any:
+    """Floating tensors of ``x`` as non-leaf copies that require grad, as the probe makes them
+    when no parameter trains (so gradients, and what autograd saves, still reach the input)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().requires_grad_(True).clone() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {key: _grad_inputs(v) for key, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_grad_inputs(v) for v in x)
+    return x
+
+
+def batch_size_of(x: Any) -> int | None:
+    """The leading size of the first tensor (or the length of a list of tensors) in ``x``."""
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0]) if x.dim() else None
+    if isinstance(x, list) and x and all(isinstance(t, torch.Tensor) for t in x):
+        return len(x)
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            b = batch_size_of(v)
+            if b is not None:
+                return b
+    return None
+
+
+def rebatch(x: Any, old: int, new: int, meta: bool) -> Any:
+    """``x`` with every tensor whose leading size is ``old`` grown to ``new`` (rows repeated in
+    turn, so token ids stay valid; empty meta tensors when ``meta``); lists of ``old`` tensors
+    likewise. Everything else is kept."""
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 0 or x.shape[0] != old:
+            return x.to("meta") if meta else x
+        if meta:
+            return torch.empty((new, *x.shape[1:]), dtype=x.dtype, device="meta")
+        return x[torch.arange(new, device=x.device) % old]
+    if isinstance(x, list) and len(x) == old and x and all(isinstance(t, torch.Tensor) for t in x):
+        return [rebatch(x[i % old], -1, -1, meta) for i in range(new)]
+    if isinstance(x, dict):
+        return {k: rebatch(v, old, new, meta) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(rebatch(v, old, new, meta) for v in x)
+    return x
+
+
+# --- the estimate ------------------------------------------------------------------------
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+LINEAR_TOLERANCE = 0.01  # activation bytes within 1% of the straight line count as linear
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str | int | float) -> int:
+    """``24GiB``, ``80GB``, ``1.5T`` (binary), ``123456`` -> bytes; errors name the flag."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+        if not m or m.group(2).upper() not in _UNITS:
+            raise InspectrError(f"--fit {text!r} is not a memory size.",
+                                "Write a number with a unit, e.g. --fit 24GiB, --fit 80GB or --fit 16G.")
+        value, unit = float(m.group(1)), m.group(2).upper()
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise InspectrError(f"--fit {text!r} must be more than zero bytes.", "E.g. --fit 24GiB.")
+    return size
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one forward holds, per module path: bytes autograd saved for backward while the
+    module ran (its own, not its children's) and the output bytes of leaf modules."""
+
+    batch: int | None
+    saved: dict[str, int]
+    outputs: dict[str, int]
+
+    @property
+    def activation_bytes(self) -> int:
+        return sum(self.saved.values())
+
+    def at(self, other: Footprint, batch: int) -> Footprint:
+        """The straight line through ``self`` and ``other`` (two batch sizes), at ``batch``."""
+        b0, b1 = self.batch or 1, other.batch or 1
+        def line(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            keys = a.keys() | b.keys()
+            return {k: max(0, round(a.get(k, 0) + (b.get(k, 0) - a.get(k, 0)) * (batch - b0) / (b1 - b0)))
+                    for k in keys}
+        return Footprint(batch, line(self.saved, other.saved), line(self.outputs, other.outputs))
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[ModuleRow], batch: int | None) -> Footprint:
+        return cls(batch, {r.path: r.saved_bytes for r in rows if r.saved_bytes},
+                   {r.path: r.output_bytes for r in rows if r.output_bytes and r.is_leaf})
+
+
+@dataclass(frozen=True)
+class ModelBytes:
+    """The parts of a model's memory that do not depend on the batch."""
+
+    param_bytes: int
+    buffer_bytes: int
+    grad_bytes: int  # trainable parameters only, each tensor once
+    largest_trainable: int  # bytes of the largest trainable tensor (optimizer temporaries)
+    grads_by_path: dict[str, int]  # trainable bytes a module owns directly
+    order: tuple[str, ...]  # module paths in the order the forward first ran them
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[ModuleRow], param_bytes: int, buffer_bytes: int) -> ModelBytes:
+        grads: dict[str, int] = {}
+        largest = 0
+        for r in rows:
+            own = 0
+            for p in r.parameters:
+                if p.requires_grad and p.shared_with is None:
+                    n = p.numel * _itemsize(p.dtype)
+                    own += n
+                    largest = max(largest, n)
+            if own:
+                grads[r.path] = own
+        ran = sorted((r for r in rows if r.order is not None), key=lambda r: r.order or 0)
+        return cls(param_bytes, buffer_bytes, sum(grads.values()), largest, grads,
+                   tuple(r.path for r in ran))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Training and inference memory of one model at one batch size (an estimate: see
+    ``estimate``). JSON ``memory``."""
+
+    param_bytes: int
+    grad_bytes: int
+    optimizer_bytes: int
+    buffer_bytes: int
+    activation_bytes: int
+    training_peak_bytes: int
+    inference_peak_bytes: int
+    batch_size: int | None
+    optimizer: str
+    dtype: str
+    peak_phase: str  # where the training peak falls: "forward", "backward" or "optimizer step"
+    max_batch_size: int | None = None
+    fit_bytes: int | None = None
+    activation_per_sample: int | None = None  # bytes saved per extra sample (two batch sizes)
+    linear: bool | None = None  # activations measured linear in the batch (None: not measured)
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "param_bytes": self.param_bytes,
+            "grad_bytes": self.grad_bytes,
+            "optimizer_bytes": self.optimizer_bytes,
+            "buffer_bytes": self.buffer_bytes,
+            "activation_bytes": self.activation_bytes,
+            "training_peak_bytes": self.training_peak_bytes,
+            "inference_peak_bytes": self.inference_peak_bytes,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "dtype": self.dtype,
+            "peak_phase": self.peak_phase,
+            "max_batch_size": self.max_batch_size,
+            "fit_bytes": self.fit_bytes,
+            "activation_per_sample": self.activation_per_sample,
+            "linear": self.linear,
+            "notes": list(self.notes),
+        }
+
+
+def training_peak(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice) -> tuple[int, str]:
+    """The training peak and its phase, in steady state (optimizer state exists):
+
+    - forward end: parameters + buffers + optimizer state + everything saved for backward;
+    - backward, at each module (reverse run order): what is still saved up to it, plus the
+      gradients of it and every module after it, plus twice its output (the gradient arriving
+      and the one leaving);
+    - optimizer step: parameters + buffers + gradients + optimizer state + the step's
+      temporaries (Adam's foreach step: two of the largest trainable tensor).
+    """
+    base = mb.param_bytes + mb.buffer_bytes + opt.states_per_param * mb.grad_bytes
+    fwd = base + fp.activation_bytes
+    best, phase = fwd, "forward"
+    if mb.grad_bytes or fp.activation_bytes:
+        prefix, upto = 0, []
+        for path in mb.order:
+            prefix += fp.saved.get(path, 0)
+            upto.append(prefix)
+        grads = 0
+        for i in range(len(mb.order) - 1, -1, -1):
+            path = mb.order[i]
+            grads += mb.grads_by_path.get(path, 0)
+            here = base + upto[i] + grads + 2 * fp.outputs.get(path, 0)
+            if here > best:
+                best, phase = here, "backward"
+    if mb.grad_bytes:
+        temps = 2 * mb.largest_trainable if opt.name in ("adam", "adamw") else 0
+        step = base + mb.grad_bytes + temps
+        if step > best:
+            best, phase = step, "optimizer step"
+    return best, phase
+
+
+def inference_peak(mb: ModelBytes, fp: Footprint, input_bytes: int) -> int:
+    """Parameters + buffers + the inputs + the largest leaf output twice (its input and output
+    alive together), with autograd off."""
+    return mb.param_bytes + mb.buffer_bytes + input_bytes + 2 * max(fp.outputs.values(), default=0)
+
+
+def estimate(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice, dtype: str, input_bytes: int,
+             notes: Sequence[str] = ()) -> MemoryEstimate:
+    """The memory block at ``fp``'s batch size (see ``training_peak`` for the formula)."""
+    peak, phase = training_peak(mb, fp, opt)
+    return MemoryEstimate(
+        param_bytes=mb.param_bytes,
+        grad_bytes=mb.grad_bytes,
+        optimizer_bytes=opt.states_per_param * mb.grad_bytes,
+        buffer_bytes=mb.buffer_bytes,
+        activation_bytes=fp.activation_bytes,
+        training_peak_bytes=peak,
+        inference_peak_bytes=inference_peak(mb, fp, input_bytes),
+        batch_size=fp.batch,
+        optimizer=opt.label,
+        dtype=dtype,
+        peak_phase=phase,
+        notes=tuple(notes),
+    )
+
+
+def fit_batch(mb: ModelBytes, opt: OptimizerChoice, limit: int,
+              footprint_at: Callable[[int], Footprint], most: int = 2**40) -> int:
+    """The largest batch whose training peak is at most ``limit`` (0: not even batch 1).
+
+    ``footprint_at(b)``: the footprint at batch ``b`` (interpolated or measured); the peak
+    grows with the batch, so a doubling search and a bisection find the edge."""
+    def fits(b: int) -> bool:
+        return training_peak(mb, footprint_at(b), opt)[0] <= limit
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= most and fits(hi):
+        lo, hi = hi, hi * 2
+    if hi > most:
+        return lo
+    while hi - lo > 1:  # fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _itemsize(dtype: str) -> int:
+    t = getattr(torch, dtype.replace("torch.", ""), None)
+    return t.itemsize if isinstance(t, torch.dtype) else 4

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # torch is imported on use: the CLI reads OPTIMIZERS before t
     import torch
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")  # --dtype: fp32, or autocast mixed precision
 DEFAULT_LR = 1e-3
 
 

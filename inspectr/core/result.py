@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inspectr.core.memory import MemoryEstimate
 
 SCHEMA = "inspectr/1"
 
@@ -257,6 +260,7 @@ class Report:
     modules: tuple[ModuleRow, ...]
     findings: tuple[Finding, ...]
     probe: ProbeInfo
+    memory: MemoryEstimate | None = None  # training/inference memory; None without a probe
 
     def module(self, path: str) -> ModuleRow:
         for row in self.modules:
@@ -297,6 +301,7 @@ class Report:
             "modules": [r.to_dict() for r in self.modules],
             "findings": [f.to_dict() for f in self.findings],
             "probe": self.probe.to_dict(),
+            "memory": self.memory.to_dict() if self.memory else None,
         }
 
 

@@ -16,6 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from inspectr.core.memory import MemoryEstimate
 from inspectr.core.result import Finding, ModuleRow, Report
 
 FORMATS = ("text", "markdown", "json", "html", "svg")
@@ -133,13 +134,13 @@ def header(report: Report) -> RenderableType:
     return t
 
 
-SAVED_COLUMN_WIDTH = 100  # narrower consoles leave out the Saved column (the totals still say it)
+SAVED_COLUMN_WIDTH = 100  # narrower consoles leave out the Memory column (the totals still say it)
 
 
 def module_table(report: Report, depth: int | None = None, stats: bool = True,
                  width: int | None = None) -> Table:
     """The module tree as a table; ``depth`` folds deeper modules into their ancestors;
-    ``width``: the console's, when known (the Saved column needs SAVED_COLUMN_WIDTH)."""
+    ``width``: the console's, when known (the Memory column needs SAVED_COLUMN_WIDTH)."""
     rows = [r for r in report.modules if depth is None or r.depth <= depth]
     prefixes = tree_prefixes(rows)
     has_flops = any(r.flops_forward for r in rows)
@@ -154,7 +155,7 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
     if has_flops:
         t.add_column("FLOPs", justify="right", no_wrap=True)
     if has_saved:  # bytes autograd keeps for backward, the module and everything inside it
-        t.add_column("Saved", justify="right", no_wrap=True)
+        t.add_column("Memory", justify="right", no_wrap=True)
     if stats and has_grad:
         t.add_column("Grad norm", justify="right", no_wrap=True)
     if stats:
@@ -221,7 +222,8 @@ def totals(report: Report) -> RenderableType:
     t.add_row("Total params", f"{m.total_params:,}")
     t.add_row("Trainable", f"{m.trainable_params:,}")
     t.add_row("Frozen", Text(f"{m.frozen_params:,}", style="blue" if m.frozen_params else ""))
-    t.add_row("Param memory", human_bytes(m.param_bytes))
+    if report.memory is None:  # the memory block says it otherwise
+        t.add_row("Param memory", human_bytes(m.param_bytes))
     if m.buffer_elements:
         t.add_row("Buffers", f"{m.buffer_elements:,} ({human_bytes(m.buffer_bytes)})")
     root = report.modules[0] if report.modules else None
@@ -229,11 +231,51 @@ def totals(report: Report) -> RenderableType:
         t.add_row("FLOPs forward", f"{human(root.flops_forward)} ({root.flops_forward:,})")
         if root.flops_backward:
             t.add_row("FLOPs backward", f"{human(root.flops_backward)} ({root.flops_backward:,})")
-    saved = sum(r.saved_bytes or 0 for r in report.modules)
-    if saved:
-        batch = f" at batch {report.probe.batch_size}" if report.probe.batch_size else ""
-        t.add_row("Saved for backward", f"{human_bytes(saved)}{batch} ({saved:,} B)")
     return t
+
+
+def memory_lines(mem: MemoryEstimate) -> list[tuple[str, str, str]]:
+    """The memory block as (label, amount, what it is) rows, for the report and the app."""
+    batch = f"batch {mem.batch_size}" if mem.batch_size else "the probe batch"
+    opt_states = mem.optimizer_bytes // mem.grad_bytes if mem.grad_bytes else 0
+    lines = [
+        ("Parameters", human_bytes(mem.param_bytes), ""),
+        ("Gradients", human_bytes(mem.grad_bytes), "trainable parameters only"),
+        ("Optimizer state", human_bytes(mem.optimizer_bytes),
+         f"{mem.optimizer.split(' (')[0]}: {opt_states} per trainable parameter" if opt_states else mem.optimizer.split(" (")[0]),
+    ]
+    if mem.buffer_bytes:
+        lines.append(("Buffers", human_bytes(mem.buffer_bytes), ""))
+    lines += [
+        ("Activations", human_bytes(mem.activation_bytes),
+         f"saved for backward at {batch} ({mem.activation_bytes:,} B)"),
+        ("Training peak", human_bytes(mem.training_peak_bytes), f"in the {mem.peak_phase}"),
+        ("Inference peak", human_bytes(mem.inference_peak_bytes), "eval, no autograd"),
+    ]
+    if mem.fit_bytes is not None:
+        if mem.max_batch_size is None:
+            lines.append((f"Fits {human_bytes(mem.fit_bytes)}", "—", "see the notes"))
+        else:
+            how = {True: "linear, checked at 3 sizes", False: "not linear: counted per size",
+                   None: "assumed linear"}[mem.linear]
+            per = f"{human_bytes(mem.activation_per_sample)} per sample, " if mem.activation_per_sample else ""
+            lines.append((f"Fits {human_bytes(mem.fit_bytes)}", f"batch {mem.max_batch_size:,}", f"activations {per}{how}"))
+    return lines
+
+
+def memory_block(report: Report) -> RenderableType | None:
+    mem = report.memory
+    if mem is None:
+        return None
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim")
+    t.add_column(justify="right")
+    t.add_column(style="dim")
+    for label, amount, what in memory_lines(mem):
+        t.add_row(label, Text(amount, style="bold" if label == "Training peak" else ""), what)
+    title = Text("\nMemory", style="bold")
+    title.append(f"  estimate · {mem.optimizer} · {mem.dtype} · batch {mem.batch_size or '?'}", style="dim")
+    return Group(title, t)
 
 
 def findings_table(findings: Sequence[Finding]) -> RenderableType:
@@ -268,6 +310,9 @@ def report_renderables(report: Report, depth: int | None = None,
                        width: int | None = None) -> list[RenderableType]:
     parts: list[RenderableType] = [header(report), module_table(report, depth, stats=report.probe.ran, width=width),
                                    totals(report)]
+    mem = memory_block(report)
+    if mem is not None:
+        parts.append(mem)
     if report.probe.ran:
         parts.append(Text("\nFindings", style="bold"))
         parts.append(findings_table(report.findings))
@@ -385,6 +430,12 @@ def to_markdown(report: Report, depth: int | None = None) -> str:
         lines.append(f"| {name} | {r.type} | `{shape_text(r)}` | {r.params:,} | {r.trainable} | {human(r.flops_forward)} | {sci(r.grad_norm)} |")
     lines += ["", f"**Total params:** {m.total_params:,} · **trainable:** {m.trainable_params:,} · **frozen:** {m.frozen_params:,} · "
               f"**param memory:** {human_bytes(m.param_bytes)}", ""]
+    if report.memory is not None:
+        mem = report.memory
+        lines += [f"## Memory (estimate · {mem.optimizer} · {mem.dtype} · batch {mem.batch_size or '?'})", "",
+                  "| | | |", "|---|---:|---|"]
+        lines += [f"| {label} | {amount} | {what} |" for label, amount, what in memory_lines(mem)]
+        lines.append("")
     if p.ran:
         lines.append("## Findings")
         lines.append("")

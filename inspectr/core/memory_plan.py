@@ -1,0 +1,184 @@
+"""Provides ``plan_memory``: the probe's saved-bytes count -> the model's memory estimate, with
+extra byte-counting passes where the request needs them (another dtype, ``--fit``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from inspectr.core.inputs import Inputs
+from inspectr.core.memory import (
+    AMP_DTYPES,
+    LINEAR_TOLERANCE,
+    Footprint,
+    MemoryEstimate,
+    ModelBytes,
+    batch_size_of,
+    estimate,
+    fit_batch,
+    measure_pass,
+    rebatch,
+)
+from inspectr.core.optim import OptimizerChoice
+from inspectr.core.result import ModelInfo, ModuleRow
+from inspectr.core.values import iter_tensors
+from inspectr.core.walk import ModelWalk
+
+
+@dataclass(frozen=True)
+class MemoryRequest:
+    """What the user asked to estimate. ``dtype``: None or ``fp32`` for the model's own dtypes,
+    ``bf16``/``fp16`` for autocast mixed precision; ``fit``: a memory size in bytes."""
+
+    optimizer: OptimizerChoice = OptimizerChoice()
+    dtype: str | None = None
+    fit: int | None = None
+
+
+class _Passes:
+    """Byte-counting forwards at any batch size: on meta copies when the model allows it (no
+    arithmetic, so any batch is cheap), else on the probe's device with real inputs."""
+
+    def __init__(self, model: nn.Module, tree: ModelWalk, inputs: Inputs, batch: int, training: bool,
+                 device: str, param_map: dict[str, torch.Tensor] | None, amp: torch.dtype | None) -> None:
+        self.model, self.tree, self.inputs, self.batch = model, tree, inputs, batch
+        self.training, self.device, self.param_map, self.amp = training, device, param_map, amp
+        self.meta_ok = amp is None or device == "meta"  # autocast cannot run on meta tensors
+        self.pure_cast = amp is not None and device == "meta"
+        self.cache: dict[int, Footprint] = {}
+        self.meta_error = ""
+
+    @property
+    def cheap(self) -> bool:
+        return self.meta_ok
+
+    def _meta_map(self) -> dict[str, torch.Tensor]:
+        cast = self.amp if self.pure_cast else None
+        out: dict[str, torch.Tensor] = {}
+        for name, p in self.model.named_parameters():
+            q = p.detach().to("meta", dtype=cast if cast and p.is_floating_point() else p.dtype)
+            out[name] = nn.Parameter(q, requires_grad=p.requires_grad)
+        for name, b in self.model.named_buffers():
+            out[name] = b.to("meta")
+        return out
+
+    def __call__(self, b: int) -> Footprint:
+        if b in self.cache:
+            return self.cache[b]
+        fp = None
+        if self.meta_ok:
+            args = rebatch(self.inputs.args, self.batch, b, meta=True)
+            kwargs = rebatch(self.inputs.kwargs, self.batch, b, meta=True)
+            if self.pure_cast:
+                args, kwargs = _cast_floats((args, kwargs), self.amp)
+            try:
+                fp = measure_pass(self.model, self.tree, args, kwargs, training=self.training,
+                                  param_map=self._meta_map())
+            except Exception as exc:  # data-dependent ops have no meta kernel: count for real
+                if self.device == "meta":
+                    raise
+                self.meta_ok = False
+                self.meta_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        if fp is None:
+            args = rebatch(self.inputs.args, self.batch, b, meta=False)
+            kwargs = rebatch(self.inputs.kwargs, self.batch, b, meta=False)
+            fp = measure_pass(self.model, self.tree, args, kwargs, training=self.training,
+                              param_map=self.param_map, amp=self.amp)
+        fp = replace(fp, batch=b)
+        self.cache[b] = fp
+        return fp
+
+
+def _cast_floats(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype) if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _cast_floats(v, dtype) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_cast_floats(v, dtype) for v in x)
+    return x
+
+
+def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], info: ModelInfo,
+                inputs: Inputs, batch: int | None, training: bool, counted: bool,
+                request: MemoryRequest, device: str,
+                param_map: dict[str, torch.Tensor] | None) -> MemoryEstimate | None:
+    """The memory block of a report.
+
+    Args:
+        rows: the probe's rows (saved and output bytes per module, run order, parameters).
+        inputs: the probe inputs, on the probe device; ``batch``: their batch size.
+        training: the probe ran in train mode; ``counted``: its backward ran, so the rows hold
+            saved bytes (else one byte-counting pass at the probe batch supplies them).
+        device: the probe device (``meta`` for shape-only probes); ``param_map``: the probe's
+            copies of the parameters when it did not run on the model's own.
+    """
+    batch = batch_size_of((inputs.args, inputs.kwargs)) or batch
+    amp = AMP_DTYPES.get(request.dtype or "")
+    mb = ModelBytes.of_rows(rows, info.param_bytes, info.buffer_bytes)
+    passes = _Passes(model, tree, inputs, batch or 1, training, device, param_map, amp)
+    notes: list[str] = []
+    try:
+        fp = Footprint.of_rows(rows, batch) if counted and amp is None else passes(batch or 1)
+    except Exception as exc:
+        notes.append(f"activation memory could not be counted: {type(exc).__name__}: {exc}")
+        fp = Footprint(batch, {}, Footprint.of_rows(rows, batch).outputs)
+    if amp is not None:
+        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(model)})"
+        if passes.pure_cast:
+            notes.append(f"autocast cannot run on meta tensors: activations counted with every float in "
+                         f"{request.dtype}; autocast keeps some (norms, softmax) in float32, so expect more")
+    else:
+        dtype = _dtype_of(model)
+    input_bytes = sum(t.numel() * t.element_size() for t in iter_tensors((inputs.args, inputs.kwargs)))
+    est = estimate(mb, fp, request.optimizer, dtype, input_bytes)
+    if request.fit is not None:
+        est = _fit(est, mb, fp, passes, request, notes)
+    if passes.meta_error:
+        notes.append(f"batch scaling counted on the probe device (meta failed: {passes.meta_error})")
+    return replace(est, notes=tuple(notes))
+
+
+def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: _Passes,
+         request: MemoryRequest, notes: list[str]) -> MemoryEstimate:
+    """``est`` with the largest batch whose training peak fits ``request.fit``: activations
+    measured at two batch sizes and, when that is cheap, checked for linearity at a third."""
+    fit = request.fit or 0
+    if fp.batch is None:
+        notes.append("--fit: the inputs have no batch dimension to grow")
+        return replace(est, fit_bytes=fit)
+    b1 = fp.batch
+    try:
+        one = passes(b1) if passes.cheap else fp
+        two = passes(2 * b1)
+        linear = None
+        if passes.cheap:
+            four = passes(4 * b1)
+            want = one.at(two, 4 * b1).activation_bytes
+            linear = abs(four.activation_bytes - want) <= LINEAR_TOLERANCE * max(want, 1)
+    except Exception as exc:
+        notes.append(f"--fit: the pass at batch {2 * b1} failed ({type(exc).__name__}: {exc})")
+        return replace(est, fit_bytes=fit)
+    if linear is False:
+        notes.append(f"activation memory is not linear in the batch (batch {b1}: {one.activation_bytes:,} B, "
+                     f"{2 * b1}: {two.activation_bytes:,} B, {4 * b1}: {passes(4 * b1).activation_bytes:,} B); "
+                     "--fit counted each batch size it tried")
+        footprint_at = passes
+    else:
+        if linear is None:
+            notes.append(f"--fit assumes activation memory linear in the batch (measured at {b1} and {2 * b1})")
+        def footprint_at(b: int) -> Footprint:
+            return passes.cache.get(b) or one.at(two, b)
+    best = fit_batch(mb, request.optimizer, fit, footprint_at)
+    per_sample = round((two.activation_bytes - one.activation_bytes) / b1)
+    if best == 0:
+        notes.append("--fit: not even batch 1 fits")
+    return replace(est, max_batch_size=best, fit_bytes=fit, activation_per_sample=per_sample, linear=linear)
+
+
+def _dtype_of(model: nn.Module) -> str:
+    kinds = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
+    return "/".join(sorted(kinds)) or "float32"
