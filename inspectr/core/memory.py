@@ -118,6 +118,7 @@ def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwarg
 
     stack: list[tuple[str]] = []
     outputs: dict[str, int] = {}
+    final = [0]
     leaves = {id(m) for _, m in tree.modules if not m._modules}
     handles = []
 
@@ -129,9 +130,13 @@ def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwarg
     def post(path: str, leaf: bool) -> Callable[..., None]:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
             stack.pop()
-            if leaf:
+            if leaf or not path:
                 seen = {id(t): t for t in iter_tensors(out)}
-                outputs[path] = outputs.get(path, 0) + sum(t.numel() * t.element_size() for t in seen.values())
+                n = sum(t.numel() * t.element_size() for t in seen.values())
+                if leaf:
+                    outputs[path] = outputs.get(path, 0) + n
+                if not path:
+                    final[0] += n
         return hook
 
     params = [p for _, p in tree.params] + [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
@@ -155,7 +160,7 @@ def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwarg
             for h in handles:
                 h.remove()
     batch = batch_size_of((args, kwargs))
-    return Footprint(batch, dict(counter.by_module), outputs)
+    return Footprint(batch, dict(counter.by_module), outputs, final[0])
 
 
 def _grad_inputs(x: Any) -> Any:
@@ -237,6 +242,7 @@ class Footprint:
     batch: int | None
     saved: dict[str, int]
     outputs: dict[str, int]
+    final: int = 0  # the model's output: the training loop holds it, the loss keeps its like
 
     @property
     def activation_bytes(self) -> int:
@@ -249,12 +255,14 @@ class Footprint:
             keys = a.keys() | b.keys()
             return {k: max(0, round(a.get(k, 0) + (b.get(k, 0) - a.get(k, 0)) * (batch - b0) / (b1 - b0)))
                     for k in keys}
-        return Footprint(batch, line(self.saved, other.saved), line(self.outputs, other.outputs))
+        final = line({"": self.final}, {"": other.final})[""]
+        return Footprint(batch, line(self.saved, other.saved), line(self.outputs, other.outputs), final)
 
     @classmethod
     def of_rows(cls, rows: Sequence[ModuleRow], batch: int | None) -> Footprint:
         return cls(batch, {r.path: r.saved_bytes for r in rows if r.saved_bytes},
-                   {r.path: r.output_bytes for r in rows if r.output_bytes and r.is_leaf})
+                   {r.path: r.output_bytes for r in rows if r.output_bytes and r.is_leaf},
+                   rows[0].output_bytes or 0 if rows else 0)
 
 
 @dataclass(frozen=True)
@@ -332,15 +340,17 @@ class MemoryEstimate:
 def training_peak(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice) -> tuple[int, str]:
     """The training peak and its phase, in steady state (optimizer state exists):
 
-    - forward end: parameters + buffers + optimizer state + everything saved for backward;
+    - forward end: parameters + buffers + optimizer state + everything saved for backward +
+      the model's output twice (the loop holds it; the loss saves a tensor of its size, as
+      cross-entropy's log-softmax or MSE's difference do);
     - backward, at each module (reverse run order): what is still saved up to it, plus the
       gradients of it and every module after it, plus twice its output (the gradient arriving
-      and the one leaving);
-    - optimizer step: parameters + buffers + gradients + optimizer state + the step's
-      temporaries (Adam's foreach step: two of the largest trainable tensor).
+      and the one leaving), plus the model's output;
+    - optimizer step: parameters + buffers + gradients + optimizer state + the model's output +
+      the step's temporaries (Adam's foreach step: two of the largest trainable tensor).
     """
-    base = mb.param_bytes + mb.buffer_bytes + opt.states_per_param * mb.grad_bytes
-    fwd = base + fp.activation_bytes
+    base = mb.param_bytes + mb.buffer_bytes + opt.states_per_param * mb.grad_bytes + fp.final
+    fwd = base + fp.activation_bytes + fp.final
     best, phase = fwd, "forward"
     if mb.grad_bytes or fp.activation_bytes:
         prefix, upto = 0, []
@@ -363,9 +373,14 @@ def training_peak(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice) -> tuple[
 
 
 def inference_peak(mb: ModelBytes, fp: Footprint, input_bytes: int) -> int:
-    """Parameters + buffers + the inputs + the largest leaf output twice (its input and output
-    alive together), with autograd off."""
-    return mb.param_bytes + mb.buffer_bytes + input_bytes + 2 * max(fp.outputs.values(), default=0)
+    """Parameters + buffers + the inputs + the largest pair of consecutive leaf outputs (a
+    layer's input and output alive together), with autograd off."""
+    pair, prev = 0, 0
+    for path in mb.order:
+        out = fp.outputs.get(path)
+        if out is not None:
+            pair, prev = max(pair, prev + out), out
+    return mb.param_bytes + mb.buffer_bytes + input_bytes + pair
 
 
 def estimate(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice, dtype: str, input_bytes: int,

@@ -1,0 +1,318 @@
+"""Tests the memory estimate (issue 10): the formula on a model checked by hand, the peaks
+against an independent op-by-op count of live storages, --fit at the batch it returns and the
+next one, freezing, meta models, mixed precision, the CLI; and on CUDA, against the allocator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import inspectr
+from inspectr.core.memory import parse_size
+from inspectr.errors import InspectrError
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of live tensor storages, op by op: an independent reference that knows
+    nothing of modules, autograd or inspectr's formula (what ``max_memory_allocated`` would
+    say on an allocator without rounding)."""
+
+    def __init__(self, *existing: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        for group in existing:
+            for t in group:
+                self._add(t)
+        self.peak = sum(n for _, n in self.live.values())
+
+    def _add(self, t: object) -> None:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            s = t.untyped_storage()
+            ref = StorageWeakRef(s)
+            self.live.setdefault(ref.cdata, (ref, s.nbytes()))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (r, _) in self.live.items() if r.expired()]:
+            del self.live[key]
+        for t in tree_flatten(out)[0]:
+            self._add(t)
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def step_peak(model: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer) -> int:
+    """The live-bytes peak of one training step in steady state (optimizer state exists)."""
+    def step() -> None:
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, torch.zeros(out.shape[0], dtype=torch.long)) \
+            if out.dim() == 2 else out.float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    states = [t for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+    tracker = LiveBytes(list(model.parameters()), list(model.buffers()), states, [x])
+    with tracker:
+        step()
+    return tracker.peak
+
+
+def inference_peak(model: nn.Module, x: torch.Tensor) -> int:
+    model.eval()
+    tracker = LiveBytes(list(model.parameters()), list(model.buffers()), [x])
+    with tracker, torch.no_grad():
+        model(x)
+    return tracker.peak
+
+
+def mlp(d_in: int = 16, hidden: int = 32, d_out: int = 8) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+
+
+# ------------------------------------------------------------------------- the formula by hand
+
+
+def test_memory_block_of_a_linear_relu_stack_by_hand() -> None:
+    r = inspectr.inspect(mlp(), inputs=torch.randn(4, 16), mode="train")
+    m = r.memory
+    assert m is not None and m.batch_size == 4
+    params = (16 * 32 + 32 + 32 * 8 + 8) * 4
+    assert (m.param_bytes, m.grad_bytes, m.optimizer_bytes, m.buffer_bytes) == (params, params, 2 * params, 0)
+    # the first Linear keeps its input (4x16 floats) for its weight gradient; the ReLU keeps its
+    # output (4x32), which the second Linear also needs: one storage, counted once
+    assert m.activation_bytes == 4 * 16 * 4 + 4 * 32 * 4
+    # steady state: parameters, AdamW's two moments, gradients, two of the largest tensor (the
+    # foreach step's temporaries) and the output the loop holds outweigh the tiny backward here
+    assert (m.training_peak_bytes, m.peak_phase) == (params * 4 + 2 * 32 * 16 * 4 + 4 * 8 * 4, "optimizer step")
+    # inference: the input, then the two largest consecutive outputs (Linear and ReLU, 4x32 each)
+    assert m.inference_peak_bytes == params + 4 * 16 * 4 + 2 * 4 * 32 * 4
+    assert m.optimizer == "AdamW (lr 0.001)" and m.dtype == "float32" and m.max_batch_size is None
+
+
+@pytest.mark.parametrize(("optimizer", "momentum", "states"), [("adamw", None, 2), ("adam", None, 2),
+                                                               ("sgd", None, 0), ("sgd", 0.9, 1)])
+def test_optimizer_state_per_trainable_parameter(optimizer: str, momentum: float | None, states: int) -> None:
+    m = inspectr.inspect(mlp(), inputs=torch.randn(4, 16), optimizer=optimizer, momentum=momentum).memory
+    assert m is not None and m.optimizer_bytes == states * m.grad_bytes
+
+
+def test_freezing_lowers_gradient_and_optimizer_bytes() -> None:
+    model = mlp()
+    full = inspectr.inspect(model, inputs=torch.randn(4, 16)).memory
+    frozen = inspectr.inspect(model, inputs=torch.randn(4, 16), freeze=["0"]).memory
+    assert full is not None and frozen is not None
+    assert frozen.grad_bytes == (32 * 8 + 8) * 4 and frozen.optimizer_bytes == 2 * frozen.grad_bytes
+    assert frozen.param_bytes == full.param_bytes
+    assert frozen.activation_bytes == 4 * 32 * 4  # nothing before the ReLU needs a gradient
+    assert frozen.training_peak_bytes < full.training_peak_bytes
+    assert all(p.requires_grad for p in model.parameters())  # the freeze was for the report only
+
+
+# --------------------------------------------------- against an independent count of live bytes
+
+
+def _conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+                         nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, 10))
+
+
+def _tiny_gpt() -> nn.Module:
+    torch.manual_seed(0)
+
+    class TinyGPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(512, 64)
+            layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+            self.blocks = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(64, 512)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+            return self.head(self.blocks(self.embed(ids), mask=mask, is_causal=True)).flatten(0, 1)
+
+    return TinyGPT()
+
+
+@pytest.mark.parametrize("case", ["mlp-activations", "conv", "resnet18", "gpt", "sgd-momentum"])
+def test_training_and_inference_peaks_match_live_bytes(case: str) -> None:
+    optimizer, momentum = "adamw", None
+    if case == "mlp-activations":
+        model, x = mlp(256, 1024, 10), torch.randn(512, 256)
+    elif case == "conv":
+        model, x = _conv_net(), torch.randn(8, 3, 48, 48)
+    elif case == "resnet18":
+        import torchvision
+
+        torch.manual_seed(0)
+        model, x = torchvision.models.resnet18(weights=None), torch.randn(4, 3, 64, 64)
+    elif case == "gpt":
+        model, x = _tiny_gpt(), torch.randint(0, 512, (4, 64))
+    else:
+        model, x, optimizer, momentum = mlp(64, 512, 10), torch.randn(64, 64), "sgd", 0.9
+    est = inspectr.inspect(model, inputs=x, mode="train", optimizer=optimizer, momentum=momentum).memory
+    assert est is not None
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if optimizer == "sgd" \
+        else torch.optim.AdamW(model.parameters(), lr=1e-3)
+    real = step_peak(model, x, opt)
+    assert abs(est.training_peak_bytes - real) <= 0.10 * real, (est.training_peak_bytes, real, est.peak_phase)
+    real_inf = inference_peak(model, x)
+    assert abs(est.inference_peak_bytes - real_inf) <= 0.10 * real_inf, (est.inference_peak_bytes, real_inf)
+
+
+# ----------------------------------------------------------------------------------- --fit
+
+
+class CrossBatch(nn.Module):
+    """Attention across the batch: what it saves grows with the square of the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        return (h @ h.T).softmax(-1) @ h
+
+
+@pytest.mark.parametrize("case", ["linear", "quadratic"])
+def test_fit_agrees_with_the_estimate_at_its_batch_and_the_next(case: str) -> None:
+    model = mlp(64, 256, 10) if case == "linear" else CrossBatch()
+    d = 64 if case == "linear" else 32
+    limit = parse_size("3MiB")
+    est = inspectr.inspect(model, inputs=torch.randn(4, d), fit=limit).memory
+    assert est is not None and est.fit_bytes == limit
+    b = est.max_batch_size
+    assert b is not None and b > 4
+    assert est.linear is (case == "linear")
+    if case == "quadratic":
+        assert any("not linear in the batch" in n for n in est.notes)
+    at_b = inspectr.inspect(model, inputs=torch.randn(b, d)).memory
+    at_next = inspectr.inspect(model, inputs=torch.randn(b + 1, d)).memory
+    assert at_b is not None and at_next is not None
+    assert at_b.training_peak_bytes <= limit < at_next.training_peak_bytes
+
+
+def test_fit_says_when_not_even_batch_one_fits() -> None:
+    est = inspectr.inspect(mlp(), inputs=torch.randn(4, 16), fit=1000).memory
+    assert est is not None and est.max_batch_size == 0 and "not even batch 1 fits" in " ".join(est.notes)
+
+
+def test_parse_size_units_and_errors() -> None:
+    assert parse_size("24GiB") == 24 * 2**30
+    assert parse_size("80GB") == 80 * 10**9
+    assert parse_size("1.5G") == int(1.5 * 2**30)
+    assert parse_size(123) == 123
+    for bad in ("lots", "12parsecs", "0GB", "-3GB"):
+        with pytest.raises(InspectrError, match="--fit"):
+            parse_size(bad)
+
+
+# ------------------------------------------------------------------ meta models, mixed precision
+
+
+def test_meta_models_get_activation_memory() -> None:
+    with torch.device("meta"):
+        big = mlp(256, 1024, 10)
+    on_cpu = inspectr.inspect(mlp(256, 1024, 10), inputs=torch.randn(8, 256)).memory
+    on_meta = inspectr.inspect(big, inputs=torch.randn(8, 256)).memory
+    assert on_cpu is not None and on_meta is not None
+    assert on_meta.activation_bytes == on_cpu.activation_bytes > 0
+    assert on_meta.training_peak_bytes == on_cpu.training_peak_bytes
+    fit = inspectr.inspect(big, inputs=torch.randn(8, 256), fit="1GiB").memory
+    assert fit is not None and fit.max_batch_size and fit.linear is True
+
+
+def test_bf16_autocast_counts_activations_in_low_precision_and_keeps_fp32_weights() -> None:
+    model = _conv_net()
+    x = torch.randn(4, 3, 32, 32)
+    fp32 = inspectr.inspect(model, inputs=x).memory
+    bf16 = inspectr.inspect(model, inputs=x, dtype="bf16").memory
+    assert fp32 is not None and bf16 is not None
+    assert bf16.dtype.startswith("bf16 autocast") and fp32.dtype == "float32"
+    assert bf16.param_bytes == fp32.param_bytes and bf16.optimizer_bytes == fp32.optimizer_bytes
+    assert bf16.activation_bytes < fp32.activation_bytes
+    with torch.device("meta"):
+        big = _conv_net()
+    meta = inspectr.inspect(big, inputs=x, dtype="bf16").memory
+    assert meta is not None and any("autocast cannot run on meta" in n for n in meta.notes)
+    assert meta.activation_bytes < fp32.activation_bytes
+
+
+def test_memory_accounting_leaves_the_model_untouched() -> None:
+    from test_state import assert_same, snapshot
+
+    model = _conv_net()
+    x = torch.randn(2, 3, 16, 16)
+    before = snapshot(model)
+    inspectr.inspect(model, inputs=x, fit="64MiB", dtype="bf16")
+    assert_same(before, snapshot(model))
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_memory_block_fit_and_json() -> None:
+    text = run_cli("lenet", "--report", "--fit", "1GiB", "--optimizer", "sgd", "--momentum", "0.9")
+    assert text.returncode == 0, text.stderr
+    assert "Memory  estimate · SGD (lr 0.001, momentum 0.9) · float32 · batch 4" in text.stdout
+    assert "Fits 1.0 GiB" in text.stdout and "Training peak" in text.stdout
+    js = run_cli("lenet", "--format", "json", "--fit", "1GiB", "--dtype", "bf16")
+    mem = json.loads(js.stdout)["memory"]
+    assert set(mem) >= {"param_bytes", "grad_bytes", "optimizer_bytes", "buffer_bytes", "activation_bytes",
+                        "training_peak_bytes", "inference_peak_bytes", "batch_size", "optimizer",
+                        "max_batch_size"}
+    assert mem["max_batch_size"] > 4 and mem["dtype"].startswith("bf16 autocast")
+    bad = run_cli("lenet", "--report", "--fit", "12parsecs")
+    assert bad.returncode == 2 and "--fit '12parsecs' is not a memory size" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------------------------- CUDA
+
+
+def _cuda_step_peak(model: nn.Module, x: torch.Tensor) -> int:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, torch.zeros(out.shape[0], dtype=torch.long, device=x.device))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["resnet50", "vit_b_16", "gpt"])
+def test_cuda_training_peak_within_ten_percent_of_the_allocator(name: str) -> None:
+    import torchvision
+
+    if name == "gpt":
+        model, x = _tiny_gpt(), torch.randint(0, 512, (16, 256))
+    else:
+        model = getattr(torchvision.models, name)(weights=None)
+        x = torch.randn(32, 3, 224, 224)
+    est = inspectr.inspect(model, inputs=x, mode="train").memory
+    assert est is not None
+    real = _cuda_step_peak(model.cuda(), x.cuda())
+    print(f"{name}: estimate {est.training_peak_bytes / 2**20:.1f} MiB, allocator {real / 2**20:.1f} MiB")
+    assert abs(est.training_peak_bytes - real) <= 0.10 * real
