@@ -397,3 +397,30 @@ def test_snapshots(name: str, size: tuple[int, int], keys: tuple[str, ...]) -> N
     assert svg[0] == path.read_text(), (
         f"{name} changed: look at it, then INSPECTR_UPDATE_SNAPSHOTS=1"
     )
+
+
+def test_memory_in_status_bar_and_detail_follows_freezing_at_once() -> None:
+    app = InspectrApp("sample:lenet", {})
+
+    async def script(pilot: Any) -> None:
+        await settle(pilot)
+        status = app.query_one(StatusBar)
+        mem = app.report.memory
+        assert mem is not None and status.training_peak == mem.training_peak_bytes
+        assert "to train" in text_of(status.render(), 140)
+        tree = app.query_one(ModuleTree)
+        assert tree.reveal("fc1")
+        await pilot.pause()
+        text = detail_text(app)
+        assert "memory" in text and "saved for backward" in text and "gradients + AdamW state" in text
+        await pilot.press("space")  # freeze fc1 (48,120 of lenet's 61,706 parameters)
+        # at once, before the re-probe: gradients and optimizer state lose fc1's share
+        now = app.report.memory
+        assert now is not None and now.grad_bytes == mem.grad_bytes - 48_120 * 4
+        assert now.optimizer_bytes == 2 * now.grad_bytes
+        assert status.training_peak == now.training_peak_bytes < mem.training_peak_bytes
+        await settle(pilot)
+        assert app.report.memory is not None and app.report.memory.grad_bytes == now.grad_bytes
+        assert status.training_peak == app.report.memory.training_peak_bytes
+
+    drive(app, script)

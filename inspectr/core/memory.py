@@ -11,6 +11,7 @@ to the innermost module running when the tensor was saved.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -315,6 +316,10 @@ class MemoryEstimate:
     activation_per_sample: int | None = None  # bytes saved per extra sample (two batch sizes)
     linear: bool | None = None  # activations measured linear in the batch (None: not measured)
     notes: tuple[str, ...] = field(default=())
+    # what it was computed from, so a freeze can update it at once (not in the JSON)
+    choice: OptimizerChoice | None = field(default=None, compare=False, repr=False)
+    footprint: Footprint | None = field(default=None, compare=False, repr=False)
+    input_bytes: int = field(default=0, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -400,7 +405,24 @@ def estimate(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice, dtype: str, in
         dtype=dtype,
         peak_phase=phase,
         notes=tuple(notes),
+        choice=opt,
+        footprint=fp,
+        input_bytes=input_bytes,
     )
+
+
+def refrozen(mem: MemoryEstimate, rows: Sequence[ModuleRow]) -> MemoryEstimate:
+    """``mem`` for the trainable set ``rows`` show now (after freezing changed it): gradients,
+    optimizer state and the training peak follow at once; activations stay as measured (a
+    frozen layer may save less: the next probe says), and a ``--fit`` answer is dropped until
+    then."""
+    if mem.choice is None or mem.footprint is None:
+        return mem
+    mb = ModelBytes.of_rows(rows, mem.param_bytes, mem.buffer_bytes)
+    if mb.grad_bytes == mem.grad_bytes:
+        return mem
+    new = estimate(mb, mem.footprint, mem.choice, mem.dtype, mem.input_bytes, mem.notes)
+    return dataclasses.replace(new, fit_bytes=mem.fit_bytes)
 
 
 def fit_batch(mb: ModelBytes, opt: OptimizerChoice, limit: int,

@@ -10,14 +10,17 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from inspectr.core.memory import MemoryEstimate
 from inspectr.core.result import Finding, ModuleRow, Report
+
+if TYPE_CHECKING:
+    from inspectr.core.memory import MemoryEstimate
 
 FORMATS = ("text", "markdown", "json", "html", "svg")
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -350,6 +353,19 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
         g.add_row("calls", Text("not called by the probe's forward", style="yellow"))
     if row.flops_forward:
         g.add_row("FLOPs", f"{human(row.flops_forward)} forward" + (f" · {human(row.flops_backward)} backward" if row.flops_backward else ""))
+    mem = report.memory
+    if mem is not None and (row.saved_bytes or row.output_bytes or row.trainable_params):
+        below = saved_by_subtree(report).get(row.path, 0)
+        bits = [f"saved for backward {human_bytes(below)}" + (f" (own {human_bytes(row.saved_bytes)})"
+                if row.saved_bytes and row.saved_bytes != below else "")]
+        if row.output_bytes:
+            bits.append(f"output {human_bytes(row.output_bytes)}")
+        if row.trainable_params and report.model.total_params:
+            per = report.model.param_bytes / report.model.total_params
+            states = mem.optimizer_bytes // mem.grad_bytes if mem.grad_bytes else 0
+            train = round(row.trainable_params * per * (1 + states))
+            bits.append(f"gradients + {mem.optimizer.split(' (')[0]} state {human_bytes(train)}")
+        g.add_row("memory", " · ".join(bits))
     if row.grad_norm is not None:
         g.add_row("grad", f"output grad norm {sci(row.grad_norm)} (RMS {sci(row.grad_rms)})")
     if row.param_grad_norm is not None:

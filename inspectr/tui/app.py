@@ -363,6 +363,7 @@ class InspectrApp(App[int]):
         report = message.report
         self.report = report
         self._rows = {r.path: r for r in report.modules}
+        self.status_bar.set_memory(report.memory.training_peak_bytes if report.memory else None)
         self._probe_version = message.version
         self.module_tree.update_report(report)
         self.findings_list.show_findings(report.findings)
@@ -488,6 +489,9 @@ class InspectrApp(App[int]):
         if self._trainable is not None:
             total, trainable = self._trainable.counts("")
             self.status_bar.set_totals(total, trainable)
+            if self.report is not None and self.report.memory is not None:
+                self.report = self._trainable.report_view(self.report)  # memory follows the freeze
+                self.status_bar.set_memory(self.report.memory.training_peak_bytes if self.report.memory else None)
 
     def _file_stem(self) -> str:
         name = self.report.model.name if self.report else "model"

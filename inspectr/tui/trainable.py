@@ -148,8 +148,11 @@ class TrainableState:
 
     def report_view(self, report: Report) -> Report:
         """The report with the current freeze state (what an export written now should say)."""
+        from inspectr.core.memory import refrozen
+
         rows = tuple(self.row_view(r) for r in report.modules)
-        return replace(report, model=self.model_info(report.model), modules=rows)
+        memory = refrozen(report.memory, rows) if report.memory is not None else None
+        return replace(report, model=self.model_info(report.model), modules=rows, memory=memory)
 
     def skeleton_row(self, path: str) -> ModuleRow:
         """A structure-only row from what this state already knows (no extra_repr, no parameter table)."""

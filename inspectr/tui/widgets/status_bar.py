@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.timer import Timer
 from textual.widgets import Static
 
+from inspectr.report.render import human_bytes
+
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -26,11 +28,16 @@ class StatusBar(Static):
         self.probe_detail = ""
         self.device = ""
         self.mode = ""
+        self.training_peak: int | None = None  # the memory estimate's, with the current freezing
         self._started = 0.0
         self._ticker: Timer | None = None
 
     def set_totals(self, total: int, trainable: int) -> None:
         self.total, self.trainable = total, trainable
+        self.refresh()
+
+    def set_memory(self, training_peak: int | None) -> None:
+        self.training_peak = training_peak
         self.refresh()
 
     def set_context(self, device: str, mode: str) -> None:
@@ -106,3 +113,7 @@ class StatusBar(Static):
         left.append(" trainable · ", style="dim")
         left.append(f"{frozen:,}", style="bold blue" if frozen else "")
         left.append(" frozen", style="dim")
+        if self.training_peak is not None:
+            left.append(" · ", style="dim")
+            left.append(human_bytes(self.training_peak), style="bold")
+            left.append(" to train", style="dim")
