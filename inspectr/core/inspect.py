@@ -113,6 +113,8 @@ def pick_inputs(
                 "Fix it, or pass --input to bypass it.",
             ) from exc
         return inputs_mod.normalize(value, "example_input() in the model file"), None
+    if loaded.example is not None:
+        return loaded.example(b), None
     if loaded.source == "torchvision" and loaded.registry_family:
         inp, forced = inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
         return inputs_mod.cast_floats(inp, inputs_mod.param_float_dtype(model)), forced
@@ -181,7 +183,14 @@ def inspect(
     dev = resolve_device(device)
     opt = choose_optimizer(optimizer, lr, momentum)
     if loaded is None:
-        if isinstance(model_or_spec, nn.Module):
+        from inspectr.core.archives import from_object
+
+        archived = from_object(model_or_spec)  # an ExportedProgram or a ScriptModule
+        if archived is not None and (kwargs or weights):
+            raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
+        if archived is not None:
+            loaded = archived
+        elif isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
             if kwargs or weights:
                 raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
@@ -190,7 +199,8 @@ def inspect(
                 progress("loading the model", 0, 0)
             loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
         else:
-            raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
+            raise InspectrError(f"inspect() takes an nn.Module, a ScriptModule, an ExportedProgram or a spec string, "
+                                f"not {type(model_or_spec).__name__}.", "Pass the model, or a spec such as 'resnet18'.")
     model = loaded.model
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:

@@ -177,7 +177,7 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 param_grad_norm=own_sq ** 0.5 if own_grads else None,
                 **probed,
                 path=path,
-                type=type(mod).__name__,
+                type=module_type(mod),
                 depth=0 if path == "" else path.count(".") + 1,
                 params=total,
                 own_params=own_count,
@@ -194,7 +194,7 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
     bufs = list({id(b): b for _, mod in tree.modules for b in mod._buffers.values() if b is not None}.values())
     info = ModelInfo(
         name=name,
-        class_name=type(model).__name__,
+        class_name=module_type(model),
         source=source,
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
@@ -204,6 +204,13 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
         description=description,
     )
     return Structure(rows=tuple(rows), model=info)
+
+
+def module_type(mod: nn.Module) -> str:
+    """The class name a row shows: a TorchScript module's original class, not ``RecursiveScriptModule``."""
+    if isinstance(mod, torch.jit.RecursiveScriptModule):
+        return getattr(mod, "original_name", None) or type(mod).__name__
+    return type(mod).__name__
 
 
 def dtype_name(dtype: torch.dtype) -> str:
