@@ -15,6 +15,7 @@ from inspectr.core.findings import find_problems
 from inspectr.core.loader import LoadedModel, load
 from inspectr.core.optim import OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.quantized import packed_note
 from inspectr.core.result import ProbeInfo, Report
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
@@ -250,7 +251,9 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
     if not probe:
         structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
-        info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
+        packed = packed_note(structure.rows)
+        info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off",
+                         notes=tuple(notes + [packed] if packed else notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
     inp, forced_mode = picked or _pick(loaded, inputs, input_specs, batch_size, dev, seed)
@@ -279,6 +282,9 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         progress("summary and findings", 0, 0)
     structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
     rows = structure.rows
+    packed = packed_note(rows)
+    if packed:
+        notes.append(packed)
     findings = find_problems(rows, result)
     info = ProbeInfo(
         ok=result.error is None,
