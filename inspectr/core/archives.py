@@ -46,8 +46,17 @@ EXPORT_MODE = ("torch.export: train/eval behaviour (dropout, BatchNorm statistic
 
 
 def archive_kind(path: str) -> str | None:
-    """``TORCHSCRIPT`` or ``EXPORTED`` when ``path`` is such an archive (read from its entries), else None."""
-    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+    """``TORCHSCRIPT`` or ``EXPORTED`` when ``path`` is such an archive (read from its entries), else None.
+
+    Raises:
+        InspectrError: a ``.pt2`` file that is no exported program.
+    """
+    if not os.path.isfile(path):
+        return None
+    if not zipfile.is_zipfile(path):
+        if path.endswith(".pt2"):
+            raise InspectrError(f"{path} is not a torch.export program: it is not even a zip archive.",
+                                "Check the file; torch.export.save writes .pt2 files.")
         return None
     try:
         with zipfile.ZipFile(path) as zf:
@@ -62,6 +71,12 @@ def archive_kind(path: str) -> str | None:
         return None
     if "constants.pkl" in rest and any(n.startswith("code/") for n in rest):
         return TORCHSCRIPT
+    if path.endswith(".pt2"):
+        raise InspectrError(
+            f"{path} is a zip file but not a torch.export program (it has no archive_format entry); "
+            "an AOTInductor package or another .pt2 holds compiled code inspectr cannot read.",
+            "Save the program with torch.export.save(torch.export.export(model, args), 'model.pt2').",
+        )
     return None
 
 
