@@ -31,7 +31,17 @@ FUNCTIONAL_ACTIVATIONS: dict[Any, tuple[str, str]] = {
     _F.silu: ("F.silu", "smooth"),
     _F.mish: ("F.mish", "smooth"),
 }
-NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6"}
+_aten = torch.ops.aten
+FUNCTIONAL_ACTIVATIONS.update({  # as an exported program's graph calls them
+    _aten.relu.default: ("aten.relu", "rectifier"),
+    _aten.relu_.default: ("aten.relu_", "rectifier"),
+    _aten.hardswish.default: ("aten.hardswish", "rectifier"),
+    _aten.gelu.default: ("aten.gelu", "smooth"),
+    _aten.silu.default: ("aten.silu", "smooth"),
+    _aten.mish.default: ("aten.mish", "smooth"),
+})
+NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_", "F.relu6",
+              "aten.relu", "aten.relu_"}
 
 # A 3-D output is [batch, channels, length] after these, [batch, seq, features] otherwise.
 CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d,

@@ -187,6 +187,27 @@ FLOP_FUNCTIONS: dict[Any, FlopFn] = {
     torch.sparse.mm: _sparse_mm,
     torch.spmm: _sparse_mm,
 }
+
+def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> tuple[int, int] | None:
+    """``aten.convolution(input, weight, bias, stride, padding, dilation, transposed, ...)``."""
+    return _conv(bool(args[6]) if len(args) > 6 else False)(args, kwargs, out)
+
+
+# ATen overloads, as an exported program's graph calls them (the watch sees those, not F.*)
+_aten = torch.ops.aten
+FLOP_FUNCTIONS.update({
+    _aten.linear.default: _linear,
+    _aten.conv1d.default: _conv(False),
+    _aten.conv2d.default: _conv(False),
+    _aten.conv3d.default: _conv(False),
+    _aten.convolution.default: _convolution,
+    _aten.matmul.default: _matmul,
+    _aten.mm.default: _matmul,
+    _aten.bmm.default: _matmul,
+    _aten.addmm.default: _addmm_like,
+    _aten.baddbmm.default: _addmm_like,
+    _aten.scaled_dot_product_attention.default: _sdpa,
+})
 for _name, _gates in (("lstm", 4), ("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)):
     _fn = getattr(torch._VF, _name, None)
     if _fn is not None:

@@ -140,9 +140,13 @@ class ModuleHooks:
     # -- hooks
     def install(self) -> None:
         for path, mod in self.named:
-            leaf = leaf_flops(mod)
-            self.handles.append(mod.register_forward_pre_hook(self._pre(path, leaf is not None), with_kwargs=True))
-            self.handles.append(mod.register_forward_hook(self._post(path, mod, leaf), with_kwargs=True))
+            # A ScriptModule refuses hooks, yet runs nn.Module's when Python calls it (the root, or a
+            # scripted child of a Python module); the submodules its compiled code calls run none.
+            scripted = isinstance(mod, torch.jit.ScriptModule)
+            leaf = None if scripted else leaf_flops(mod)
+            owner = nn.Module if scripted else type(mod)
+            self.handles.append(owner.register_forward_pre_hook(mod, self._pre(path, leaf is not None), with_kwargs=True))
+            self.handles.append(owner.register_forward_hook(mod, self._post(path, mod, leaf), with_kwargs=True))
 
     def remove(self) -> None:
         self.loud()
@@ -361,7 +365,9 @@ class ModuleHooks:
         return {path for path, mod in self.named if not any(c is not None for c in mod._modules.values())}
 
     def _grad_hook(self, a: ModuleAcc) -> Callable[[torch.Tensor], None]:
-        def hook(g: torch.Tensor) -> None:
+        def hook(g: torch.Tensor | None) -> None:
+            if g is None:  # autograd sends None through nodes without a derivative (quantized ops)
+                return
             a.grad_calls += 1
             if self.shape_only:
                 return

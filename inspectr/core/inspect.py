@@ -17,6 +17,7 @@ from inspectr.core.memory import parse_size
 from inspectr.core.memory_plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.quantized import packed_note
 from inspectr.core.result import ProbeInfo, Report
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
@@ -115,6 +116,8 @@ def pick_inputs(
                 "Fix it, or pass --input to bypass it.",
             ) from exc
         return inputs_mod.normalize(value, "example_input() in the model file"), None
+    if loaded.example is not None:
+        return loaded.example(b), None
     if loaded.source == "torchvision" and loaded.registry_family:
         inp, forced = inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
         return inputs_mod.cast_floats(inp, inputs_mod.param_float_dtype(model)), forced
@@ -188,7 +191,14 @@ def inspect(
         raise InspectrError(f"--dtype {dtype!r} is not one inspectr estimates.", f"Use one of {', '.join(DTYPE_CHOICES)}.")
     fit_bytes = parse_size(fit) if fit is not None else None
     if loaded is None:
-        if isinstance(model_or_spec, nn.Module):
+        from inspectr.core.archives import from_object
+
+        archived = from_object(model_or_spec)  # an ExportedProgram or a ScriptModule
+        if archived is not None and (kwargs or weights):
+            raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
+        if archived is not None:
+            loaded = archived
+        elif isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
             if kwargs or weights:
                 raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
@@ -197,7 +207,8 @@ def inspect(
                 progress("loading the model", 0, 0)
             loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
         else:
-            raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
+            raise InspectrError(f"inspect() takes an nn.Module, a ScriptModule, an ExportedProgram or a spec string, "
+                                f"not {type(model_or_spec).__name__}.", "Pass the model, or a spec such as 'resnet18'.")
     model = loaded.model
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -248,7 +259,9 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
     if not probe:
         structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
-        info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off", notes=tuple(notes))
+        packed = packed_note(structure.rows)
+        info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off",
+                         notes=tuple(notes + [packed] if packed else notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
     inp, forced_mode = picked or _pick(loaded, inputs, input_specs, batch_size, dev, seed)
@@ -277,6 +290,9 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         progress("summary and findings", 0, 0)
     structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
     rows = structure.rows
+    packed = packed_note(rows)
+    if packed:
+        notes.append(packed)
     findings = find_problems(rows, result)
     info = ProbeInfo(
         ok=result.error is None,

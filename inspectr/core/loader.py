@@ -68,6 +68,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     on_meta: bool = False
     expected: tuple[str, str] | None = None
+    example: Any = None  # batch size -> Inputs, for formats that know their input (archives)
 
 
 # ---------------------------------------------------------------- importing user code
@@ -324,6 +325,11 @@ def load(
         InspectrError: every way the request can be wrong, one paragraph each.
     """
     kwargs = dict(kwargs or {})
+    from inspectr.core.archives import archive_kind, load_archive
+
+    archive = archive_kind(spec.strip())
+    if archive is not None:  # TorchScript or torch.export, told by content: no pickled Python to trust
+        return load_archive(spec.strip(), archive, kwargs, weights, trust_pickle, device)
     parsed = parse_spec(spec)
     notes: list[str] = []
     file_module: ModuleType | None = None

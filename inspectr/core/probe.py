@@ -15,6 +15,7 @@ import math
 import random
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import dtype_name
@@ -227,7 +229,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                         if opts.progress is not None:
                             opts.progress("probe: backward", 0, 0)
                         try:
-                            loss.backward()
+                            with warnings.catch_warnings():
+                                # said in the report instead (quantized.backward_stops)
+                                warnings.filterwarnings("ignore", message=".*autograd kernel was not registered")
+                                loss.backward()
                             backward = "ran"
                         except (KeyboardInterrupt, ProbeCancelled):
                             raise
@@ -246,6 +251,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                             )
                         if backward == "ran":
                             param_norms, unused = _param_grads(probe.params, param_map, meta)
+                            stops = [p for p, m in probe.named if probe.acc[p].calls and is_quantized(m)]
+                            if stops:
+                                unused, backward_note = backward_stops(
+                                    stops, {p: a.order for p, a in probe.acc.items()}, unused)
                             if leaves and not meta:
                                 sq = 0.0
                                 n = 0

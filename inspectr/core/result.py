@@ -106,6 +106,7 @@ class ModuleRow:
     order: int | None = None  # position of the first call in forward execution order
     saved_bytes: int | None = None  # autograd saved for backward while it ran (not its children)
     output_bytes: int | None = None  # its outputs, over all calls
+    packed_params: int = 0  # of ``params``: quantized weights kept packed (no nn.Parameter), in its subtree
 
     @property
     def frozen_params(self) -> int:
@@ -120,6 +121,7 @@ class ModuleRow:
             "own_params": self.own_params,
             "trainable_params": self.trainable_params,
             "trainable": self.trainable,
+            "packed_params": self.packed_params,
             "buffers": self.buffers,
             "aliases": list(self.aliases),
             "calls": self.calls,
@@ -245,6 +247,7 @@ class ModelInfo:
     param_bytes: int
     buffer_bytes: int
     description: str = ""
+    packed_params: int = 0  # of ``total_params``: quantized weights kept packed (counted as frozen)
 
     @property
     def frozen_params(self) -> int:
@@ -291,6 +294,7 @@ class Report:
                 "total_params": m.total_params,
                 "trainable_params": m.trainable_params,
                 "frozen_params": m.frozen_params,
+                "packed_params": m.packed_params,
                 "buffer_elements": m.buffer_elements,
                 "param_bytes": m.param_bytes,
                 "buffer_bytes": m.buffer_bytes,

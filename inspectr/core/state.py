@@ -95,6 +95,8 @@ def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
     finally:
         for m, ps, bs in dicts:
             for now, then in ((m._parameters, ps), (m._buffers, bs)):
+                if not isinstance(now, dict):
+                    continue  # a ScriptModule's view of its C++ slots: TorchScript cannot add or swap them
                 if then is None:
                     if now:
                         now.clear()

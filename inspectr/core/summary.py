@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from inspectr.core.quantized import PACKED, packed_weights
 from inspectr.core.result import ModelInfo, ModuleRow, ParamInfo, fast_new
 from inspectr.core.walk import ModelWalk, walk
 
@@ -116,6 +117,13 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
     measures = result.measures if result is not None else {}
     flops_f = (result.flops_forward if result is not None else None) or {}
     flops_b = (result.flops_backward if result is not None else None) or {}
+    packed = {path: w for path, mod in tree.modules if (w := packed_weights(mod))}
+    packed_below: dict[str, int] = {}  # quantized weights kept packed, per subtree: counted, never trainable
+    for path, weights in packed.items():
+        parts = path.split(".") if path else []
+        for i in range(len(parts) + 1):
+            key = ".".join(parts[:i])
+            packed_below[key] = packed_below.get(key, 0) + sum(t.numel() for _, t in weights)
     for path, mod in tree.modules:
         own: list[ParamInfo] = []
         own_count = 0
@@ -147,7 +155,12 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             if shared is None and own[-1].grad_norm is not None:
                 own_sq += own[-1].grad_norm ** 2
                 own_grads = True
-        total = total_of.get(id(mod), 0)
+        for pname, t in packed.get(path, ()):
+            own_count += t.numel()
+            own.append(fast_new(ParamInfo, name=pname + PACKED, shape=tuple(t.shape), numel=t.numel(),
+                                dtype=dtype_name(t.dtype), device=str(t.device), requires_grad=False,
+                                shared_with=None, grad_norm=None))
+        total = total_of.get(id(mod), 0) + packed_below.get(path, 0)
         trainable = trainable_of.get(id(mod), 0)
         buffers = sum(b.numel() for b in mod._buffers.values() if b is not None)
         try:
@@ -177,7 +190,7 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 param_grad_norm=own_sq ** 0.5 if own_grads else None,
                 **probed,
                 path=path,
-                type=type(mod).__name__,
+                type=module_type(mod),
                 depth=0 if path == "" else path.count(".") + 1,
                 params=total,
                 own_params=own_count,
@@ -188,22 +201,32 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 aliases=tree.aliases.get(path, ()),
                 extra_repr=extra,
                 is_leaf=not any(c is not None for c in mod._modules.values()),
+                packed_params=packed_below.get(path, 0),
             )
         )
     params = [p for _, p in tree.params]
     bufs = list({id(b): b for _, mod in tree.modules for b in mod._buffers.values() if b is not None}.values())
+    packed_all = [t for weights in packed.values() for _, t in weights]
     info = ModelInfo(
         name=name,
-        class_name=type(model).__name__,
+        class_name=module_type(model),
         source=source,
-        total_params=sum(p.numel() for p in params),
+        total_params=sum(p.numel() for p in params) + sum(t.numel() for t in packed_all),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         buffer_elements=sum(b.numel() for b in bufs),
-        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        param_bytes=sum(p.numel() * p.element_size() for p in params + packed_all),
         buffer_bytes=sum(b.numel() * b.element_size() for b in bufs),
         description=description,
+        packed_params=sum(t.numel() for t in packed_all),
     )
     return Structure(rows=tuple(rows), model=info)
+
+
+def module_type(mod: nn.Module) -> str:
+    """The class name a row shows: a TorchScript module's original class, not ``RecursiveScriptModule``."""
+    if isinstance(mod, torch.jit.RecursiveScriptModule):
+        return getattr(mod, "original_name", None) or type(mod).__name__
+    return type(mod).__name__
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -181,7 +181,7 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
             label,
             Text(r.type, style="cyan"),
             Text(shape_text(r)),
-            Text(f"{r.params:,}" if r.params else "—", style=style),
+            Text((f"{r.params:,}" if r.params else "—") + (" q" if r.packed_params else ""), style=style),
             Text(TRAINABLE_MARK[r.trainable], style="blue"),
         ]
         if has_flops:
