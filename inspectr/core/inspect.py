@@ -151,6 +151,7 @@ def inspect(
     input_specs: list[Any] | None = None,
     kwargs: str | dict[str, Any] | None = None,
     weights: str | None = None,
+    pretrained: bool = False,
     trust_pickle: bool = False,
     device: str | None = "cpu",
     batch_size: int | None = None,
@@ -183,12 +184,12 @@ def inspect(
     if loaded is None:
         if isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
-            if kwargs or weights:
-                raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
+            if kwargs or weights or pretrained:
+                raise InspectrError("kwargs/weights/pretrained apply to specs, not to a model object.", "Build the model yourself and pass it.")
         elif isinstance(model_or_spec, str):
             if progress is not None:
                 progress("loading the model", 0, 0)
-            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
+            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed, pretrained=pretrained)
         else:
             raise InspectrError(f"inspect() takes an nn.Module or a spec string, not {type(model_or_spec).__name__}.", "")
     model = loaded.model
