@@ -436,6 +436,25 @@ def test_sharded_checkpoint_cli_and_a_missing_shard(user_net: Path, tmp_path: Pa
     assert_clean_error(proc, first.name, "Copy every shard next to the index")
 
 
+def test_torch_shards_and_damaged_torch_files(user_net: Path, tmp_path: Path) -> None:
+    spec = f"{user_net}:Net"
+    sd = random_state(spec)
+    names = sorted(sd)
+    weight_map = {}
+    for i, part in enumerate((names[:4], names[4:])):
+        torch.save({k: sd[k] for k in part}, tmp_path / f"pytorch_model-0000{i + 1}-of-00002.bin")
+        weight_map.update({k: f"pytorch_model-0000{i + 1}-of-00002.bin" for k in part})
+    index = tmp_path / "pytorch_model.bin.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert_loaded(load(spec, weights=str(tmp_path)).model, sd)  # the folder finds the index
+    whole = tmp_path / "whole.pt"
+    torch.save(sd, whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(InspectrError, match="truncated or damaged"):
+        load(spec, weights=str(cut))
+
+
 def test_index_that_names_a_tensor_its_shard_lacks(user_net: Path, tmp_path: Path) -> None:
     from huggingface_hub import save_torch_state_dict
 

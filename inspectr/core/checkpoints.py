@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -227,6 +228,14 @@ def _torch_load(path: Path, mmap: bool = False) -> Any:
     except Exception as exc:
         if mmap and "mmap" in str(exc):  # a legacy (pre-zip) torch file cannot be mapped
             return _torch_load(path)
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        if zipped and not zipfile.is_zipfile(path):
+            raise InspectrError(
+                f"{path} is a damaged torch file: it starts as a zip archive (what torch.save writes) "
+                "but its directory at the end is missing, so it is truncated or damaged.",
+                TRUNCATED,
+            ) from exc
         raise InspectrError(
             f"{path} cannot be loaded as weights only ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
             "It may hold a whole pickled model: load that with `inspectr FILE --trust-pickle` (runs code from the file), "
