@@ -430,7 +430,7 @@ def check_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     infos = read_tensor_infos(path)
     result, _ = fit(model, infos)
     if result.missing or result.unexpected or result.wrong_shape or result.wrong_kind:
-        raise _misfit(model, path, result, " (checked from the file's headers; the model is on the meta device)")
+        raise _misfit(model, path, result, " (checked without reading the values; the model is on the meta device)")
     dtypes = sorted({_name(i.dtype) for i in infos.values() if isinstance(i, TensorInfo)})
     casts = result.cast_text()
     return (f"--weights {path}: {result.checked:,} tensors checked against the model without reading "

@@ -262,9 +262,13 @@ def _import_hint(exc: ImportError, package: tuple[Path, str] | None) -> str:
                 "(and to each package folder above it), or run inspectr from the repository root "
                 "with the module form, e.g. `inspectr models.net:Net`.")
     missing = getattr(exc, "name", None)
+    if missing and package is not None and missing.split(".")[0] == package[1].split(".")[0]:
+        expected = package[0] / (missing.replace(".", os.sep) + ".py")
+        return (f"{missing} would be part of your own package, and there is no {shown(expected)} "
+                "(nor a package folder of that name): check the module name in the import.")
     if missing:
         where = f"the current directory ({Path.cwd()})"
-        if package is not None:
+        if package is not None and package[0] != Path.cwd().resolve():
             where += f" and the package root's parent ({package[0]})"
         return (f"Install the package that provides {missing!r} in this environment, or fix the import; "
                 f"imports from your own code are looked up in {where}, so run inspectr from the folder "
