@@ -25,7 +25,8 @@ def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
         inputs: a Tensor (one positional argument), a tuple/list (positional arguments)
             or a dict (keyword arguments); synthesized when None.
         **options: the CLI flags: ``device``, ``batch_size``, ``mode`` ("own"/"train"/"eval"),
-            ``seed``, ``backward``, ``kwargs``, ``weights``, ``input_specs``, ``freeze``...
+            ``seed``, ``backward``, ``kwargs``, ``weights``, ``pretrained``, ``input_specs``,
+            ``freeze``...
 
     Returns:
         A frozen ``Report``; ``report.to_dict()`` is the JSON document.

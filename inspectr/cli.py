@@ -24,8 +24,17 @@ EPILOG = """\
 model specs:
   resnet18                     a registered model (torchvision, weights=None, or the sample gallery)
   sample:lenet                 prefixes torchvision: / sample: pick the source
-  path/to/model.py:MyNet       an nn.Module subclass, a factory function or a module-level instance
-  package.module:make_model    the same, from an importable module
+  path/to/model.py:MyNet       an nn.Module subclass, a factory function or a module-level instance;
+                               a file inside a package (its folder has __init__.py) is imported as
+                               part of it, so relative imports work; run from the repository root
+                               and repo-root imports (from utils import ...) work too
+  package.module:make_model    the same, from an installed module or a package in the current folder
+
+weights:
+  --weights FILE               a torch file (weights_only), model.safetensors, a sharded
+                               model.safetensors.index.json, or a folder holding one
+  --pretrained                 a torchvision model's DEFAULT weights from the local torch hub
+                               cache ($TORCH_HOME/hub/checkpoints); never downloads
 
 inputs (--input, repeat for several positional inputs):
   [NAME=][DTYPE:]D1,D2,...[:LOW..HIGH]
@@ -65,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--width", type=int, default=None, help="text width when not on a terminal (default 120)")
     model = p.add_argument_group("model")
     model.add_argument("--kwargs", metavar="JSON", help='constructor arguments as JSON, e.g. \'{"num_classes": 10}\'')
-    model.add_argument("--weights", metavar="FILE", help="state dict or checkpoint to load (weights_only=True)")
+    model.add_argument("--weights", metavar="FILE",
+                       help="checkpoint to load: torch file (weights_only=True), .safetensors, a sharded .index.json, or a folder")
+    model.add_argument("--pretrained", action="store_true",
+                       help="load a torchvision model's DEFAULT weights from the local torch hub cache (never downloads)")
     model.add_argument("--trust-pickle", action="store_true",
                        help="allow loading a whole pickled model file: this RUNS CODE from the file")
     model.add_argument("--freeze", action="append", default=[], metavar="GLOB", help="freeze modules whose path matches (repeatable)")
@@ -101,6 +113,7 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
         input_specs=args.inputs,
         kwargs=args.kwargs,
         weights=args.weights,
+        pretrained=args.pretrained,
         trust_pickle=args.trust_pickle,
         device=args.device,
         batch_size=args.batch_size,

@@ -156,6 +156,7 @@ def inspect(
     input_specs: list[Any] | None = None,
     kwargs: str | dict[str, Any] | None = None,
     weights: str | None = None,
+    pretrained: bool = False,
     trust_pickle: bool = False,
     device: str | None = "cpu",
     batch_size: int | None = None,
@@ -200,12 +201,12 @@ def inspect(
             loaded = archived
         elif isinstance(model_or_spec, nn.Module):
             loaded = LoadedModel(model_or_spec, type(model_or_spec).__name__, "object")
-            if kwargs or weights:
-                raise InspectrError("kwargs/weights apply to specs, not to a model object.", "Build the model yourself and pass it.")
+            if kwargs or weights or pretrained:
+                raise InspectrError("kwargs/weights/pretrained apply to specs, not to a model object.", "Build the model yourself and pass it.")
         elif isinstance(model_or_spec, str):
             if progress is not None:
                 progress("loading the model", 0, 0)
-            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed)
+            loaded = load(model_or_spec, parse_kwargs(kwargs), weights, trust_pickle, dev, seed, pretrained=pretrained)
         else:
             raise InspectrError(f"inspect() takes an nn.Module, a ScriptModule, an ExportedProgram or a spec string, "
                                 f"not {type(model_or_spec).__name__}.", "Pass the model, or a spec such as 'resnet18'.")

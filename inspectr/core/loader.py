@@ -6,14 +6,8 @@ names the file, line, module or argument and says how to fix it.
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import os
-import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,9 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
+# moved to checkpoints; importable from here as before
+from inspectr.core.checkpoints import CHECKPOINT_KEYS as CHECKPOINT_KEYS
+from inspectr.core.checkpoints import (
+    TorchvisionPretrained,
+    apply_weights,
+    check_pretrained_request,
+    load_weights,
+)
+from inspectr.core.checkpoints import extract_state_dict as extract_state_dict
+from inspectr.core.usercode import import_file, import_module
 from inspectr.errors import InspectrError
-
-CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "net", "network", "module", "ema", "model_ema")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ def parse_spec(spec: str) -> ParsedSpec:
         return ParsedSpec("file", head, tail or None)
     if s.endswith(".py"):
         return ParsedSpec("file", s, None)
+    if s.endswith((".safetensors", ".index.json")) and not sep:
+        raise InspectrError(
+            f"{s} holds weights only: a checkpoint has no code to build the model from.",
+            f"Name the model and pass the file as weights: `inspectr path/to/model.py:MyNet --weights {s}`.",
+        )
     if s.endswith((".pt", ".pth", ".ckpt", ".bin")) and not sep:
         return ParsedSpec("pickle", s, None)
     if sep and head not in ("sample", "torchvision") and "." in head:
@@ -72,71 +79,6 @@ class LoadedModel:
 
 
 # ---------------------------------------------------------------- importing user code
-
-
-def import_file(path_text: str) -> ModuleType:
-    path = Path(path_text).expanduser()
-    if not path.exists():
-        raise InspectrError(
-            f"The model file {path_text} does not exist.",
-            f"Check the path (relative to {Path.cwd()}); the spec form is path/to/model.py:ClassName.",
-        )
-    if path.is_dir():
-        raise InspectrError(f"{path_text} is a directory, not a Python file.", "Point at the .py file: path/to/model.py:ClassName.")
-    source = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        ast.parse(source, filename=str(path))
-    except SyntaxError as exc:
-        line = (exc.text or "").rstrip()
-        raise InspectrError(
-            f"{path}:{exc.lineno}: syntax error in the model file: {exc.msg}." + (f" The line reads: {line.strip()!r}." if line else ""),
-            "Fix that line and run inspectr again.",
-        ) from exc
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    mod_name = f"inspectr_user_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise InspectrError(f"Python cannot import {path}.", "Give a .py file: path/to/model.py:ClassName.")
-    module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)  # so the file's sibling imports work
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as exc:
-        sys.modules.pop(mod_name, None)
-        where = _user_frame(exc, str(path))
-        missing = getattr(exc, "name", None)
-        raise InspectrError(
-            f"{where}: the model file's import failed: {exc}.",
-            (f"Install the package that provides {missing!r} in this environment, or fix the import." if missing
-             else "Fix the import in the model file."),
-        ) from exc
-    except Exception as exc:
-        sys.modules.pop(mod_name, None)
-        where = _user_frame(exc, str(path))
-        raise InspectrError(
-            f"{where}: running the model file raised {type(exc).__name__}: {exc}.",
-            "Model files are imported as modules: keep training code under `if __name__ == \"__main__\":`.",
-        ) from exc
-    finally:
-        if added:
-            try:
-                sys.path.remove(folder)
-            except ValueError:
-                pass
-    return module
-
-
-def _user_frame(exc: BaseException, filename: str) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    target = str(Path(filename).resolve())
-    for fr in reversed(frames):
-        if str(Path(fr.filename).resolve()) == target:
-            return f"{filename}:{fr.lineno}"
-    return filename
 
 
 def model_candidates(module: ModuleType) -> list[str]:
@@ -310,16 +252,19 @@ def load(
     trust_pickle: bool = False,
     device: str = "cpu",
     seed: int = 0,
+    pretrained: bool = False,
 ) -> LoadedModel:
     """Build the model a spec names.
 
     Args:
         spec: see ``parse_spec``.
         kwargs: constructor arguments.
-        weights: a state dict or checkpoint file loaded with ``weights_only=True``.
+        weights: a checkpoint: a torch file (``weights_only=True``), a ``.safetensors`` file, a
+            sharded checkpoint's ``.index.json``, or a folder holding one.
         trust_pickle: allow a whole pickled model file (runs code from that file).
         device: "meta" builds on the meta device; anything else builds on CPU (the probe moves it).
         seed: seeds random initialisation (the global RNG is left as it was).
+        pretrained: a registered torchvision model's DEFAULT weights, from the local torch hub cache.
 
     Raises:
         InspectrError: every way the request can be wrong, one paragraph each.
@@ -331,6 +276,8 @@ def load(
     if archive is not None:  # TorchScript or torch.export, told by content: no pickled Python to trust
         return load_archive(spec.strip(), archive, kwargs, weights, trust_pickle, device)
     parsed = parse_spec(spec)
+    if pretrained:
+        check_pretrained_request(parsed.kind, spec, weights)
     notes: list[str] = []
     file_module: ModuleType | None = None
     family = None
@@ -339,8 +286,12 @@ def load(
         from inspectr.core.registry import lookup
 
         entry = lookup(parsed.target)
-        model, on_meta = build_checked(lambda: _registry_build(entry, kwargs), device, notes, seed)
+        hub = TorchvisionPretrained(entry, kwargs) if pretrained else None
+        model, on_meta = build_checked(hub or (lambda: _registry_build(entry, kwargs)), device, notes, seed)
+        if hub is not None:
+            notes.append(hub.note(on_meta))
         name, source, desc, family, expected = entry.name, entry.source, entry.description, entry.family, entry.expected
+        desc = hub.description if hub is not None else desc
     elif parsed.kind == "pickle":
         return _load_pickled(parsed.target, trust_pickle, kwargs, weights)
     else:
@@ -348,24 +299,7 @@ def load(
             file_module = import_file(parsed.target)
             where_file = parsed.target
         else:
-            try:
-                file_module = importlib.import_module(parsed.target)
-            except SyntaxError as exc:
-                raise InspectrError(
-                    f"{exc.filename}:{exc.lineno}: syntax error in the module {parsed.target!r}: {exc.msg}.",
-                    "Fix that line and run inspectr again.",
-                ) from exc
-            except ImportError as exc:
-                raise InspectrError(
-                    f"Cannot import the module {parsed.target!r}: {exc}.",
-                    "Check the dotted name and that the package is installed, or give a file: path/to/model.py:Name. "
-                    "Registered models take the prefixes sample: and torchvision: (see `inspectr --list`).",
-                ) from exc
-            except Exception as exc:
-                raise InspectrError(
-                    f"Importing the module {parsed.target!r} raised {type(exc).__name__}: {exc}.",
-                    "Model modules are imported: keep training code under `if __name__ == \"__main__\":`.",
-                ) from exc
+            file_module = import_module(parsed.target)
             where_file = parsed.target
         attr = parsed.attr
         if attr is None:
@@ -390,11 +324,7 @@ def load(
         desc = (inspect.cleandoc(own_doc).split("\n")[0] if own_doc and not isinstance(obj, nn.Module) else "")
         name, source = spec, parsed.kind
     if weights:
-        if on_meta:
-            notes.append(f"--weights {weights} was not loaded: the model is on the meta device.")
-        else:
-            load_weights(model, weights)
-            notes.append(f"weights loaded from {weights}")
+        notes.append(apply_weights(model, weights, on_meta))
     return LoadedModel(model, name, source, desc, file_module, family, notes, on_meta, expected)
 
 
@@ -451,64 +381,5 @@ def _load_pickled(path: str, trust: bool, kwargs: dict[str, Any], weights: str |
         )
     notes = [f"loaded the pickled model in {path} (--trust-pickle)"]
     if weights:
-        load_weights(obj, weights)
-        notes.append(f"weights loaded from {weights}")
+        notes.append(load_weights(obj, weights))
     return LoadedModel(obj, path, "pickle", f"pickled model from {path}", notes=notes)
-
-
-def _is_state_dict(obj: Any) -> bool:
-    """Tensors by name; modules with ``get_extra_state`` add non-tensor ``_extra_state`` entries."""
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(v, torch.Tensor) or str(k).endswith("_extra_state") for k, v in obj.items())
-
-
-def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint: the dict itself or under a usual key."""
-    if _is_state_dict(obj):
-        return obj
-    if isinstance(obj, dict):
-        for key in CHECKPOINT_KEYS:
-            inner = obj.get(key)
-            if _is_state_dict(inner):
-                return inner
-        keys = ", ".join(map(str, list(obj)[:8]))
-        raise InspectrError(
-            f"{path} is a checkpoint dict with keys {keys}, none of which holds a state dict.",
-            f"Save the model's state_dict() under one of: {', '.join(CHECKPOINT_KEYS)}.",
-        )
-    raise InspectrError(f"{path} holds a {type(obj).__name__}, not a state dict.", "Save `model.state_dict()` with torch.save.")
-
-
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a state dict or checkpoint into ``model`` strictly, naming every mismatch."""
-    if not Path(path).exists():
-        raise InspectrError(f"The weights file {path} does not exist.", "Check the --weights path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InspectrError(
-            f"{path} cannot be loaded as weights only ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).",
-            "It may hold a whole pickled model: load that with `inspectr FILE --trust-pickle` (runs code from the file), "
-            "or save `model.state_dict()` instead.",
-        ) from exc
-    sd = extract_state_dict(obj, path)
-    own = model.state_dict()
-    if all(k.startswith("module.") for k in sd) and not any(k.startswith("module.") for k in own):
-        sd = {k[len("module."):]: v for k, v in sd.items()}  # saved from DataParallel/DDP
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-              if k in sd and isinstance(sd[k], torch.Tensor) and isinstance(own[k], torch.Tensor)
-             and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-            if items:
-                shown = ", ".join(items[:5]) + (f", … ({len(items) - 5} more)" if len(items) > 5 else "")
-                parts.append(f"{len(items)} {label} ({shown})")
-        raise InspectrError(
-            f"The weights in {path} do not fit {type(model).__name__}: {'; '.join(parts)}.",
-            "Check that the file was saved from this model and these --kwargs.",
-        )
-    with torch.no_grad():
-        model.load_state_dict(sd, strict=True)

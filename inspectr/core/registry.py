@@ -69,20 +69,25 @@ def torchvision_entries() -> dict[str, Entry]:
         fam = family_of.get(name, "classification")
 
         def build(kwargs: dict[str, Any], _n: str = name, _fam: str = fam) -> Any:
-            kw = dict(kwargs)
-            kw["weights"] = None  # never download: inspectr runs offline
-            if _fam == "quantization":
-                kw.setdefault("quantize", False)
-            if _fam == "detection":
-                kw.setdefault("weights_backbone", None)
-            elif _fam == "segmentation":
-                kw.setdefault("weights_backbone", None)
-                kw.setdefault("aux_loss", False)
-            return models.get_model(_n, **kw)
+            return models.get_model(_n, **torchvision_kwargs(_fam, kwargs))
 
         out[name] = Entry(name, "torchvision", f"torchvision {fam} model (weights=None)", build, fam)
     del torchvision
     return out
+
+
+def torchvision_kwargs(family: str, kwargs: dict[str, Any], weights: Any = None) -> dict[str, Any]:
+    """A torchvision builder's arguments: ``weights`` is None (never download) unless the caller
+    supplies weights it reads itself (``--pretrained``, from the local hub cache)."""
+    kw = dict(kwargs)
+    kw["weights"] = weights
+    if family == "quantization":
+        kw.setdefault("quantize", weights is not None)  # quantized weights fit only a quantized model
+    if family in ("detection", "segmentation"):
+        kw.setdefault("weights_backbone", None)
+    if family == "segmentation" and weights is None:
+        kw.setdefault("aux_loss", False)  # with weights, torchvision requires the aux head they hold
+    return kw
 
 
 def all_entries() -> dict[str, dict[str, Entry]]:

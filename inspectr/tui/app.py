@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from inspectr.tui.trainable import TrainableState
 
 REPROBE_DELAY = 0.5  # seconds of quiet after a freeze toggle before the probe re-runs
-LOAD_KEYS = ("kwargs", "weights", "trust_pickle")
+LOAD_KEYS = ("kwargs", "weights", "pretrained", "trust_pickle")
 FREEZE_KEYS = ("freeze", "unfreeze", "freeze_plan")
 
 
@@ -202,6 +202,7 @@ class InspectrApp(App[int]):
                     opts.get("weights"),
                     bool(opts.get("trust_pickle")),
                     device,
+                    pretrained=bool(opts.get("pretrained")),
                 )
             built = time.perf_counter()
             with self._model_lock:
