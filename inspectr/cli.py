@@ -26,6 +26,8 @@ model specs:
   sample:lenet                 prefixes torchvision: / sample: pick the source
   path/to/model.py:MyNet       an nn.Module subclass, a factory function or a module-level instance
   package.module:make_model    the same, from an importable module
+  path/to/hf-folder            a Hugging Face folder (config.json, weights) also as hf:FOLDER; needs inspectr[hf]
+  timm:vit_small_patch16_224   a timm model (pretrained=False); needs inspectr[timm]
 
 inputs (--input, repeat for several positional inputs):
   [NAME=][DTYPE:]D1,D2,...[:LOW..HIGH]
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: hub loading is local-only anyway
     try:
         return _run(args, parser)
     except InspectrError as err:
