@@ -319,11 +319,15 @@ def test_hf_model_object_gets_config_inputs_and_is_left_untouched() -> None:
 
 
 def test_folder_errors_name_the_problem_and_the_fix(tmp_path: Path) -> None:
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "acme/base"}')
     cases = {
         str(tmp_path / "nowhere"): "does not exist",
         "hf:": "needs a model folder",
         "hf:acme/not-cached-anywhere": "is not in the local Hugging Face cache",
         str(tmp_path): "without a config.json",
+        str(adapter): "holds an adapter (adapter_config.json",
     }
     for spec, needle in cases.items():
         with pytest.raises(InspectrError) as err:

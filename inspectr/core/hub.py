@@ -71,6 +71,12 @@ def hf_folder(target: str) -> Path:
     if path.is_dir():
         if (path / "config.json").is_file():
             return path
+        if (path / "adapter_config.json").is_file():
+            raise InspectrError(
+                f"{target} holds an adapter (adapter_config.json, as PEFT saves it), not a whole model.",
+                "Point inspectr at the base model's folder (the one adapter_config.json names as "
+                "base_model_name_or_path), or merge the adapter and save the result with save_pretrained.",
+            )
         raise InspectrError(
             f"{target} is a folder without a config.json, so it is not a Hugging Face model folder.",
             "Point at the folder save_pretrained wrote (config.json plus the weights), or at a model "
@@ -287,7 +293,7 @@ def _from_pretrained(tf: ModuleType, cls: Any, config: Any, folder: Path, files:
             "or inspect the architecture alone by moving the weight files away.",
         ) from exc
     loaded = f"weights loaded from {folder / name}" + (f" ({shards} shards)" if shards > 1 else "")
-    notes.append(loaded + "; transformers' from_pretrained leaves the model in eval mode (--train probes it training)")
+    notes.append(loaded + "; transformers' from_pretrained leaves the model in eval mode (--train probes it in train mode)")
     for key, what in (("missing_keys", "not in the checkpoint, initialised randomly (seeded)"),
                       ("unexpected_keys", "in the checkpoint but not in the model, skipped"),
                       ("mismatched_keys", "of another shape in the checkpoint, initialised randomly (seeded)")):
