@@ -21,7 +21,8 @@ def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
 
     Args:
         model_or_spec: an ``nn.Module`` (never modified) or a spec string such as
-            ``"resnet18"``, ``"sample:lenet"`` or ``"path/model.py:MyNet"``.
+            ``"resnet18"``, ``"sample:lenet"``, ``"path/model.py:MyNet"``, a Hugging Face
+            folder ``"path/to/folder"`` (or ``"hf:path/to/folder"``) or ``"timm:resnet50"``.
         inputs: a Tensor (one positional argument), a tuple/list (positional arguments)
             or a dict (keyword arguments); synthesized when None.
         **options: the CLI flags: ``device``, ``batch_size``, ``mode`` ("own"/"train"/"eval"),

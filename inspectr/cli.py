@@ -29,6 +29,8 @@ model specs:
                                part of it, so relative imports work; run from the repository root
                                and repo-root imports (from utils import ...) work too
   package.module:make_model    the same, from an installed module or a package in the current folder
+  path/to/hf-folder            a Hugging Face folder (config.json, weights) also as hf:FOLDER; needs inspectr[hf]
+  timm:vit_small_patch16_224   a timm model (pretrained=False); needs inspectr[timm]
 
 weights:
   --weights FILE               a torch file (weights_only), model.safetensors, a sharded
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: hub loading is local-only anyway
     try:
         return _run(args, parser)
     except InspectrError as err:

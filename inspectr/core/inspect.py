@@ -12,6 +12,7 @@ from torch import nn
 
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings import find_problems
+from inspectr.core.hub import config_inputs
 from inspectr.core.loader import LoadedModel, load
 from inspectr.core.memory import parse_size
 from inspectr.core.memory_plan import MemoryRequest, plan_memory
@@ -121,6 +122,9 @@ def pick_inputs(
     if loaded.source == "torchvision" and loaded.registry_family:
         inp, forced = inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
         return inputs_mod.cast_floats(inp, inputs_mod.param_float_dtype(model)), forced
+    from_config = config_inputs(model, batch_size, loaded.on_meta or device == "meta")  # Hugging Face, timm
+    if from_config is not None:
+        return from_config, None
     return guess_inputs(model, b, device, loaded.on_meta), None
 
 

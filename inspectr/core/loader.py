@@ -28,13 +28,16 @@ from inspectr.core.checkpoints import extract_state_dict as extract_state_dict
 from inspectr.core.usercode import import_file, import_module
 from inspectr.errors import InspectrError
 
+# files a spec may name; any other path is taken for a folder ("Qwen/Qwen2.5-7B" has a dot too)
+MODEL_FILE_SUFFIXES = (".py", ".pt", ".pth", ".ckpt", ".bin", ".pt2", ".safetensors", ".json", ".zip", ".jit", ".ts")
+
 
 @dataclass(frozen=True)
 class ParsedSpec:
     """A model spec, split into its kind and parts (pure: nothing imported yet)."""
 
-    kind: str  # "registry" | "file" | "module" | "pickle"
-    target: str  # registered name, file path or dotted module
+    kind: str  # "registry" | "file" | "module" | "pickle" | "hf" | "timm"
+    target: str  # registered name, file path, dotted module, model folder or timm name
     attr: str | None = None  # class / factory / instance name
 
 
@@ -44,6 +47,9 @@ def parse_spec(spec: str) -> ParsedSpec:
     if not s:
         raise InspectrError("The model spec is empty.", "Give a model name (see `inspectr --list`) or path/to/model.py:MyNet.")
     head, sep, tail = s.rpartition(":")
+    hub = hub_spec(s)
+    if hub is not None:
+        return hub
     if sep and (head.endswith(".py") or "/" in head or os.sep in head):
         return ParsedSpec("file", head, tail or None)
     if s.endswith(".py"):
@@ -60,6 +66,22 @@ def parse_spec(spec: str) -> ParsedSpec:
     if sep and head not in ("sample", "torchvision") and head and tail:
         return ParsedSpec("module", head, tail)
     return ParsedSpec("registry", s, None)
+
+
+def hub_spec(spec: str) -> ParsedSpec | None:
+    """``hf:FOLDER``, ``timm:NAME``, a folder path, or a folder holding a ``config.json``."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in ("hf", "timm"):
+        return ParsedSpec(prefix, rest.strip())
+    if sep:
+        return None
+    path = Path(spec)
+    if path.name == "config.json" or (path / "config.json").is_file():
+        return ParsedSpec("hf", spec)
+    if ("/" in spec or os.sep in spec) and (path.is_dir() or not (
+            path.exists() or path.suffix.lower() in MODEL_FILE_SUFFIXES)):
+        return ParsedSpec("hf", spec)  # a folder path: the hub loader says what is wrong with it
+    return None
 
 
 @dataclass
@@ -193,6 +215,16 @@ def available_memory() -> int:
     return 1 << 62
 
 
+def available_for(device: str) -> int:
+    """Bytes free where a probe on ``device`` runs: the GPU's free memory for cuda, else RAM."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            return torch.cuda.mem_get_info(torch.device(device))[0]
+        except Exception:
+            pass
+    return available_memory()
+
+
 def needed_bytes(model: nn.Module) -> int:
     """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
     lazy = nn.parameter.UninitializedTensorMixin  # sizes unknown until a first forward: counted 0
@@ -227,12 +259,7 @@ def _build_checked(build: Any, device: str, notes: list[str]) -> tuple[nn.Module
     meta = _meta_build(build)
     if meta is not None:
         need = needed_bytes(meta)
-        avail = available_memory()
-        if device.startswith("cuda") and torch.cuda.is_available():
-            try:
-                avail = torch.cuda.mem_get_info(torch.device(device))[0]
-            except Exception:
-                pass
+        avail = available_for(device)
         if need > avail:
             total = sum(t.numel() for t in meta.parameters())
             notes.append(
@@ -294,6 +321,12 @@ def load(
         desc = hub.description if hub is not None else desc
     elif parsed.kind == "pickle":
         return _load_pickled(parsed.target, trust_pickle, kwargs, weights)
+    elif parsed.kind in ("hf", "timm"):
+        from inspectr.core import hub
+
+        built = (hub.load_hf if parsed.kind == "hf" else hub.load_timm)(parsed.target, kwargs, device, seed)
+        model, on_meta, notes = built.model, built.on_meta, built.notes
+        name, source, desc = built.name, built.source, built.description
     else:
         if parsed.kind == "file":
             file_module = import_file(parsed.target)

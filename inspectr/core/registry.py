@@ -105,7 +105,8 @@ def lookup(spec: str) -> Entry:
     if source and source not in SOURCES:
         raise InspectrError(
             f"Unknown model source {source!r} in {spec!r}.",
-            f"Use one of {', '.join(s + ':' for s in SOURCES)} or a file spec like path/to/model.py:MyNet.",
+            f"Use one of {', '.join(s + ':' for s in SOURCES)}, timm:NAME, hf:FOLDER or a file spec like "
+            "path/to/model.py:MyNet.",
         )
     samples = sample_entries()
     if source in ("", "sample") and name in samples:
@@ -120,8 +121,23 @@ def lookup(spec: str) -> Entry:
     if not close:
         close = [n for n in pool if name.lower() in n.lower()][:5]
     hint = f"Did you mean: {', '.join(close)}? " if close else ""
+    if not source and _timm_has(name):
+        hint = f"timm has a model of that name: `inspectr timm:{name}`. "
     raise InspectrError(
         f"No registered model is called {spec!r}.",
         hint + "Run `inspectr --list` to see every registered model, or give a file: "
         "`inspectr path/to/model.py:MyNet`.",
     )
+
+
+def _timm_has(name: str) -> bool:
+    """Whether an installed timm defines ``name`` (asked only once a name is unknown: import timm is slow)."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        return False
+    try:
+        import timm
+    except ImportError:
+        return False
+    return bool(timm.is_model(name))

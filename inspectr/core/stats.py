@@ -334,7 +334,8 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
     """Exact statistics of same-shape small tensors, a row each; also adds them (and their
     dead-unit counts) to the entries' accumulators."""
     k = len(entries)
-    rows = torch.stack([e.copy for e in entries]).view(k, -1)
+    # reshape: channels_last outputs (timm's ConvNeXt) are cloned with their strides and cannot view
+    rows = torch.stack([e.copy for e in entries]).reshape(k, -1)
     n = rows.shape[1]
     lo, hi = torch.aminmax(rows, dim=1)
     summary = torch.stack([rows.sum(1), torch.linalg.vector_norm(rows, dim=1), lo, hi,

@@ -19,7 +19,22 @@ def describe(x: Any) -> Any:
         return [describe(v) for v in x]
     if x is None or isinstance(x, (bool, int, float, str)):
         return x if not isinstance(x, str) else "str"
-    return type(x).__name__
+    return cache_text(x) or type(x).__name__
+
+
+def cache_text(x: Any) -> str | None:
+    """A key/value cache (transformers' ``DynamicCache``...) as ``DynamicCache(2 layers × k/v
+    [2, 2, 16, 8])``; None for anything else. Read by attribute: transformers is never imported."""
+    layers = getattr(x, "layers", None)
+    if isinstance(layers, list) and layers and all(
+            hasattr(la, "keys") and hasattr(la, "values") and not callable(la.keys) for la in layers):
+        keys = layers[0].keys
+        shape = f" × k/v [{', '.join(map(str, keys.shape))}]" if isinstance(keys, torch.Tensor) else ""
+        return f"{type(x).__name__}({len(layers)} layers{shape})"
+    own, cross = getattr(x, "self_attention_cache", None), getattr(x, "cross_attention_cache", None)
+    if own is not None and cross is not None:
+        return f"{type(x).__name__}(self: {cache_text(own) or type(own).__name__}, cross: {cache_text(cross) or type(cross).__name__})"
+    return None
 
 
 def iter_tensors(x: Any) -> Iterator[torch.Tensor]:
@@ -58,7 +73,7 @@ def structure(x: Any, depth: int = 0) -> str:
         return f"{name}({inner}{more})" if name != "list" else f"[{inner}{more}]"
     if x is None:
         return "None"
-    return type(x).__name__
+    return cache_text(x) or type(x).__name__
 
 
 def measurable(t: torch.Tensor) -> bool:

@@ -33,6 +33,26 @@ def print_list(console: Console | None = None) -> None:
     c.print(Text(f"torchvision (weights=None): {len(tv)} models", style="italic"))
     for fam, names in families.items():
         c.print(Text(f"  {fam}: ", style="bold") + Text(", ".join(sorted(names))))
+    print_timm(c)
+
+
+def print_timm(console: Console) -> None:
+    """timm's models by defining module (``timm:NAME``), or how to get timm when it is missing."""
+    from inspectr.core.hub import TIMM_INSTALL, timm_families
+
+    c = console
+    c.print()
+    families = timm_families()
+    if families is None:
+        c.print(Text(f"timm: not installed; {TIMM_INSTALL} to inspect timm:NAME models", style="italic"))
+        return
+    total = sum(len(names) for names in families.values())
+    c.print(Text(f"timm (timm:NAME, pretrained=False): {total} models", style="italic"))
+    for module, names in families.items():
+        c.print(Text(f"  {module}: ", style="bold") + Text(", ".join(names)))
+    c.print()
+    c.print(Text("Hugging Face: give a folder saved with save_pretrained (config.json, weights), "
+                 "e.g. `inspectr path/to/model` or `inspectr hf:path/to/model`", style="italic"))
 
 
 def print_check(report: Report, console: Console | None = None) -> None:
