@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # torch is imported on use: the CLI reads OPTIMIZERS before t
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DEFAULT_LR = 1e-3
+DEFAULT_STEPS = 20  # training steps of ``--steps`` given alone (and of the app's ``t``)
 
 
 @dataclass(frozen=True)
