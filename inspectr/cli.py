@@ -9,7 +9,7 @@ import time
 import traceback
 from typing import Any
 
-from inspectr.core.optim import DEFAULT_LR, DTYPE_CHOICES, OPTIMIZERS
+from inspectr.core.optim import DEFAULT_LR, DEFAULT_STEPS, DTYPE_CHOICES, OPTIMIZERS
 from inspectr.errors import (
     EXIT_BAD_REQUEST,
     EXIT_MODEL_PROBLEM,
@@ -54,6 +54,7 @@ examples:
   inspectr resnet18 --report --depth 2     print a summary report
   inspectr model.py:Net --format json -o report.json
   inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
+  inspectr lenet --report --steps 20       train 20 steps on one batch: does it learn, layer by layer
 """
 
 
@@ -97,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--no-probe", action="store_true", help="structure and parameter counts only")
     probe.add_argument("--timing", action="store_true", help="time every module (inclusive wall time)")
     train = p.add_argument_group("training and memory")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+    train.add_argument("--steps", type=int, nargs="?", const=True, default=None, metavar="N",
+                       help="after the probe, train N steps on the probe batch and watch every layer "
+                            f"(alone: the model's example_training steps, else {DEFAULT_STEPS})")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                        help="optimizer to train with and to count state for (default adamw)")
     train.add_argument("--lr", type=float, default=None, help=f"learning rate (default {DEFAULT_LR:g})")
     train.add_argument("--momentum", type=float, default=None, help="momentum for --optimizer sgd (default 0)")
@@ -132,6 +136,7 @@ def inspect_options(args: argparse.Namespace) -> dict[str, Any]:
         momentum=args.momentum,
         dtype=args.dtype,
         fit=args.fit,
+        steps=args.steps,
     )
 
 

@@ -19,6 +19,8 @@ class SampleModel:
         seed: which seed tutorial the model comes from, in a few words.
         healthy: False for the models that carry a defect on purpose.
         expected: for sick models, the (finding kind, module path) the probe must report.
+        needs_steps: the expected finding appears only with training steps (``--steps``); at
+            step 0 such a model raises no warning or error.
     """
 
     name: str
@@ -27,6 +29,7 @@ class SampleModel:
     seed: str
     healthy: bool = True
     expected: tuple[str, str] | None = None
+    needs_steps: bool = False
 
 
 GALLERY: dict[str, SampleModel] = {}
@@ -39,13 +42,14 @@ def register(
     *,
     healthy: bool = True,
     expected: tuple[str, str] | None = None,
+    needs_steps: bool = False,
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register a zero-argument factory (a function or an nn.Module class) under ``name``."""
 
     def decorate(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         if name in GALLERY:
             raise ValueError(f"sample model {name!r} registered twice")
-        GALLERY[name] = SampleModel(name, factory, description, seed, healthy, expected)
+        GALLERY[name] = SampleModel(name, factory, description, seed, healthy, expected, needs_steps)
         return factory
 
     return decorate

@@ -53,6 +53,8 @@ def test_gallery_has_every_family() -> None:
     assert set(SICK) == {
         "sick_config_driven", "sick_early_exit", "sick_dead_relu", "sick_vanishing",
         "sick_exploding", "sick_nan", "sick_overflow", "sick_unused",
+        # sick once they train (``--steps``), and the seeds' frozen-backbone recipe
+        "sick_diverging", "sick_dying_relu", "sick_not_learning", "sick_frozen_bn",
     }
 
 

@@ -33,7 +33,7 @@ nothing of severity warning or error):
 
 from __future__ import annotations
 
-from inspectr.core.probe import ProbeResult
+from inspectr.core.probe import ModuleMeasure, ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
 DEAD_WARN = 0.7
@@ -95,12 +95,18 @@ def _errors(result: ProbeResult) -> list[Finding]:
                     {"exception": e.exception, "input_shapes": list(e.input_shapes)})]
 
 
-def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Finding]:
-    cands = [(m.nonfinite_done, p) for p, m in result.measures.items()
+def nonfinite_culprit(measures: dict[str, ModuleMeasure]) -> str | None:
+    """The first module (completion order) whose output is non-finite while its inputs were
+    finite; None when no module made a NaN/Inf itself."""
+    cands = [(m.nonfinite_done, p) for p, m in measures.items()
              if m.nonfinite_done is not None and m.nonfinite_input is False]
-    if not cands:
+    return min(cands)[1] if cands else None
+
+
+def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Finding]:
+    path = nonfinite_culprit(result.measures)
+    if path is None:
         return []
-    _, path = min(cands)
     row = by_path[path]
     st = row.stats
     out = []

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from inspectr.core import inputs as inputs_mod
-from inspectr.core.findings import find_problems
+from inspectr.core.findings import SEVERITY_ORDER, find_problems
 from inspectr.core.hub import config_inputs
 from inspectr.core.loader import LoadedModel, load
+from inspectr.core.loss import call_target_hook, find_hook
 from inspectr.core.memory import parse_size
 from inspectr.core.memory_plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
 from inspectr.core.quantized import packed_note
-from inspectr.core.result import ProbeInfo, Report
+from inspectr.core.result import ModuleRow, ProbeInfo, Report, TrainingInfo, fast_new
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
+from inspectr.core.train_findings import end_dead_fraction, frozen_batchnorm, training_problems
+from inspectr.core.training import (
+    DEFAULT_STEPS,
+    TrainingOptions,
+    TrainingRun,
+    frozen_batchnorm_in_train,
+    train_steps,
+)
 from inspectr.core.walk import first_device, walk
 from inspectr.errors import InspectrError
 
@@ -177,13 +186,21 @@ def inspect(
     cancelled: Callable[[], bool] | None = None,
     loaded: LoadedModel | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    optimizer: str | OptimizerChoice = "adamw",
+    optimizer: str | OptimizerChoice | None = None,
     lr: float | None = None,
     momentum: float | None = None,
     dtype: str | None = None,
     fit: int | str | None = None,
+    steps: int | bool | None = None,
+    loss_fn: Callable[..., Any] | None = None,
+    target: Any = None,
 ) -> Report:
-    """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built."""
+    """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built.
+
+    ``steps``: train that many steps on the probe batch after the probe (True: the model's
+    ``example_training["steps"]``, else ``DEFAULT_STEPS``); ``loss_fn``/``target`` as in
+    ``inspectr.core.loss``.
+    """
     if mode not in MODES:
         raise InspectrError(f"mode {mode!r} is not one of {', '.join(MODES)}.", "Use --train or --eval, or leave the model's own mode.")
     if not 0 <= seed < 2**63:
@@ -195,6 +212,19 @@ def inspect(
     if dtype is not None and dtype not in DTYPE_CHOICES:
         raise InspectrError(f"--dtype {dtype!r} is not one inspectr estimates.", f"Use one of {', '.join(DTYPE_CHOICES)}.")
     fit_bytes = parse_size(fit) if fit is not None else None
+    train = None
+    if steps is not None and steps is not False:
+        if steps is not True and (not isinstance(steps, int) or steps < 1):
+            raise InspectrError(f"--steps {steps} must be a whole number of at least 1.", "Use --steps 20, for example.")
+        if not backward:
+            raise InspectrError("--steps trains the model, which needs the backward pass that --no-backward turns off.",
+                                "Drop --no-backward (or --steps).")
+        if not probe:
+            raise InspectrError("--steps trains after the probe, which --no-probe turns off.", "Drop --no-probe (or --steps).")
+        if loss_fn is not None and not callable(loss_fn):
+            raise InspectrError(f"loss_fn must be callable, not {type(loss_fn).__name__}.",
+                                "Pass a function loss_fn(output, target) -> scalar tensor.")
+        train = TrainRequest(None if steps is True else int(steps), optimizer, lr, momentum, loss_fn, target)
     if loaded is None:
         from inspectr.core.archives import from_object
 
@@ -226,7 +256,7 @@ def inspect(
         with gc_paused():
             return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
                                    flops, timing, histograms, probe, cancelled, progress,
-                                   MemoryRequest(opt, dtype, fit_bytes))
+                                   MemoryRequest(opt, dtype, fit_bytes), opt, train)
     finally:
         if loaded.source == "object":  # a caller's model: the freeze applied to this report only
             for p, flag in flags:
@@ -239,7 +269,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                     timing: bool, histograms: bool, probe: bool,
                     cancelled: Callable[[], bool] | None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    memory: MemoryRequest | None = None) -> Report:
+                    memory: MemoryRequest | None = None, opt: OptimizerChoice | None = None,
+                    train: TrainRequest | None = None) -> Report:
     notes = list(loaded.notes)
     model = loaded.model
     original = compiled_original(model)
@@ -269,6 +300,12 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                          notes=tuple(notes + [packed] if packed else notes))
         return Report(structure.model, (), structure.rows, (), info)
     shape_only = loaded.on_meta or dev == "meta"
+    if shape_only and train is not None:
+        raise InspectrError(
+            f"--steps needs real values, and {loaded.name} is probed on the meta device "
+            f"({'--device meta' if dev == 'meta' else 'too large for this machine: built without memory'}).",
+            "Drop --steps for the shape-only report, or train a smaller configuration.",
+        )
     inp, forced_mode = picked or _pick(loaded, inputs, input_specs, batch_size, dev, seed)
     if forced_mode and mode == "own":
         mode = forced_mode
@@ -299,6 +336,24 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     if packed:
         notes.append(packed)
     findings = find_problems(rows, result)
+    training = None
+    bn_paths = frozen_batchnorm_in_train(tree, mode) if not shape_only else []
+    if train is not None:
+        if result.backward != "ran":
+            why = result.backward_note or "the backward pass did not run"
+            notes.append(f"training skipped: {why}" if result.error is None else
+                         f"training skipped: the probe's {result.error.phase} pass failed")
+        else:
+            run, training = _train(loaded, model, tree, run_inputs, param_map, probe_dev, mode, seed, opt, train,
+                                   cancelled, progress)
+            rows = _with_training(rows, run)
+            findings += training_problems(rows, run, result.unused_params)
+            if run.stopped and run.nonfinite_step is None:
+                notes.append(f"training stopped: {run.stopped}")
+            findings += frozen_batchnorm(rows, bn_paths, run.bn_drift, run.steps_run)
+            bn_paths = []
+    findings += frozen_batchnorm(rows, bn_paths)
+    findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), _order(rows).get(f.module, 10**9)))
     info = ProbeInfo(
         ok=result.error is None,
         error=result.error,
@@ -319,7 +374,108 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         estimate = plan_memory(model, tree, rows, structure.model, run_inputs, info.batch_size,
                                result.mode == "train", result.backward == "ran", request,
                                "meta" if shape_only else probe_dev, param_map)
-    return Report(structure.model, inp.describe(), rows, tuple(findings), info, estimate)
+    return Report(structure.model, inp.describe(), rows, tuple(findings), info, estimate, training)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the caller asked of a training run; None: the model's ``example_training``, else the default."""
+
+    steps: int | None
+    optimizer: str | OptimizerChoice | None
+    lr: float | None
+    momentum: float | None
+    loss_fn: Callable[..., Any] | None
+    target: Any
+
+
+TRAINING_KEYS = ("steps", "optimizer", "lr", "momentum")
+
+
+def training_defaults(loaded: LoadedModel) -> dict[str, Any]:
+    """A model's ``example_training`` (attribute or method on the model, or in its file), checked."""
+    hook = find_hook(loaded.model, loaded.file_module, "example_training")
+    if hook is None:
+        return {}
+    value = hook() if callable(hook) else hook
+    if not isinstance(value, dict) or set(value) - set(TRAINING_KEYS):
+        raise InspectrError(
+            f"example_training of {loaded.name} must be a dict with keys from {', '.join(TRAINING_KEYS)}, got {value!r}.",
+            'E.g. example_training = {"lr": 0.5, "steps": 20}.',
+        )
+    return dict(value)
+
+
+def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_mod.Inputs,
+           param_map: dict[str, torch.Tensor] | None, probe_dev: str, mode: str, seed: int,
+           opt: OptimizerChoice | None, req: TrainRequest, cancelled: Callable[[], bool] | None,
+           progress: Callable[[str, int, int], None] | None) -> tuple[TrainingRun, TrainingInfo]:
+    """Train after the probe: on the model itself (restored after), or on a copy on the probe device."""
+    defaults = training_defaults(loaded)
+    steps = req.steps or defaults.get("steps") or DEFAULT_STEPS
+    if not isinstance(steps, int) or steps < 1:
+        raise InspectrError(f"example_training steps {steps!r} must be a whole number of at least 1.", "E.g. 20.")
+    if isinstance(req.optimizer, OptimizerChoice):
+        choice = req.optimizer
+    else:
+        choice = choose_optimizer(req.optimizer or defaults.get("optimizer"),
+                                  req.lr if req.lr is not None else defaults.get("lr"),
+                                  req.momentum if req.momentum is not None else defaults.get("momentum"))
+    loss_fn = req.loss_fn or find_hook(loaded.model, loaded.file_module, "loss_fn")
+    target, given = req.target, req.target is not None
+    if not given:
+        hook = find_hook(loaded.model, loaded.file_module, "example_target")
+        if hook is not None:
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    target = call_target_hook(hook, _batch_of(run_inputs))
+            except Exception as exc:
+                raise InspectrError(f"example_target() of {loaded.name} raised {type(exc).__name__}: {exc}.",
+                                    "Fix it, or pass target= (Python API).") from exc
+            given = target is not None
+    if given:
+        target = _to_device(target, probe_dev)
+    trained = model
+    if param_map is not None:  # the probe ran on copies on another device: train a copy there
+        import copy
+
+        trained = copy.deepcopy(model).to(probe_dev)
+        tree = walk(trained)
+    options = TrainingOptions(steps=steps, optimizer=choice, mode=mode, seed=seed, loss_fn=loss_fn,
+                              target=target, target_given=given, cancelled=cancelled, progress=progress)
+    run = train_steps(trained, run_inputs.args, run_inputs.kwargs, options, tree)
+    info = TrainingInfo(
+        steps=steps, loss=run.loss, grad_norm=run.grad_norm, loss_name=run.loss_name, optimizer=choice.name,
+        optimizer_label=choice.label, lr=choice.lr, momentum=choice.momentum, mode=run.mode,
+        seconds=run.seconds, stopped=run.stopped, nonfinite_step=run.nonfinite_step,
+        nonfinite_module=run.nonfinite_module, ratio_modules=run.ratio_modules, step_ratios=run.step_ratios,
+    )
+    return run, info
+
+
+def _to_device(x: Any, device: str) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(_to_device(v, device) for v in x)
+    return x
+
+
+def _with_training(rows: tuple[ModuleRow, ...], run: TrainingRun) -> tuple[ModuleRow, ...]:
+    out = []
+    for r in rows:
+        values = dict(update_ratio=run.update_ratio.get(r.path), distance_from_init=run.distance.get(r.path),
+                      train_grad_norm=run.module_grad_norm.get(r.path),
+                      end_dead_fraction=end_dead_fraction(run, r.path))
+        out.append(fast_new(ModuleRow, **{**r.__dict__, **values}))
+    return tuple(out)
+
+
+def _order(rows: tuple[ModuleRow, ...]) -> dict[str, int]:
+    return {r.path: (r.order if r.order is not None else 10**9) for r in rows}
 
 
 def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch_size: int | None,

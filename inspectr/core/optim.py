@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # torch is imported on use: the CLI reads OPTIMIZERS before t
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")  # --dtype: fp32, or autocast mixed precision
 DEFAULT_LR = 1e-3
+DEFAULT_STEPS = 20  # training steps of ``--steps`` given alone (and of the app's ``t``)
 
 
 @dataclass(frozen=True)

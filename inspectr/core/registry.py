@@ -28,6 +28,7 @@ class Entry:
     family: str = ""  # torchvision: classification, video, detection, segmentation, optical_flow, quantization
     healthy: bool = True
     expected: tuple[str, str] | None = None
+    needs_steps: bool = False  # the expected finding shows with ``--steps`` only
 
     @property
     def qualified(self) -> str:
@@ -43,7 +44,8 @@ def sample_entries() -> dict[str, Entry]:
         def build(kwargs: dict[str, Any], _f: Any = sm.factory) -> Any:
             return _f(**kwargs)
 
-        out[name] = Entry(name, "sample", sm.description, build, "sample", sm.healthy, sm.expected)
+        out[name] = Entry(name, "sample", sm.description, build, "sample", sm.healthy, sm.expected,
+                          sm.needs_steps)
     return out
 
 

@@ -107,6 +107,11 @@ class ModuleRow:
     saved_bytes: int | None = None  # autograd saved for backward while it ran (not its children)
     output_bytes: int | None = None  # its outputs, over all calls
     packed_params: int = 0  # of ``params``: quantized weights kept packed (no nn.Parameter), in its subtree
+    # filled by training steps (``--steps``): its own parameters, and its activation at the end
+    update_ratio: float | None = None  # median over steps of ||dw|| / ||w||
+    distance_from_init: float | None = None  # ||w_end - w_start||
+    train_grad_norm: float | None = None  # median over steps of its parameters' gradient norm
+    end_dead_fraction: float | None = None  # dead units on the last step's forward
 
     @property
     def frozen_params(self) -> int:
@@ -146,6 +151,10 @@ class ModuleRow:
             "saved_bytes": self.saved_bytes,
             "output_bytes": self.output_bytes,
             "time_ms": _num(self.time_ms),
+            "update_ratio": _num(self.update_ratio),
+            "distance_from_init": _num(self.distance_from_init),
+            "train_grad_norm": _num(self.train_grad_norm),
+            "end_dead_fraction": _num(self.end_dead_fraction),
             "parameters": [
                 {
                     "name": p.name,
@@ -237,6 +246,49 @@ class ProbeInfo:
 
 
 @dataclass(frozen=True)
+class TrainingInfo:
+    """How N training steps on the probe batch went (``--steps``); step k is ``loss[k - 1]``."""
+
+    steps: int  # asked for
+    loss: tuple[float, ...]  # one per step run: the loss of its forward, before its update
+    grad_norm: tuple[float, ...]  # one per step run: the global gradient norm
+    loss_name: str
+    optimizer: str  # "adamw" | "adam" | "sgd"
+    optimizer_label: str  # "AdamW (lr 0.001)"
+    lr: float
+    momentum: float = 0.0
+    mode: str = "train"
+    seconds: float = 0.0
+    stopped: str = ""  # why it ended before ``steps``
+    nonfinite_step: int | None = None
+    nonfinite_module: str | None = None
+    # per step, the update ratio of each module with trainable parameters (``ratio_modules``)
+    ratio_modules: tuple[str, ...] = ()
+    step_ratios: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def steps_run(self) -> int:
+        return len(self.loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "steps_run": self.steps_run,
+            "loss": [_num(x) for x in self.loss],
+            "grad_norm": [_num(x) for x in self.grad_norm],
+            "loss_name": self.loss_name,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "mode": self.mode,
+            "seconds": round(self.seconds, 4),
+            "stopped": self.stopped,
+            "nonfinite_step": self.nonfinite_step,
+            "nonfinite_module": self.nonfinite_module,
+        }
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     class_name: str
@@ -264,6 +316,7 @@ class Report:
     findings: tuple[Finding, ...]
     probe: ProbeInfo
     memory: MemoryEstimate | None = None  # training/inference memory; None without a probe
+    training: TrainingInfo | None = None  # set by ``--steps N``
 
     def module(self, path: str) -> ModuleRow:
         for row in self.modules:
@@ -306,6 +359,7 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "probe": self.probe.to_dict(),
             "memory": self.memory.to_dict() if self.memory else None,
+            "training": self.training.to_dict() if self.training is not None else None,
         }
 
 

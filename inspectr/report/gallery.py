@@ -22,7 +22,8 @@ def print_list(console: Console | None = None) -> None:
         t.add_column()
         for e in samples.values():
             if e.healthy == healthy:
-                extra = f"  [expect {e.expected[0]} at {e.expected[1]}]" if e.expected else ""
+                extra = (f"  [expect {e.expected[0]} at {e.expected[1] or '(root)'}"
+                         f"{' with --steps' if e.needs_steps else ''}]" if e.expected else "")
                 t.add_row(e.name, Text(e.description) + Text(extra, style="dim"))
         c.print(t)
         c.print()
@@ -61,6 +62,10 @@ def print_check(report: Report, console: Console | None = None) -> None:
     m = report.model
     c.print(f"{m.name}: {m.total_params:,} params ({m.trainable_params:,} trainable) · probe "
             f"{'ok' if report.probe.ok else 'FAILED'} · {len(report.findings)} finding(s)")
+    tr = report.training
+    if tr is not None and tr.loss:
+        c.print(f"  training: {tr.steps_run} of {tr.steps} steps · {tr.optimizer_label} · loss "
+                f"{tr.loss[0]:.4g} → {tr.loss[-1]:.4g} ({tr.loss_name})")
     for f in report.findings:
         # messages name their module already
         c.print(Text(f"  {SEVERITY_MARK[f.severity]} {f.severity:7s} {f.kind:20s} ",

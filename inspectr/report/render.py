@@ -77,6 +77,27 @@ def sparkline(counts: Sequence[int]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int(c / top * (len(SPARK) - 1) + (0.5 if c else 0)))] for c in counts)
 
 
+def curve(values: Sequence[float], width: int = 60) -> str:
+    """A sparkline of a series between its own min and max; NaN/Inf are drawn as ✖.
+    Longer series are averaged into ``width`` buckets (the last value stays the last cell)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        buckets = [values[int(i * step):max(int((i + 1) * step), int(i * step) + 1)] for i in range(width)]
+        values = [v[-1] if any(not math.isfinite(x) for x in v) else sum(v) / len(v) for v in buckets]
+    finite = [v for v in values if math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    span = hi - lo
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append("✖")
+        else:
+            out.append(SPARK[int((v - lo) / span * (len(SPARK) - 1) + 0.5)] if span > 0 else SPARK[0])
+    return "".join(out)
+
+
 # ---------------------------------------------------------------- tree guides
 
 
@@ -161,6 +182,9 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
         t.add_column("Memory", justify="right", no_wrap=True)
     if stats and has_grad:
         t.add_column("Grad norm", justify="right", no_wrap=True)
+    trained = stats and report.training is not None
+    if trained:  # median ||dw||/||w|| of the module's own parameters over the training steps
+        t.add_column("Update", justify="right", no_wrap=True)
     if stats:
         t.add_column("Notes", overflow="fold", max_width=30)
     saved_below = saved_by_subtree(report) if has_saved else {}
@@ -191,6 +215,8 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
             cells.append(Text(human_bytes(below) if below else ""))
         if stats and has_grad:
             cells.append(Text(sci(r.grad_norm)))
+        if trained:
+            cells.append(Text(sci(r.update_ratio)))
         if stats:
             notes = Text()
             for f in flagged.get(r.path, []):
@@ -309,6 +335,60 @@ def notes_text(report: Report) -> RenderableType | None:
     return t
 
 
+EXTREMES = 3  # layers shown at each end of the update-ratio ranking
+
+
+def extreme_update_ratios(report: Report) -> list[ModuleRow]:
+    """The layers with the lowest and highest update ratios (each once), lowest first."""
+    rated = sorted((r for r in report.modules if r.update_ratio is not None), key=lambda r: r.update_ratio or 0.0)
+    if len(rated) <= 2 * EXTREMES:
+        return rated
+    return rated[:EXTREMES] + rated[-EXTREMES:]
+
+
+def training_section(report: Report) -> RenderableType | None:
+    """Loss from start to end, the optimizer and loss used, the most extreme update ratios."""
+    tr = report.training
+    if tr is None:
+        return None
+    parts: list[RenderableType] = [Text("\nTraining", style="bold")]
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="dim")
+    g.add_column()
+    ran = f"{tr.steps_run} of {tr.steps} steps" if tr.steps_run != tr.steps else f"{tr.steps} steps"
+    g.add_row("run", f"{ran} on the probe batch · {tr.mode} mode · {tr.seconds:.2f} s")
+    g.add_row("optimizer", tr.optimizer_label)
+    g.add_row("loss", tr.loss_name)
+    if tr.loss:
+        line = Text(f"{tr.loss[0]:.4g} ")
+        line.append(curve(tr.loss), style="green" if not tr.stopped else "red")
+        end = tr.loss[-1]
+        line.append(f" {end:.4g}")
+        if math.isfinite(end) and tr.loss[0] > 0:
+            line.append(f"  ({end / tr.loss[0]:.0%} of the start)", style="dim")
+        g.add_row("loss curve", line)
+        gn = Text(f"{sci(tr.grad_norm[0])} ")
+        gn.append(curve(tr.grad_norm), style="cyan")
+        gn.append(f" {sci(tr.grad_norm[-1])}")
+        g.add_row("grad norm", gn)
+    if tr.stopped:
+        g.add_row("stopped", Text(tr.stopped, style="bold red"))
+    parts.append(g)
+    extremes = extreme_update_ratios(report)
+    if extremes:
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left",
+                  title="Update ratio ||Δw||/||w|| per step (median), lowest and highest", title_style="dim")
+        t.add_column("Module", no_wrap=True)
+        t.add_column("Type", no_wrap=True, style="cyan")
+        t.add_column("Update", justify="right", no_wrap=True)
+        t.add_column("From init", justify="right", no_wrap=True)
+        t.add_column("Grad norm", justify="right", no_wrap=True)
+        for r in extremes:
+            t.add_row(r.path or "(root)", r.type, sci(r.update_ratio), sci(r.distance_from_init), sci(r.train_grad_norm))
+        parts.append(t)
+    return Group(*parts)
+
+
 def report_renderables(report: Report, depth: int | None = None,
                        width: int | None = None) -> list[RenderableType]:
     parts: list[RenderableType] = [header(report), module_table(report, depth, stats=report.probe.ran, width=width),
@@ -316,6 +396,9 @@ def report_renderables(report: Report, depth: int | None = None,
     mem = memory_block(report)
     if mem is not None:
         parts.append(mem)
+    section = training_section(report)
+    if section is not None:
+        parts.append(section)
     if report.probe.ran:
         parts.append(Text("\nFindings", style="bold"))
         parts.append(findings_table(report.findings))
@@ -372,6 +455,16 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
         g.add_row("param grad", f"norm {sci(row.param_grad_norm)}")
     if row.time_ms is not None:
         g.add_row("time", f"{row.time_ms:.2f} ms")
+    if report.training is not None:
+        steps = report.training.steps_run
+        if row.update_ratio is not None:
+            g.add_row("update", f"||Δw||/||w|| {sci(row.update_ratio)} per step (median of {steps})"
+                      + (f" · {sci(row.distance_from_init)} from init" if row.distance_from_init is not None else ""))
+        if row.end_dead_fraction is not None:
+            before = row.stats.dead_fraction if row.stats is not None else None
+            was = f" (step 0: {before:.1%})" if before is not None else ""
+            g.add_row("dead at end", Text(f"{row.end_dead_fraction:.1%} after {steps} steps{was}",
+                                          style="red" if row.end_dead_fraction >= 0.5 else ""))
     parts.append(g)
     st = row.stats
     if st is not None:
@@ -451,6 +544,23 @@ def to_markdown(report: Report, depth: int | None = None) -> str:
         lines += [f"## Memory (estimate · {mem.optimizer} · {mem.dtype} · batch {mem.batch_size or '?'})", "",
                   "| | | |", "|---|---:|---|"]
         lines += [f"| {label} | {amount} | {what} |" for label, amount, what in memory_lines(mem)]
+    tr = report.training
+    if tr is not None:
+        lines += ["## Training", "",
+                  f"{tr.steps_run} of {tr.steps} steps · {tr.optimizer_label} · loss: {tr.loss_name} · {tr.mode} mode"
+                  f" · {tr.seconds:.2f} s  ", ""]
+        if tr.loss:
+            lines.append(f"Loss `{tr.loss[0]:.4g} {curve(tr.loss)} {tr.loss[-1]:.4g}` · grad norm "
+                         f"`{sci(tr.grad_norm[0])} {curve(tr.grad_norm)} {sci(tr.grad_norm[-1])}`")
+        if tr.stopped:
+            lines.append(f"\n**Stopped:** {tr.stopped}")
+        extremes = extreme_update_ratios(report)
+        if extremes:
+            lines += ["", "| Module | Type | Update ratio | From init | Dead at end |", "|---|---|---:|---:|---:|"]
+            for r in extremes:
+                dead = f"{r.end_dead_fraction:.1%}" if r.end_dead_fraction is not None else ""
+                lines.append(f"| {r.path or '(root)'} | {r.type} | {sci(r.update_ratio)} | "
+                             f"{sci(r.distance_from_init)} | {dead} |")
         lines.append("")
     if p.ran:
         lines.append("## Findings")
