@@ -194,12 +194,13 @@ def inspect(
     steps: int | bool | None = None,
     loss_fn: Callable[..., Any] | None = None,
     target: Any = None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> Report:
     """See ``inspectr.inspect``. ``loaded`` lets the app reuse a model it already built.
 
     ``steps``: train that many steps on the probe batch after the probe (True: the model's
     ``example_training["steps"]``, else ``DEFAULT_STEPS``); ``loss_fn``/``target`` as in
-    ``inspectr.core.loss``.
+    ``inspectr.core.loss``; ``on_step(step, steps, loss)`` is told after each step (the app).
     """
     if mode not in MODES:
         raise InspectrError(f"mode {mode!r} is not one of {', '.join(MODES)}.", "Use --train or --eval, or leave the model's own mode.")
@@ -224,7 +225,8 @@ def inspect(
         if loss_fn is not None and not callable(loss_fn):
             raise InspectrError(f"loss_fn must be callable, not {type(loss_fn).__name__}.",
                                 "Pass a function loss_fn(output, target) -> scalar tensor.")
-        train = TrainRequest(None if steps is True else int(steps), optimizer, lr, momentum, loss_fn, target)
+        train = TrainRequest(None if steps is True else int(steps), optimizer, lr, momentum, loss_fn, target,
+                             on_step)
     if loaded is None:
         from inspectr.core.archives import from_object
 
@@ -387,6 +389,7 @@ class TrainRequest:
     momentum: float | None
     loss_fn: Callable[..., Any] | None
     target: Any
+    on_step: Callable[[int, int, float], None] | None = None
 
 
 TRAINING_KEYS = ("steps", "optimizer", "lr", "momentum")
@@ -442,8 +445,10 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_
 
         trained = copy.deepcopy(model).to(probe_dev)
         tree = walk(trained)
+    told = req.on_step
     options = TrainingOptions(steps=steps, optimizer=choice, mode=mode, seed=seed, loss_fn=loss_fn,
-                              target=target, target_given=given, cancelled=cancelled, progress=progress)
+                              target=target, target_given=given, cancelled=cancelled, progress=progress,
+                              on_step=None if told is None else lambda k, loss: told(k, steps, loss))
     run = train_steps(trained, run_inputs.args, run_inputs.kwargs, options, tree)
     info = TrainingInfo(
         steps=steps, loss=run.loss, grad_norm=run.grad_norm, loss_name=run.loss_name, optimizer=choice.name,

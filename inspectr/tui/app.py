@@ -33,11 +33,15 @@ from inspectr.tui.messages import (
     ProbeFailed,
     ProbeFinished,
     StructureReady,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingProgressed,
 )
 from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 from inspectr.tui.screens.export import EXTENSIONS, ExportDialog
 from inspectr.tui.screens.gallery import GalleryScreen
 from inspectr.tui.screens.help import HelpScreen
+from inspectr.tui.screens.training import TrainingScreen
 from inspectr.tui.widgets.findings_list import FindingsList
 from inspectr.tui.widgets.layer_detail import LayerDetail
 from inspectr.tui.widgets.module_tree import ModuleTree
@@ -72,9 +76,18 @@ class InspectrApp(App[int]):
             "Save plan",
             tooltip="Save the freeze plan as JSON in the current directory",
         ),
+        Binding(
+            "t",
+            "train",
+            "Train",
+            show=False,  # the footer is full at 80 columns; help and the palette list it
+            tooltip="Train N steps on the probe batch (--steps, the model's example_training, "
+            "else 20) and open the Training view",
+        ),
+        Binding("v", "training_view", "Training view", show=False, tooltip="Open the last training run"),
         Binding("r", "reprobe", "Re-probe", show=False, tooltip="Run the probe again"),
         Binding("f", "focus_findings", "Findings", show=False, tooltip="Focus the findings list"),
-        Binding("t,escape", "focus_tree", "Tree", show=False, tooltip="Focus the module tree"),
+        Binding("escape", "focus_tree", "Tree", show=False, tooltip="Focus the module tree"),
         Binding("n", "next_match(1)", "Next match", show=False),
         Binding("N", "next_match(-1)", "Previous match", show=False),
         Binding("g", "gallery", "Gallery", show=False, tooltip="Open the sample model gallery"),
@@ -119,6 +132,9 @@ class InspectrApp(App[int]):
         self._reprobe_timer: Timer | None = None
         self._matches: list[str] = []
         self._match_index = 0
+        self._train_gen = 0
+        self._training = False  # a training worker is running
+        self.training_screen: TrainingScreen | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -164,7 +180,7 @@ class InspectrApp(App[int]):
         return bool(self.options.get("probe", True))
 
     def _probe_options(self) -> dict[str, Any]:
-        skip = (*LOAD_KEYS, *FREEZE_KEYS, "probe", "histograms", "cancelled", "loaded")
+        skip = (*LOAD_KEYS, *FREEZE_KEYS, "probe", "histograms", "cancelled", "loaded", "on_step")
         return {k: v for k, v in self.options.items() if k not in skip}
 
     # ------------------------------------------------------------ loading
@@ -176,6 +192,8 @@ class InspectrApp(App[int]):
         self._load_gen += 1
         self._probe_gen += 1  # a probe of the previous model is now stale
         gc.unfreeze()  # the previous model may go now
+        self._train_gen += 1  # so is a training run
+        self._training = False
         self._loaded, self._trainable, self.report = None, None, None
         self._rows, self._pictures = {}, {}
         self.status_bar.set_probe("loading", spec or "")
@@ -403,6 +421,127 @@ class InspectrApp(App[int]):
         if not self.probe_enabled:
             self.options["probe"] = True
         self.request_probe()
+
+    # ------------------------------------------------------------ training
+
+    def action_train(self) -> None:
+        """Probe and train N steps in a worker; the Training view shows the loss as it goes."""
+        if self._loaded is None or self._trainable is None:
+            self.notify("No model loaded yet.", severity="warning")
+            return
+        self._train_gen += 1
+        self._probe_gen += 1  # the training run probes too: a probe still running is stale
+        self._training = True
+        steps = self.options.get("steps") or True
+        label = f"{steps} steps" if steps is not True else "N steps"
+        self.status_bar.set_probe("training", label)
+        self._open_training_view()
+        if self.training_screen is not None:
+            self.training_screen.show_started(label)
+        self._train_worker(self._train_gen, steps)
+
+    def action_training_view(self) -> None:
+        if self.report is None or self.report.training is None:
+            self.notify("No training run yet: press t to train.", timeout=3)
+            return
+        self._open_training_view()
+
+    def _open_training_view(self) -> None:
+        if self.training_screen is not None and self.training_screen in self.screen_stack:
+            return
+        screen = TrainingScreen(self.report if self.report and self.report.training else None)
+
+        def closed(_: None) -> None:
+            self.training_screen = None
+
+        self.training_screen = screen
+        self.push_screen(screen, closed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
+    def _train_worker(self, generation: int, steps: int | bool) -> None:
+        from inspectr.core.inspect import inspect
+        from inspectr.core.probe import ProbeCancelled
+
+        worker = get_current_worker()
+        loaded, trainable = self._loaded, self._trainable
+        if loaded is None or trainable is None:
+            return
+
+        def cancelled() -> bool:
+            return generation != self._train_gen or worker.is_cancelled
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            self.post_message(TrainingProgressed(generation, step, total, loss))
+
+        options = {k: v for k, v in self._probe_options().items() if k != "steps"}
+        with self._model_lock:
+            if cancelled():
+                return
+            trainable.apply()
+            try:
+                report = inspect(None, loaded=loaded, histograms=True, cancelled=cancelled,
+                                 steps=steps, on_step=on_step, **options)
+            except ProbeCancelled:
+                self.post_message(TrainingFailed(generation, "cancelled; the model is as it was"))
+                return
+            except InspectrError as err:
+                self.post_message(TrainingFailed(generation, str(err)))
+                return
+            except Exception as exc:  # the user's model or loss can raise anything
+                self.post_message(TrainingFailed(generation, f"{type(exc).__name__}: {exc}"))
+                return
+            finally:
+                trainable.apply()
+        self.post_message(TrainingFinished(generation, report))
+
+    def on_training_progressed(self, message: TrainingProgressed) -> None:
+        if message.generation != self._train_gen:
+            return
+        self.status_bar.set_probe("training", f"step {message.step} of {message.total} · loss {message.loss:.4g}")
+        if self.training_screen is not None:
+            self.training_screen.show_progress(message.step, message.total, message.loss)
+
+    def on_training_finished(self, message: TrainingFinished) -> None:
+        if message.generation != self._train_gen or self._trainable is None:
+            return
+        self._training = False
+        report = message.report
+        self.report = report
+        self._rows = {r.path: r for r in report.modules}
+        self.module_tree.update_report(report)
+        self.findings_list.show_findings(report.findings)
+        tr = report.training
+        if tr is None:  # the probe failed or there was no gradient path: the notes say why
+            why = next((n for n in report.probe.notes if n.startswith("training skipped")), "training skipped")
+            self.status_bar.set_probe("failed", why)
+            if self.training_screen is not None:
+                self.training_screen.show_report(None, why)
+            return
+        end = f"loss {tr.loss[0]:.4g} → {tr.loss[-1]:.4g}" if tr.loss else ""
+        self.status_bar.set_probe("trained", f"{tr.steps_run} steps · {end} · {tr.seconds:.1f} s")
+        if self.training_screen is not None:
+            self.training_screen.show_report(report)
+        self._refresh_detail()
+
+    def on_training_failed(self, message: TrainingFailed) -> None:
+        if message.generation != self._train_gen:
+            return
+        self._training = False
+        self.status_bar.set_probe("failed", f"training: {message.message}")
+        if self.training_screen is not None:
+            self.training_screen.show_report(None, f"Training did not run: {message.message}")
+        self.notify(message.message, title="Training did not run", severity="error", markup=False, timeout=10)
+
+    def on_training_screen_retrain_requested(self, _: TrainingScreen.RetrainRequested) -> None:
+        self.action_train()
+
+    def on_training_screen_cancel_requested(self, _: TrainingScreen.CancelRequested) -> None:
+        if self._training:
+            self._train_gen += 1  # the worker sees it between steps and unwinds, restoring the model
+            self._training = False
+            self.status_bar.set_probe("stale", "training cancelled")
+            if self.training_screen is not None:
+                self.training_screen.show_report(None, "Training cancelled; the model is as it was.")
 
     # ------------------------------------------------------------ detail and pictures
 
@@ -664,6 +803,10 @@ class InspectrApp(App[int]):
         )
         yield SystemCommand(
             "Re-probe", "Run the probe forward/backward pass again", self.action_reprobe
+        )
+        yield SystemCommand(
+            "Train N steps", "Train on the probe batch and watch every layer (Training view)",
+            self.action_train,
         )
         yield SystemCommand(
             "Sample gallery", "Open another model from the sample gallery", self.action_gallery

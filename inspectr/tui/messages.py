@@ -79,3 +79,32 @@ class PictureReady(Message):
         super().__init__()
         self.path = path
         self.picture = picture
+
+
+class TrainingProgressed(Message):
+    """One training step finished (``t``): its number and loss."""
+
+    def __init__(self, generation: int, step: int, total: int, loss: float) -> None:
+        super().__init__()
+        self.generation = generation
+        self.step = step
+        self.total = total
+        self.loss = loss
+
+
+class TrainingFinished(Message):
+    """The probe and the training steps landed: ``report.training`` is set."""
+
+    def __init__(self, generation: int, report: Report) -> None:
+        super().__init__()
+        self.generation = generation
+        self.report = report
+
+
+class TrainingFailed(Message):
+    """Training could not run (no trainable parameters, a loss that does not fit...)."""
+
+    def __init__(self, generation: int, message: str) -> None:
+        super().__init__()
+        self.generation = generation
+        self.message = message

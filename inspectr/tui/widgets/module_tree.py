@@ -12,7 +12,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from inspectr.core.result import Finding, ModuleRow, Report
-from inspectr.report.render import SEVERITY_MARK, human, shape_text
+from inspectr.report.render import SEVERITY_MARK, human, sci, shape_text
 from inspectr.tui.trainable import TrainableState
 
 TOGGLE = Style(meta={"toggle": True})  # Tree's click-on-the-arrow marker
@@ -299,6 +299,11 @@ class ModuleTree(Tree[str]):
             text.append(" ⇄", self._style("shared"))
         if row is not None and row.calls:
             text.append(f" {shape_text(row)}", self._style("shape"))
+        if row is not None and row.update_ratio is not None:  # after training steps (``t``)
+            text.append(f" Δ{sci(row.update_ratio)}", self._style("muted"))
+        if row is not None and row.end_dead_fraction is not None:
+            dead = row.end_dead_fraction
+            text.append(f" dead {dead:.0%}", self._style("error" if dead >= 0.7 else "muted"))
         return text
 
     def get_label_width(self, node: TreeNode[str]) -> int:
@@ -314,6 +319,10 @@ class ModuleTree(Tree[str]):
                 )
                 if row is not None and row.calls:
                     width += len(shape_text(row)) + 1
+                if row is not None and row.update_ratio is not None:
+                    width += 10
+                if row is not None and row.end_dead_fraction is not None:
+                    width += 10
             elif path in self._alias_of:
                 width += 17 + len(self._alias_of[path])
             self._widths[path] = width

@@ -46,10 +46,11 @@ class StatusBar(Static):
 
     def set_probe(self, state: str, detail: str = "") -> None:
         """``running`` and ``loading`` animate until the next state arrives."""
-        if state in ("running", "loading") and self.probe_state not in ("running", "loading"):
+        busy_states = ("running", "loading", "training")
+        if state in busy_states and (self.probe_state not in busy_states or state != self.probe_state):
             self._started = time.perf_counter()
         self.probe_state, self.probe_detail = state, detail
-        busy = state in ("running", "loading")
+        busy = state in busy_states
         if busy and self._ticker is None:
             self._ticker = self.set_interval(0.1, self.refresh)
         elif not busy and self._ticker is not None:
@@ -64,11 +65,13 @@ class StatusBar(Static):
         compact = self.size.width < 100
         state, detail = self.probe_state, self.probe_detail
         elapsed = time.perf_counter() - self._started
-        if state in ("running", "loading"):
+        if state in ("running", "loading", "training"):
             frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
-            what = "loading model" if state == "loading" else "probing"
+            what = {"loading": "loading model", "training": "training"}.get(state, "probing")
             tail = f" · {detail}" if detail and not compact else ""
             return Text(f"{frame} {what}… {elapsed:.1f} s{tail}", style="bold")
+        if state == "trained":
+            return Text(f"✓ {detail}" if compact else f"✓ trained: {detail}", style="green")
         if state == "done":
             return Text(f"✓ {detail}" if compact else f"✓ probed in {detail}", style="green")
         if state == "failed":
