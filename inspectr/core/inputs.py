@@ -131,22 +131,23 @@ class Inputs:
         return tuple(out)
 
     def to(self, device: torch.device | str) -> Inputs:
-        return Inputs(_move(self.args, device), _move(self.kwargs, device), self.source)
+        return Inputs(move_to(self.args, device), move_to(self.kwargs, device), self.source)
 
 
-def _move(x: Any, device: torch.device | str) -> Any:
+def move_to(x: Any, device: torch.device | str) -> Any:
+    """``x`` with every tensor in it (nested in dicts, lists, tuples, namedtuples) on ``device``."""
     if isinstance(x, torch.Tensor):
         return x.to(device)
     if isinstance(x, dict):
-        return {k: _move(v, device) for k, v in x.items()}
+        return {k: move_to(v, device) for k, v in x.items()}
     if isinstance(x, list):
-        return [_move(v, device) for v in x]
+        return [move_to(v, device) for v in x]
     if isinstance(x, nn.utils.rnn.PackedSequence):
         return x.to(device)  # keeps batch_sizes on the CPU, as packing requires
     if isinstance(x, tuple) and hasattr(x, "_fields"):
-        return type(x)(*(_move(v, device) for v in x))
+        return type(x)(*(move_to(v, device) for v in x))
     if isinstance(x, tuple):
-        return tuple(_move(v, device) for v in x)
+        return tuple(move_to(v, device) for v in x)
     return x
 
 

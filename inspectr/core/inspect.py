@@ -31,7 +31,7 @@ from inspectr.core.training import (
     frozen_batchnorm_in_train,
     train_steps,
 )
-from inspectr.core.walk import first_device, walk
+from inspectr.core.walk import copies_on, first_device, walk
 from inspectr.errors import InspectrError
 
 MODES = ("own", "train", "eval")
@@ -316,12 +316,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
     param_map = None
     if torch.device(probe_dev) != own_device and not (probe_dev == "cuda" and own_device.type == "cuda"):
         # probe on copies: the user's model is never moved
-        param_map = {}
-        for name, p in model.named_parameters():
-            q = p.detach().to(probe_dev)
-            param_map[name] = nn.Parameter(q, requires_grad=p.requires_grad)
-        for name, b in model.named_buffers():
-            param_map[name] = b.detach().to(probe_dev).clone() if probe_dev != "meta" else b.to(probe_dev)
+        param_map = copies_on(model, probe_dev)
     run_inputs = inp.to(probe_dev)
     opts = ProbeOptions(backward=backward, mode=mode, seed=seed, flops=flops, timing=timing,
                         histograms=histograms, cancelled=cancelled, progress=progress)
@@ -438,7 +433,7 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_
                                     "Fix it, or pass target= (Python API).") from exc
             given = target is not None
     if given:
-        target = _to_device(target, probe_dev)
+        target = inputs_mod.move_to(target, probe_dev)
     trained = model
     if param_map is not None:  # the probe ran on copies on another device: train a copy there
         import copy
@@ -457,16 +452,6 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_
         nonfinite_module=run.nonfinite_module, ratio_modules=run.ratio_modules, step_ratios=run.step_ratios,
     )
     return run, info
-
-
-def _to_device(x: Any, device: str) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(_to_device(v, device) for v in x)
-    return x
 
 
 def _with_training(rows: tuple[ModuleRow, ...], run: TrainingRun) -> tuple[ModuleRow, ...]:

@@ -3,13 +3,13 @@ extra byte-counting passes where the request needs them (another dtype, ``--fit`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
 
-from inspectr.core.inputs import Inputs
+from inspectr.core.inputs import Inputs, cast_floats
 from inspectr.core.memory import (
     AMP_DTYPES,
     LINEAR_TOLERANCE,
@@ -25,7 +25,7 @@ from inspectr.core.memory import (
 from inspectr.core.optim import OptimizerChoice
 from inspectr.core.result import ModelInfo, ModuleRow
 from inspectr.core.values import iter_tensors
-from inspectr.core.walk import ModelWalk
+from inspectr.core.walk import ModelWalk, copies_on
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,10 @@ class _Passes:
     def cheap(self) -> bool:
         return self.meta_ok
 
-    def _meta_map(self) -> dict[str, torch.Tensor]:
-        cast = self.amp if self.pure_cast else None
-        out: dict[str, torch.Tensor] = {}
-        for name, p in self.model.named_parameters():
-            q = p.detach().to("meta", dtype=cast if cast and p.is_floating_point() else p.dtype)
-            out[name] = nn.Parameter(q, requires_grad=p.requires_grad)
-        for name, b in self.model.named_buffers():
-            out[name] = b.to("meta")
-        return out
+    @functools.cached_property
+    def meta_copies(self) -> dict[str, torch.Tensor]:
+        """The model's tensors on meta, made once for every pass (cast for a pure-cast pass)."""
+        return copies_on(self.model, "meta", self.amp if self.pure_cast else None)
 
     def __call__(self, b: int) -> Footprint:
         if b in self.cache:
@@ -72,11 +67,12 @@ class _Passes:
         if self.meta_ok:
             args = rebatch(self.inputs.args, self.batch, b, meta=True)
             kwargs = rebatch(self.inputs.kwargs, self.batch, b, meta=True)
-            if self.pure_cast:
-                args, kwargs = _cast_floats((args, kwargs), self.amp)
+            if self.pure_cast and self.amp is not None:
+                cast = cast_floats(Inputs(args, kwargs, ""), self.amp)
+                args, kwargs = cast.args, cast.kwargs
             try:
                 fp = measure_pass(self.model, self.tree, args, kwargs, training=self.training,
-                                  param_map=self._meta_map())
+                                  param_map=self.meta_copies)
             except Exception as exc:  # data-dependent ops have no meta kernel: count for real
                 if self.device == "meta":
                     raise
@@ -90,16 +86,6 @@ class _Passes:
         fp = replace(fp, batch=b)
         self.cache[b] = fp
         return fp
-
-
-def _cast_floats(x: Any, dtype: torch.dtype) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype) if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {k: _cast_floats(v, dtype) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(_cast_floats(v, dtype) for v in x)
-    return x
 
 
 def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], info: ModelInfo,

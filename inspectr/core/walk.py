@@ -51,6 +51,19 @@ def walk(model: nn.Module) -> ModelWalk:
     return ModelWalk(tuple(first), aliases, tuple(params), {k: tuple(v) for k, v in paths.items()})
 
 
+def copies_on(model: nn.Module, device: str, float_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The model's parameters (as ``nn.Parameter`` with their ``requires_grad``) and buffers as
+    copies on ``device``, name -> tensor, for ``torch.func.functional_call``: a pass on them
+    never touches the model. ``float_dtype`` casts floating parameters too."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        dtype = float_dtype if float_dtype is not None and p.is_floating_point() else p.dtype
+        out[name] = nn.Parameter(p.detach().to(device, dtype=dtype), requires_grad=p.requires_grad)
+    for name, b in model.named_buffers():
+        out[name] = b.detach().to(device).clone() if device != "meta" else b.to(device)
+    return out
+
+
 def first_device(tree: ModelWalk) -> torch.device:
     """The device of the model's first parameter or buffer (cpu when it has none)."""
     for _, mod in tree.modules:
