@@ -49,15 +49,15 @@ def loss_chart(losses: Sequence[float], height: int = 8, width: int = 60) -> Ren
     return Group(*lines)
 
 
-def _log_bar(value: float | None, lo: float, hi: float, style: str) -> Text:
-    """A bar whose length is ``value`` on a log scale between ``lo`` and ``hi``."""
+def _log_bar(value: float | None, lo: float, hi: float, style: str, bar: int = BAR) -> Text:
+    """A bar of up to ``bar`` cells whose length is ``value`` on a log scale between ``lo`` and ``hi``."""
     if value is None or not math.isfinite(value) or value <= 0:
-        return Text("·".ljust(BAR), style="dim")
+        return Text("·".ljust(bar), style="dim")
     frac = (math.log10(value) - math.log10(lo)) / max(1e-12, math.log10(hi) - math.log10(lo))
-    cells = max(0.0, min(1.0, frac)) * BAR
+    cells = max(0.0, min(1.0, frac)) * bar
     whole = int(cells)
-    part = BLOCKS[int((cells - whole) * 8)] if whole < BAR else ""
-    return Text(("█" * whole + part.strip()).ljust(BAR), style=style)
+    part = BLOCKS[int((cells - whole) * 8)] if whole < bar else ""
+    return Text(("█" * whole + part.strip()).ljust(bar), style=style)
 
 
 def layer_rows(report: Report) -> list[ModuleRow]:
@@ -67,9 +67,10 @@ def layer_rows(report: Report) -> list[ModuleRow]:
     return sorted(rows, key=lambda r: (r.order if r.order is not None else 10**9))
 
 
-def gradient_flow(report: Report) -> RenderableType:
+def gradient_flow(report: Report, width: int | None = None) -> RenderableType:
     """Per layer along the depth of the network: gradient norm (median over steps) and update
-    ratio ||dw||/||w||, both as log-scale bars, and the dead fraction at the end."""
+    ratio ||dw||/||w||, both as log-scale bars, and the dead fraction at the end. ``width``: the
+    space there is (the bars shrink so that the numbers keep their columns at 80 columns)."""
     rows = layer_rows(report)
     if not rows:
         return Text("No layer with trainable parameters.", style="dim")
@@ -82,9 +83,13 @@ def gradient_flow(report: Report) -> RenderableType:
     flagged = {f.module for f in report.findings if f.kind in ("update_ratio", "stuck_parameters", "dying_units")}
     t = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
     t.add_column("Layer (forward order)", no_wrap=True, overflow="ellipsis", max_width=36)
-    t.add_column("Grad norm (log)", no_wrap=True)
+    # the fixed columns: names, two numbers (9 cells each), the dead fraction, 6 x 2 of padding
+    names = min(36, max(len("Layer (forward order)"), *(len(r.path or "(root)") for r in rows)))
+    bar = BAR if width is None else max(6, min(BAR, (width - names - 2 * 9 - 11 - 12) // 2))
+    band = f", band {USEFUL[0]:g}…{USEFUL[1]:g}" if bar >= 20 else ""
+    t.add_column("Grad norm (log)" if bar >= 15 else "Grad norm", no_wrap=True)
     t.add_column("", justify="right", no_wrap=True)
-    t.add_column(f"Update ratio (log, band {USEFUL[0]:g}…{USEFUL[1]:g})", no_wrap=True)
+    t.add_column(f"Update ratio (log{band})" if bar >= 15 else "Update", no_wrap=True)
     t.add_column("", justify="right", no_wrap=True)
     t.add_column("Dead at end", justify="right", no_wrap=True)
     for r in rows:
@@ -93,9 +98,9 @@ def gradient_flow(report: Report) -> RenderableType:
         dead = r.end_dead_fraction
         t.add_row(
             name,
-            _log_bar(r.train_grad_norm, g_lo, g_hi, "cyan"),
+            _log_bar(r.train_grad_norm, g_lo, g_hi, "cyan", bar),
             sci(r.train_grad_norm),
-            _log_bar(r.update_ratio, u_lo, u_hi, "green" if inside else "yellow"),
+            _log_bar(r.update_ratio, u_lo, u_hi, "green" if inside else "yellow", bar),
             sci(r.update_ratio),
             Text(f"{dead:.0%}" if dead is not None else "", style="red" if dead is not None and dead >= 0.7 else ""),
         )
@@ -103,7 +108,7 @@ def gradient_flow(report: Report) -> RenderableType:
 
 
 def training_view(report: Report | None, live: Sequence[float] = (), total: int = 0,
-                  status: str = "") -> RenderableType:
+                  status: str = "", width: int | None = None) -> RenderableType:
     """The whole Training view: a live loss curve while it runs, then the charts of the report."""
     parts: list[RenderableType] = []
     tr = report.training if report is not None else None
@@ -131,5 +136,5 @@ def training_view(report: Report | None, live: Sequence[float] = (), total: int 
             parts.append(Text(f"{'✖' if f.severity == 'error' else '▲'} {f.kind} at {f.module or '(root)'}: "
                               f"{f.message}", style="red" if f.severity == "error" else "yellow"))
     parts.append(Text("\nGradient flow and update ratios, layer by layer", style="bold"))
-    parts.append(gradient_flow(report))
+    parts.append(gradient_flow(report, width))
     return Group(*parts)

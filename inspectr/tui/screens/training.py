@@ -68,10 +68,14 @@ class TrainingScreen(Screen[None]):
         self.report, self.status = report, status
         self._paint()
 
+    def on_resize(self) -> None:
+        self._paint()
+
     def _paint(self, mounting: bool = False) -> None:
         if mounting or self.is_mounted:
-            self.query_one("#training-body", Static).update(
-                training_view(self.report, self.live, self.total, self.status))
+            body = self.query_one("#training-body", Static)
+            width = body.size.width or self.app.size.width - 4
+            body.update(training_view(self.report, self.live, self.total, self.status, width))
 
     def action_close(self) -> None:
         self.dismiss(None)
