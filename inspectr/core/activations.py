@@ -52,10 +52,10 @@ DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batc
                 nn.LayerNorm, nn.GroupNorm, *SMOOTH_MODULES)
 
 
-def dead_kind(mod: nn.Module) -> str | None:
-    """"rectifier", "smooth", or None for a module whose outputs have no dead units to count."""
-    if isinstance(mod, RECTIFIER_MODULES):
+def dead_kind_of(cls: type) -> str | None:
+    """"rectifier", "smooth", or None for a module class whose outputs have no dead units to count."""
+    if issubclass(cls, RECTIFIER_MODULES):
         return "rectifier"
-    if isinstance(mod, SMOOTH_MODULES):
+    if issubclass(cls, SMOOTH_MODULES):
         return "smooth"
     return None

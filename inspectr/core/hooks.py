@@ -28,7 +28,7 @@ from inspectr.core.activations import (
     DENSE_OUTPUT,
     NONNEG_MODULES,
     NONNEG_OPS,
-    dead_kind,
+    dead_kind_of,
 )
 from inspectr.core.flops import leaf_flops
 from inspectr.core.memory import SavedBytes
@@ -92,6 +92,20 @@ class ModuleMeasure:
     output_bytes: int = 0  # bytes of its outputs, over all calls
 
 
+_TYPE_FACTS: dict[type, tuple[str | None, bool, bool, bool, bool]] = {}
+
+
+def _type_facts(cls: type) -> tuple[str | None, bool, bool, bool, bool]:
+    """(dead-unit kind, channel-first 1-D layer, sequence layer, zeros expected, never negative)
+    of a module class, worked out once per class."""
+    facts = _TYPE_FACTS.get(cls)
+    if facts is None:
+        facts = (dead_kind_of(cls), issubclass(cls, CHANNEL_FIRST_1D), issubclass(cls, _SEQUENCE_LAYERS),
+                 not issubclass(cls, DENSE_OUTPUT), issubclass(cls, NONNEG_MODULES))
+        _TYPE_FACTS[cls] = facts
+    return facts
+
+
 def _inputs_finite(versions: list[tuple[torch.Tensor, int]]) -> bool:
     """Whether the float inputs of a call were finite; inputs changed in place since are skipped."""
     return all(bool(torch.isfinite(x).all()) for x, v in versions if not x.is_meta and x._version == v)
@@ -112,6 +126,8 @@ class ModuleHooks:
         self.next_order = 0
         self.done = 0
         self.handles: list[RemovableHandle] = []
+        self.hooked: list[nn.Module] = []  # modules whose hook dicts hold our two hooks
+        self.hook_ids = (-1, -1)
         self.grad_handles: list[RemovableHandle] = []
         self.last_channel_first_1d = False
         self.record_grads = False
@@ -139,19 +155,41 @@ class ModuleHooks:
 
     # -- hooks
     def install(self) -> None:
+        # Hooks go straight into each module's hook dicts under two ids reserved once: the public
+        # ``register_forward_*_hook`` builds a handle with weak references per call, 0.3 s for
+        # 20,000 modules, more than their forward costs. ``remove`` takes them out again.
+        ids = RemovableHandle.next_id
+        RemovableHandle.next_id += 2
+        self.hook_ids = (ids, ids + 1)
         for path, mod in self.named:
             # A ScriptModule refuses hooks, yet runs nn.Module's when Python calls it (the root, or a
             # scripted child of a Python module); the submodules its compiled code calls run none.
             scripted = isinstance(mod, torch.jit.ScriptModule)
             leaf = None if scripted else leaf_flops(mod)
-            owner = nn.Module if scripted else type(mod)
-            self.handles.append(owner.register_forward_pre_hook(mod, self._pre(path, leaf is not None), with_kwargs=True))
-            self.handles.append(owner.register_forward_hook(mod, self._post(path, mod, leaf), with_kwargs=True))
+            pre, post = self._pre(path, leaf is not None), self._post(path, mod, leaf)
+            try:
+                mod._forward_pre_hooks[ids] = pre
+                mod._forward_pre_hooks_with_kwargs[ids] = True
+                mod._forward_hooks[ids + 1] = post
+                mod._forward_hooks_with_kwargs[ids + 1] = True
+            except (AttributeError, TypeError):  # a module without nn.Module's hook dicts
+                owner = nn.Module if scripted else type(mod)
+                self.handles.append(owner.register_forward_pre_hook(mod, pre, with_kwargs=True))
+                self.handles.append(owner.register_forward_hook(mod, post, with_kwargs=True))
+                continue
+            self.hooked.append(mod)
 
     def remove(self) -> None:
         self.loud()
+        pre, post = self.hook_ids
+        for mod in self.hooked:
+            mod._forward_pre_hooks.pop(pre, None)
+            mod._forward_pre_hooks_with_kwargs.pop(pre, None)
+            mod._forward_hooks.pop(post, None)
+            mod._forward_hooks_with_kwargs.pop(post, None)
         for h in self.handles + self.grad_handles:
             h.remove()
+        self.hooked.clear()
         self.handles.clear()
         self.grad_handles.clear()
 
@@ -205,15 +243,13 @@ class ModuleHooks:
 
     def _post(self, path: str, mod: nn.Module, leaf: Any) -> Callable[..., None]:
         a = self.acc[path]
-        kind = dead_kind(mod)
-        is_c1d = isinstance(mod, CHANNEL_FIRST_1D)
-        sets_layout = any(p is not None for p in mod._parameters.values()) and (
-            is_c1d or isinstance(mod, _SEQUENCE_LAYERS))
-        zeros_expected = not isinstance(mod, DENSE_OUTPUT)
-        nonneg = isinstance(mod, NONNEG_MODULES)
+        kind, is_c1d, seq_layer, zeros_expected, nonneg = _type_facts(type(mod))
+        sets_layout = (is_c1d or seq_layer) and any(p is not None for p in mod._parameters.values())
         timing = self.opts.timing
         flops = self.opts.flops and leaf is not None
         grad_hook = self._grad_hook(a)
+        outputs = self.outputs
+        set_grad = torch._C._set_grad_enabled
 
         def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             # A forward that raises never gets here, so its frame stays on the stack and names
@@ -227,38 +263,44 @@ class ModuleHooks:
                     return
                 del stack[i + 1:]
             _, _, _, t0, versions = stack.pop()
-            if self.quiet is None:
-                with torch._C.DisableTorchFunction():
-                    measure(a, m, args, output, t0, versions)
+            grad_on = torch.is_grad_enabled()
+            quiet = self.quiet
+            if quiet is None:
+                quiet = torch._C.DisableTorchFunction()
+                quiet.__enter__()
             else:
-                try:
-                    measure(a, m, args, output, t0, versions)
-                finally:
-                    self.loud()
+                self.quiet = None
+            set_grad(False)  # our copies and reductions must not enter the autograd graph
+            try:
+                measure(m, args, output, t0, versions, grad_on)
+            finally:
+                set_grad(grad_on)
+                quiet.__exit__(None, None, None)
 
-        def measure(a: ModuleAcc, m: nn.Module, args: tuple[Any, ...], output: Any, t0: float,
-                    versions: list[tuple[torch.Tensor, int]]) -> None:
+        def measure(m: nn.Module, args: tuple[Any, ...], output: Any, t0: float,
+                    versions: list[tuple[torch.Tensor, int]], grad_on: bool) -> None:
             if timing:
                 a.time_s += time.perf_counter() - t0
             a.calls += 1
             self.done += 1
             if type(output) is torch.Tensor:
-                tensors: list[torch.Tensor] = [output]
+                tensors: Any = (output,)
                 if a.calls == 1:
                     a.output_shapes = (tuple(output.shape),)
                     a.output_structure = structure(output)
+                a.output_bytes += output.numel() * output.element_size()
             else:
                 every = list(iter_tensors(output))
                 tensors = list({id(t): t for t in every}.values())  # the same tensor twice counts once
                 if a.calls == 1:
                     a.output_shapes = tuple(tuple(t.shape) for t in every)
                     a.output_structure = structure(output)
-            a.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
+                a.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
             if flops:
                 fl = leaf(m, args, output)
                 if fl is not None:
                     a.flops_f += fl[0]
-                    if self.record_grads and torch.is_grad_enabled():
+                    if grad_on and self.record_grads:
                         a.flops_b += fl[1]
             if sets_layout:
                 self.last_channel_first_1d = is_c1d
@@ -275,10 +317,10 @@ class ModuleHooks:
                         changed = False
                         for x, v in versions:
                             changed = changed or x._version != v
-                            held += x.numel() * x.element_size()
+                            held += x.nbytes
                         tag = (a, self.done, versions, changed)
                     try:
-                        bad = self.outputs.observe(a.stats, t, kind, c1d, zeros_expected, nonneg, tag, held)
+                        bad = outputs.observe(a.stats, t, kind, c1d, zeros_expected, nonneg, tag, held)
                     except RuntimeError:  # an exotic tensor must never fail the user's forward
                         bad = False
                     if bad and a.nonfinite_done is None:
@@ -286,9 +328,9 @@ class ModuleHooks:
                         # an input this module changed in place was its doing: blame it
                         a.nonfinite_done = self.done
                         a.nonfinite_input = not tag[3] and not _inputs_finite(versions)
-                if self.record_grads and t.requires_grad:
+                if grad_on and self.record_grads and t.requires_grad:
                     self._watch_grad(a, t, grad_hook)
-            if self.outputs.full:
+            if outputs.pending_bytes > outputs.BATCH_BYTES:
                 self.flush()
 
         return hook

@@ -40,29 +40,38 @@ class SavedBytes:
 
     def __init__(self, stack: list[Any], params: list[torch.Tensor]) -> None:
         self.stack = stack
-        self.param_storages = {_storage_key(p) for p in params}
-        self.counted: set[Any] = set()
+        # storages already counted; parameters' from the start (they live anyway)
+        self.counted: set[Any] = {_storage_key(p) for p in params}
         self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
 
     def pack(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
-        # called for every tensor autograd saves: kept to a few attribute reads
+        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): kept
+        # to a few attribute reads, one set lookup and the tuple that carries the version
         if t.is_meta:
-            key: Any = _storage_key(t)
-            nbytes = _storage_bytes(t)
-        else:
-            try:
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                nbytes = storage.nbytes()
-            except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse
-                key, nbytes = ("object", id(t)), t.numel() * t.element_size()
-        if key not in self.counted and key not in self.param_storages:
+            return self._pack_other(t)
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse
+            return self._pack_other(t)
+        key = storage.data_ptr()
+        if key not in self.counted:
+            self.counted.add(key)
+            stack = self.stack
+            path = stack[-1][0] if stack else ""
+            self.by_module[path] = self.by_module.get(path, 0) + storage.nbytes()
+        return t, t._version
+
+    def _pack_other(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``pack`` for tensors without a plain storage address: meta tensors (a view counts as
+        its base) and wrapper subclasses or sparse tensors (counted by their own size)."""
+        key = _storage_key(t)
+        if key not in self.counted:
             self.counted.add(key)
             if t.is_meta:
                 self.keep.append(t)
             path = self.stack[-1][0] if self.stack else ""
-            self.by_module[path] = self.by_module.get(path, 0) + nbytes
+            self.by_module[path] = self.by_module.get(path, 0) + _storage_bytes(t)
         return t, t._version
 
     @staticmethod

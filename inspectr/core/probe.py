@@ -27,6 +27,7 @@ from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
 from inspectr.core.state import gc_paused, preserved
+from inspectr.core.stats import norms as stats_norms
 from inspectr.core.summary import dtype_name
 from inspectr.core.values import describe, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
@@ -324,8 +325,7 @@ def _param_grads(params: list[tuple[str, torch.Tensor]], param_map: dict[str, to
         names.append(name)
         tensors.append(q.grad)
     if tensors and not meta:
-        values = torch.stack([t.to(tensors[0].device) for t in torch._foreach_norm(tensors)]).tolist()
-        for name, v in zip(names, values):
+        for name, v in zip(names, stats_norms(tensors).tolist()):
             norms[name] = float(v)
     else:
         for name in names:

@@ -373,6 +373,37 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(g).square()
 
 
+def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of each tensor (float32 or wider, as computed), one 1-D tensor on the first
+    tensor's device. Small tensors of one shape are stacked and reduced a shape at a time:
+    ``torch._foreach_norm`` runs one kernel per tensor on CPU (70 ms for 20,000 parameters)."""
+    if not tensors:
+        return torch.zeros(0)
+    dev = tensors[0].device
+    out = torch.empty(len(tensors), dtype=torch.float64, device=dev)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    large: list[int] = []
+    for i, t in enumerate(tensors):
+        if t.numel() <= 4 * STAT_SAMPLE and t.layout == torch.strided and t.device == dev:
+            key = (tuple(t.shape), t.dtype)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [i]
+            else:
+                group.append(i)
+        else:
+            large.append(i)
+    for idx in groups.values():
+        rows = torch.stack([tensors[i] for i in idx]).reshape(len(idx), -1)
+        if rows.dtype not in _WIDE:
+            rows = rows.float()
+        out[torch.tensor(idx, device=dev)] = torch.linalg.vector_norm(rows, dim=1).double()
+    if large:
+        values = torch._foreach_norm([tensors[i] for i in large])
+        out[torch.tensor(large, device=dev)] = torch.stack([v.to(dev, torch.float64) for v in values])
+    return out
+
+
 class GradSquares:
     """Sums of squares of the gradients reaching module outputs.
 
