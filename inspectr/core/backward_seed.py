@@ -27,13 +27,17 @@ def seed_gradients(outputs: list[torch.Tensor], seed: int) -> list[torch.Tensor]
     a generator seeded with ``seed``: the same numbers every run, the global RNG untouched.
 
     Each ``w`` has its output's shape, dtype and device and is drawn there (no host copy of a
-    large output); on the meta device it is an empty tensor (shapes only).
+    large output); on the meta device it is an empty tensor (shapes only); a nested tensor
+    gets ones.
     """
     generators: dict[torch.device, torch.Generator] = {}
     seeds = []
     for t in outputs:
         if t.is_meta:
             seeds.append(torch.empty_like(t, memory_format=torch.contiguous_format))
+            continue
+        if t.is_nested:  # no single shape to draw for: these keep sum()'s ones
+            seeds.append(torch.ones_like(t))
             continue
         gen = generators.get(t.device)
         if gen is None:
