@@ -31,7 +31,7 @@ def seed_gradients(outputs: list[torch.Tensor], seed: int) -> list[torch.Tensor]
     gets ones.
     """
     generators: dict[torch.device, torch.Generator] = {}
-    seeds = []
+    seeds: list[torch.Tensor] = []
     for t in outputs:
         if t.is_meta:
             seeds.append(torch.empty_like(t, memory_format=torch.contiguous_format))
