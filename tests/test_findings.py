@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
+import torch
+from torch import nn
 
 import inspectr
 import sample_models
@@ -64,4 +68,44 @@ def test_frozen_layers_have_no_param_gradients_and_no_unused_finding():
     assert r.module("conv1").param_grad_norm is None
     assert r.module("fc1").param_grad_norm is not None
     assert r.model.frozen_params == r.module("conv1").params + r.module("conv2").params
+    assert problems(r) == []
+
+
+# Healthy models whose output sums to a constant: under a sum() loss every gradient upstream
+# was zero or rounding noise, and they were blamed for vanishing gradients.
+HEADLESS = {
+    "layernorm": lambda: nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.LayerNorm(16)),
+    "layernorm_no_affine": lambda: nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16, elementwise_affine=False)),
+    "softmax": lambda: nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10), nn.Softmax(dim=-1)),
+    "batchnorm": lambda: nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADLESS))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_outputs_that_sum_to_a_constant_raise_no_gradient_finding(name, mode):
+    torch.manual_seed(0)
+    r = inspectr.inspect(HEADLESS[name](), inputs=torch.randn(4, 16), mode=mode)
+    assert r.probe.ok and r.probe.backward == "ran"
+    assert [f.kind for f in r.findings] == []
+    # the gradient reaches the first layer at a healthy size
+    assert r.module("0").grad_norm > 1e-2 * r.module("").grad_norm
+
+
+def test_vanishing_gradient_before_a_final_layernorm_is_still_found():
+    torch.manual_seed(0)
+    body = [m for _ in range(30) for m in (nn.Linear(16, 16), nn.Sigmoid())]
+    model = nn.Sequential(OrderedDict(inp=nn.Linear(16, 16), body=nn.Sequential(*body), norm=nn.LayerNorm(16)))
+    r = inspectr.inspect(model, inputs=torch.randn(4, 16), mode="train")
+    assert problems(r) == [("vanishing_gradient", "error", "body")]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_headless_gpt2_model_has_no_vanishing_gradient(mode):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100))
+    r = inspectr.inspect(model, inputs=torch.randint(0, 100, (2, 8)), mode=mode)  # last op: ln_f
+    assert r.probe.ok and r.probe.backward == "ran"
+    assert "vanishing_gradient" not in [f.kind for f in r.findings]
     assert problems(r) == []

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import inspectr
+from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.probe import ProbeOptions, run_probe
 
 Pair = collections.namedtuple("Pair", "logits aux")
@@ -236,3 +237,48 @@ def test_cancel_between_phases_restores_model():
         run_probe(m, (torch.randn(8, 4),), {}, ProbeOptions(cancelled=lambda: True))
     assert torch.equal(m[1].running_mean, before)
     assert not m[0]._forward_hooks and not m[0]._forward_pre_hooks
+
+
+def _grad_norms(r):
+    return {p: m.grad_norm for p, m in r.measures.items()}, r.param_grad_norms
+
+
+def test_backward_seed_gives_the_same_gradients_every_run_whatever_the_global_rng():
+    m = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 4), nn.LayerNorm(4))
+    x = torch.randn(4, 8)
+    torch.manual_seed(123)
+    a = run_probe(m, (x,), {}, ProbeOptions(mode="train"))
+    torch.manual_seed(456)  # another state of the user's RNG: the same numbers
+    b = run_probe(m, (x,), {}, ProbeOptions(mode="train"))
+    assert _grad_norms(a) == _grad_norms(b)
+    assert all(v for v in a.param_grad_norms.values())
+    c = run_probe(m, (x,), {}, ProbeOptions(mode="train", seed=1))
+    assert _grad_norms(c) != _grad_norms(a)
+
+
+def test_backward_seeds_fit_their_outputs():
+    outs = [torch.zeros(3, 4), torch.zeros(5, dtype=torch.complex64), torch.zeros(2, 2, dtype=torch.bfloat16),
+            torch.zeros(4, dtype=torch.float8_e4m3fn), torch.zeros(6, 2).t(), torch.empty(2, 7, device="meta")]
+    seeds = seed_gradients(outs, 0)
+    assert [(s.shape, s.dtype, s.device) for s in seeds] == [(o.shape, o.dtype, o.device) for o in outs]
+    again = seed_gradients(outs, 0)
+    assert all(torch.equal(s, t) for s, t in zip(seeds[:-1], again[:-1]))
+    assert not torch.equal(seed_gradients(outs[:1], 1)[0], seeds[0])
+    # standard normal: RMS 1 per value, as the ones of sum() had; complex: E|w|^2 = 1
+    big = seed_gradients([torch.zeros(100_000), torch.zeros(100_000, dtype=torch.complex64)], 0)
+    assert [float(w.abs().square().mean().sqrt()) for w in big] == [pytest.approx(1.0, abs=0.02)] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_backward_seeds_drawn_on_cuda_leave_its_rng_alone():
+    out = torch.zeros(3, 1000, device="cuda")
+    torch.cuda.manual_seed(5)
+    before = torch.cuda.get_rng_state()
+    seeds = seed_gradients([out], 0)
+    assert seeds[0].device == out.device and torch.equal(seeds[0], seed_gradients([out], 0)[0])
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+    m = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
+    a = inspectr.inspect(m, inputs=torch.randn(4, 8), device="cuda", mode="train")
+    b = inspectr.inspect(m, inputs=torch.randn(4, 8), device="cuda", mode="train")
+    assert a.probe.ok and [f.kind for f in a.findings] == []
+    assert a.module("0").grad_norm == b.module("0").grad_norm

@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 import inspectr
+from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.probe import ProbeOptions, run_probe
 from inspectr.core.state import gc_paused
 from inspectr.core.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
@@ -125,7 +126,8 @@ def _output_grad_norms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
                     path, squares.get(path, 0.0) + float(g.norm()) ** 2))
         handles.append(mod.register_forward_hook(hook))
     try:
-        model(x).sum().backward()
+        out = model(x)
+        torch.autograd.backward([out], seed_gradients([out], 0))  # the probe's seed 0
     finally:
         for h in handles:
             h.remove()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import inspectr
+from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.loader import load
 
 FAST_TORCHVISION = ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "efficientnet_b0",
@@ -131,3 +132,23 @@ def test_user_input_tensor_not_modified():
     inspectr.inspect(InPlace(), inputs=x)
     assert torch.equal(x, torch.ones(2, 3))
     assert not x.requires_grad
+
+
+def test_backward_seeds_leave_the_global_rng_alone():
+    # checked outside the probe too: the probe restores the RNG, which would hide a draw from it
+    outs = [torch.zeros(3, 4), torch.zeros(5, dtype=torch.complex64), torch.empty(2, device="meta")]
+    before = torch.get_rng_state()
+    seed_gradients(outs, 0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_user_rng_stream_goes_on_as_without_the_probe():
+    m = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 8), nn.LayerNorm(8))
+    x = torch.randn(4, 8)
+    torch.manual_seed(7)
+    random.seed(7)
+    expected = torch.rand(5), random.random()
+    torch.manual_seed(7)
+    random.seed(7)
+    inspectr.inspect(m, inputs=x, mode="train")
+    assert torch.equal(torch.rand(5), expected[0]) and random.random() == expected[1]

@@ -11,8 +11,8 @@ nothing of severity warning or error):
   and at least DEAD_MIN_UNITS units. DEAD_WARN is 70%, not 50%: in a randomly initialised
   network without normalisation (SqueezeNet, VGG) a ReLU after a conv on all-positive inputs
   keeps one sign per channel, so about half its channels are zero on noise inputs.
-- ``vanishing_gradient``: the loss is the sum of the outputs. Compare the gradient norm at the
-  input end (the model's float inputs, else the first module that got a gradient) with the
+- ``vanishing_gradient``: the loss is a fixed random weighting of the outputs (backward_seed).
+  Compare the gradient norm at the input end (the model's float inputs, else the first module that got a gradient) with the
   gradient norm at the output of the last layer with parameters (the head): vanishing when
   the ratio is below VANISH_RATIO. Culprit: the smallest module containing every leaf whose
   gradient norm is below VANISH_RATIO of the head's. (Norms, not RMS: global average pooling

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
@@ -225,7 +226,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                             f"(outputs: {', '.join(kinds) or 'no tensors'}); forward statistics only"
                         )
                     else:
-                        loss = sum(t.sum() if not t.is_complex() else t.abs().sum() for t in floats)
+                        seeds = seed_gradients(floats, opts.seed)  # not sum(): see backward_seed
                         probe.before_backward()
                         if opts.progress is not None:
                             opts.progress("probe: backward", 0, 0)
@@ -233,7 +234,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                             with warnings.catch_warnings():
                                 # said in the report instead (quantized.backward_stops)
                                 warnings.filterwarnings("ignore", message=".*autograd kernel was not registered")
-                                loss.backward()
+                                torch.autograd.backward(floats, seeds)
                             backward = "ran"
                         except (KeyboardInterrupt, ProbeCancelled):
                             raise
