@@ -205,39 +205,42 @@ class ModuleHooks:
         cancelled = self.opts.cancelled
         progress = self.opts.progress
         total = len(self.named)
+        stack = self.stack
+        no_torch_function = torch._C.DisableTorchFunction
+        strided = torch.strided
 
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if self.quiet is not None:
                 # a known leaf raised and the model caught it: drop its frame, watch again
                 self.loud()
-                if self.stack:
-                    self.stack.pop()
-            # our own tensor calls must not reach the functional watch (Tensor methods dispatch too)
-            if known_leaf:
-                self.quiet = torch._C.DisableTorchFunction()
-                self.quiet.__enter__()
-                enter(mod, args, kwargs)
-            else:
-                with torch._C.DisableTorchFunction():
-                    enter(mod, args, kwargs)
-
-        def enter(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            if a.order is None:
-                a.order = self.next_order
-                self.next_order += 1
-                a.input_shapes = tuple(describe(x) for x in args) + ((describe(kwargs),) if kwargs else ())
-                # let a waiting app stop a long probe: checked every 64 modules, not only between phases
-                if self.next_order % 64 == 0:
-                    if cancelled is not None and cancelled():
-                        raise ProbeCancelled()
-                    if progress is not None:
-                        progress("probe: forward", self.next_order, total)
-            versions = [(t, t._version) for t in args if type(t) in _PLAIN and t.is_floating_point()
-                        and t.layout == torch.strided]
-            if kwargs:
-                versions += [(t, t._version) for t in kwargs.values() if type(t) in _PLAIN
-                             and t.is_floating_point() and t.layout == torch.strided]
-            self.stack.append((path, args, kwargs, time.perf_counter() if timing else 0.0, versions))
+                if stack:
+                    stack.pop()
+            # our own tensor calls must not reach the functional watch (Tensor methods dispatch
+            # too); a known leaf runs its whole forward without it (its post-hook turns it back on)
+            quiet = no_torch_function()
+            quiet.__enter__()
+            try:
+                if a.order is None:
+                    a.order = self.next_order
+                    self.next_order += 1
+                    a.input_shapes = tuple(describe(x) for x in args) + ((describe(kwargs),) if kwargs else ())
+                    # let a waiting app stop a long probe: checked every 64 modules, not only between phases
+                    if self.next_order % 64 == 0:
+                        if cancelled is not None and cancelled():
+                            raise ProbeCancelled()
+                        if progress is not None:
+                            progress("probe: forward", self.next_order, total)
+                versions = [(t, t._version) for t in args if type(t) in _PLAIN and t.is_floating_point()
+                            and t.layout == strided]
+                if kwargs:
+                    versions += [(t, t._version) for t in kwargs.values() if type(t) in _PLAIN
+                                 and t.is_floating_point() and t.layout == strided]
+                stack.append((path, args, kwargs, time.perf_counter() if timing else 0.0, versions))
+            finally:
+                if known_leaf and stack and stack[-1][0] == path:
+                    self.quiet = quiet
+                else:
+                    quiet.__exit__(None, None, None)
 
         return hook
 
@@ -453,7 +456,7 @@ class ModuleHooks:
             entry = (op, StatsAccumulator(), [0])
             a.functional[op] = entry
         entry[2][0] += 1
-        with torch._C.DisableTorchFunction():
+        with torch._C.DisableTorchFunction(), torch.no_grad():
             self.outputs.observe(entry[1], out, kind, self.last_channel_first_1d,
                                  zeros_expected=kind == "rectifier", nonneg=op in NONNEG_OPS)
 

@@ -186,7 +186,7 @@ class OutputStats:
     def observe(self, acc: StatsAccumulator, t: torch.Tensor, dead_kind: str | None,
                 channel_first_1d: bool, zeros_expected: bool = True, nonneg: bool = False,
                 tag: Any = None, held_bytes: int = 0) -> bool | None:
-        """Add one output to ``acc``.
+        """Add one output to ``acc`` (called with autograd off: copies stay out of the graph).
 
         Returns True/False when the output was reduced now and held NaN/Inf or not; None when
         it waits for ``flush``, which returns the ``tag`` of every waiting output that held NaN/Inf
@@ -217,9 +217,9 @@ class OutputStats:
             return done[5] + done[6] > 0
         dtype = t.dtype
         if (n <= STAT_SAMPLE and dtype in _BATCHED and not (self.histograms and acc.histogram is None)):
-            copy = t.detach().clone() if dtype in _WIDE else t.detach().float()
+            copy = t.clone() if dtype in _WIDE else t.float()
             entry = _Pending(copy, id(t), [acc], acc if layout else None, layout, tol, [tag] if tag is not None else [])
-            group = (shape, copy.dtype, copy.device, layout)
+            group = (shape, copy.dtype, t.device, layout)
             waiting = self.pending.get(group)
             if waiting is None:
                 self.pending[group] = [entry]
@@ -440,7 +440,7 @@ class GradSquares:
     def _reduce_small(self) -> None:
         with torch.no_grad():
             for items in self.small.values():
-                rows = torch.stack([g.detach() for g, _ in items]).view(len(items), -1)
+                rows = torch.stack([g for g, _ in items]).view(len(items), -1)
                 self.reduced.append((torch.linalg.vector_norm(rows, dim=1).square(), [o for _, o in items]))
         self.small = {}
         self.small_bytes = 0

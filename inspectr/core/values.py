@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,8 +56,10 @@ def iter_tensors(x: Any) -> Iterator[torch.Tensor]:
 def structure(x: Any, depth: int = 0) -> str:
     """A short human description of an output, e.g. ``(Tensor[2, 10], int, list[3])``."""
     if isinstance(x, torch.Tensor):
-        dt = "" if x.dtype == torch.float32 else f" {str(x.dtype).replace('torch.', '')}"
-        return f"Tensor[{', '.join(map(str, x.shape))}]{dt}"
+        try:
+            return _tensor_text(x.shape, x.dtype)
+        except TypeError:  # symbolic sizes do not hash
+            return _tensor_text.__wrapped__(x.shape, x.dtype)
     if depth > 2:
         return "…"
     if isinstance(x, dict):
@@ -74,6 +77,13 @@ def structure(x: Any, depth: int = 0) -> str:
     if x is None:
         return "None"
     return cache_text(x) or type(x).__name__
+
+
+@functools.lru_cache(maxsize=4096)
+def _tensor_text(shape: torch.Size, dtype: torch.dtype) -> str:
+    """``Tensor[2, 10]`` (and the dtype when not float32): a deep model repeats a few shapes."""
+    dt = "" if dtype == torch.float32 else f" {str(dtype).replace('torch.', '')}"
+    return f"Tensor[{', '.join(map(str, shape))}]{dt}"
 
 
 def measurable(t: torch.Tensor) -> bool:
