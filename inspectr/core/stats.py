@@ -95,11 +95,29 @@ def count_nonzero(x: torch.Tensor, out: torch.Tensor | None = None, nonneg: bool
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
-    """About STAT_SAMPLE values of ``x`` at a prime stride (all of it when small or not contiguous)."""
+    """About STAT_SAMPLE values of ``x`` at a prime stride, copied together (all of it when small
+    or not contiguous). Gathered once: three reductions over a strided view cost 3x the copy."""
     n = x.numel()
     if n > STAT_SAMPLE and x.is_contiguous():
-        return x.view(-1)[:: sample_step(n, tuple(x.shape))]
+        return x.view(-1)[:: sample_step(n, tuple(x.shape))].contiguous()
     return x
+
+
+def _sum_sq(x: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of ``x`` as a 0-dim tensor: a dot product when ``x`` is flat and contiguous
+    (a fifth of the cost of ``vector_norm`` then squaring, on CPU)."""
+    if x.dim() == 1 and x.is_contiguous() and x.dtype in _WIDE:
+        return torch.dot(x, x)
+    return torch.linalg.vector_norm(x).square()
+
+
+def _unit_max(v: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Per-unit maximum (or minimum) of ``v`` laid out [rows, units, inner]: along the inner
+    dimension first when there is one (reducing two dimensions at once is 1.6x slower on CPU)."""
+    op = torch.amax if largest else torch.amin
+    if v.shape[2] == 1:
+        return op(v, dim=(0, 2))
+    return op(op(v, dim=2), dim=0)
 
 
 def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, float, float, float]:
@@ -119,14 +137,14 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
     scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
     lo, hi = torch.aminmax(x)
-    mn, mx, total, norm = torch.stack([lo, hi, sample.sum(), torch.linalg.vector_norm(sample)]).tolist()
+    mn, mx, total, sq = torch.stack([lo, hi, sample.sum(), _sum_sq(sample.view(-1))]).tolist()
     if mn > 0 or mx < 0:
         nonzero = float(n)
     elif zeros_expected or mn == 0 or mx == 0:
         nonzero = count_nonzero(x)
     else:
         nonzero = float(torch.count_nonzero(sample)) * scale
-    return total * scale, norm * norm * scale, mn, mx, nonzero
+    return total * scale, sq * scale, mn, mx, nonzero
 
 
 def _reduce_now(x: torch.Tensor, zeros_expected: bool) -> Reduced:
@@ -264,19 +282,19 @@ class OutputStats:
         units, inner = layout
         n = x.numel()
         v = x.reshape(-1, units, inner)
-        hi_u = v.amax(dim=(0, 2))
+        hi_u = _unit_max(v, True)
         sample = _sample(x)
         alive = hi_u > tol
-        parts = [hi_u.max(), sample.sum(), torch.linalg.vector_norm(sample)]
+        parts = [hi_u.max(), sample.sum(), _sum_sq(sample.view(-1))]
         if not nonneg:
-            lo_u = v.amin(dim=(0, 2))
+            lo_u = _unit_max(v, False)
             alive |= lo_u < -tol
             parts.append(lo_u.min())
         parts.append(alive.sum().to(x.dtype))
         if not count_zeros:
             parts.append(torch.count_nonzero(sample).to(x.dtype))
         values = torch.stack(parts).tolist()
-        mx, total, norm = values[:3]
+        mx, total, sq = values[:3]
         if count_zeros:
             nz, n_alive = count_nonzero(x, self._scratch(x), nonneg), values[-1]
         else:
@@ -288,7 +306,7 @@ class OutputStats:
         if not (math.isfinite(mn) and math.isfinite(mx) and math.isfinite(total)):
             return None
         scale = n / sample.numel()
-        return (total * scale, norm * norm * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0), int(n_alive)
+        return (total * scale, sq * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0), int(n_alive)
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: a fresh one per output costs page faults."""
@@ -368,8 +386,10 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
         g = g.float()
     n = g.numel()
     if n > 4 * STAT_SAMPLE and g.is_contiguous() and g.layout == torch.strided:
-        sample = g.view(-1)[:: sample_step(n, tuple(g.shape))]
-        return torch.linalg.vector_norm(sample).square() * (n / sample.numel())
+        sample = g.view(-1)[:: sample_step(n, tuple(g.shape))].contiguous()
+        return _sum_sq(sample) * (n / sample.numel())
+    if g.is_contiguous() and g.layout == torch.strided:
+        return _sum_sq(g.view(-1))
     return torch.linalg.vector_norm(g).square()
 
 
