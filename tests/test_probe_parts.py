@@ -223,6 +223,36 @@ def test_gc_paused_restores_the_collector():
         gc.enable()
 
 
+def test_gc_paused_leaves_no_collection_owed_and_garbage_cycles_still_go():
+    import weakref
+
+    class Node:
+        pass
+
+    with gc_paused():
+        keep = [[i] for i in range(5000)]  # a report's worth of live objects
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle that becomes garbage while the collector is off
+        gone = weakref.ref(a)
+        del a, b
+    assert gc.get_count()[0] < 700  # no scan of the 5,000 new objects is owed
+    assert gone() is not None
+    gc.collect()
+    assert gone() is None  # the next full collection frees the cycle
+    del keep
+
+
+def test_gc_paused_keeps_objects_the_program_froze_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_saved_bytes_of_a_linear_relu_stack_by_hand():
     # Linear saves its input (for the weight gradient), ReLU its output; the next Linear's input
     # is that same ReLU output: one allocation, counted once. Parameters never count.

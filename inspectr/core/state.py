@@ -58,6 +58,15 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # Everything allocated meanwhile counts as new: the first collection after ``enable``
+            # would scan all of it (0.1-0.25 s after a 20,000-module inspection, while the
+            # report it scans is alive). freeze + unfreeze moves every tracked object to the
+            # oldest generation and zeroes the counters without a scan; cyclic garbage among
+            # them is freed by the next full collection. Skipped when the program froze objects
+            # itself: unfreeze would thaw those too.
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
