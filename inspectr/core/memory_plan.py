@@ -113,12 +113,12 @@ def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], 
         notes.append(f"activation memory could not be counted: {type(exc).__name__}: {exc}")
         fp = Footprint(batch, {}, Footprint.of_rows(rows, batch).outputs)
     if amp is not None:
-        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(model)})"
+        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(tree)})"
         if passes.pure_cast:
             notes.append(f"autocast cannot run on meta tensors: activations counted with every float in "
                          f"{request.dtype}; autocast keeps some (norms, softmax) in float32, so expect more")
     else:
-        dtype = _dtype_of(model)
+        dtype = _dtype_of(tree)
     input_bytes = sum(t.numel() * t.element_size() for t in iter_tensors((inputs.args, inputs.kwargs)))
     est = estimate(mb, fp, request.optimizer, dtype, input_bytes)
     if request.fit is not None:
@@ -165,6 +165,6 @@ def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: _Passes,
     return replace(est, max_batch_size=best, fit_bytes=fit, activation_per_sample=per_sample, linear=linear)
 
 
-def _dtype_of(model: nn.Module) -> str:
-    kinds = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
-    return "/".join(sorted(kinds)) or "float32"
+def _dtype_of(tree: ModelWalk) -> str:
+    kinds = {p.dtype for _, p in tree.params}
+    return "/".join(sorted(str(k).replace("torch.", "") for k in kinds if k.is_floating_point)) or "float32"
