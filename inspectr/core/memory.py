@@ -10,7 +10,6 @@ to the innermost module running when the tensor was saved.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,15 +21,12 @@ from operator import add, itemgetter, mul
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
-from inspectr.core.values import iter_tensors
 from inspectr.errors import InspectrError
 
 if TYPE_CHECKING:
     from inspectr.core.optim import OptimizerChoice
     from inspectr.core.result import ModuleRow
-    from inspectr.core.walk import ModelWalk
 
 
 class SavedBytes:
@@ -47,6 +43,12 @@ class SavedBytes:
         self.counted: set[Any] = set()
         self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
+
+    def restart(self) -> None:
+        """Forget what was counted, for another pass (the parameters stay known)."""
+        self.counted = set()
+        self.keep = []
+        self.by_module = {}
 
     def pack(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
         # called for every tensor autograd saves: kept to a few attribute reads
@@ -107,78 +109,6 @@ def _storage_bytes(t: torch.Tensor) -> int:
         return t.numel() * t.element_size()
 
 
-# --- one extra forward that only counts bytes (other batch sizes, mixed precision) ---------
-
-def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 *, training: bool, param_map: dict[str, torch.Tensor] | None = None,
-                 amp: torch.dtype | None = None) -> Footprint:
-    """One forward with autograd recording and nothing else, counting saved bytes per module
-    (as the probe does) and leaf output bytes; the model is left exactly as it was.
-
-    ``param_map`` (name -> tensor) runs the pass on those tensors through ``functional_call``
-    (meta copies make it nearly free); ``amp`` runs it under ``torch.autocast`` in that dtype.
-    Exceptions of the model's forward propagate."""
-    from inspectr.core.state import preserved
-
-    stack: list[tuple[str]] = []
-    outputs: dict[str, int] = {}
-    final = [0]
-    leaves = {id(m) for _, m in tree.modules if not m._modules}
-    handles = []
-
-    def pre(path: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _args: Any) -> None:
-            stack.append((path,))
-        return hook
-
-    def post(path: str, leaf: bool) -> Callable[..., None]:
-        def hook(_m: nn.Module, _args: Any, out: Any) -> None:
-            stack.pop()
-            if leaf or not path:
-                seen = {id(t): t for t in iter_tensors(out)}
-                n = sum(t.numel() * t.element_size() for t in seen.values())
-                if leaf:
-                    outputs[path] = outputs.get(path, 0) + n
-                if not path:
-                    final[0] += n
-        return hook
-
-    params = [p for _, p in tree.params] + [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
-    counter = SavedBytes(stack, params)
-    trains = any(p.requires_grad for _, p in tree.params)
-    with preserved(model, [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)], tree=tree):
-        model.train(training)
-        try:
-            for path, m in tree.modules:
-                handles.append(m.register_forward_pre_hook(pre(path)))
-                handles.append(m.register_forward_hook(post(path, id(m) in leaves), always_call=True))
-            a, k = (_grad_inputs(args), _grad_inputs(kwargs)) if not trains else (args, kwargs)
-            device_type = next((t.device.type for t in iter_tensors((a, k))), "cpu")
-            cast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
-            with torch.enable_grad(), counter.counting(), cast:
-                if param_map is not None:
-                    torch.func.functional_call(model, param_map, a, k)
-                else:
-                    model(*a, **k)
-        finally:
-            for h in handles:
-                h.remove()
-    batch = batch_size_of((args, kwargs))
-    return Footprint(batch, dict(counter.by_module), outputs, final[0])
-
-
-def _grad_inputs(x: Any) -> Any:
-    """Floating tensors of ``x`` as non-leaf copies that require grad, as the probe makes them
-    when no parameter trains (so gradients, and what autograd saves, still reach the input)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().requires_grad_(True).clone() if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {key: _grad_inputs(v) for key, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(_grad_inputs(v) for v in x)
-    return x
-
-
 def batch_size_of(x: Any) -> int | None:
     """The leading size of the first tensor (or the length of a list of tensors) in ``x``."""
     if isinstance(x, torch.Tensor):
@@ -193,25 +123,6 @@ def batch_size_of(x: Any) -> int | None:
             if b is not None:
                 return b
     return None
-
-
-def rebatch(x: Any, old: int, new: int, meta: bool) -> Any:
-    """``x`` with every tensor whose leading size is ``old`` grown to ``new`` (rows repeated in
-    turn, so token ids stay valid; empty meta tensors when ``meta``); lists of ``old`` tensors
-    likewise. Everything else is kept."""
-    if isinstance(x, torch.Tensor):
-        if x.dim() == 0 or x.shape[0] != old:
-            return x.to("meta") if meta else x
-        if meta:
-            return torch.empty((new, *x.shape[1:]), dtype=x.dtype, device="meta")
-        return x[torch.arange(new, device=x.device) % old]
-    if isinstance(x, list) and len(x) == old and x and all(isinstance(t, torch.Tensor) for t in x):
-        return [rebatch(x[i % old], -1, -1, meta) for i in range(new)]
-    if isinstance(x, dict):
-        return {k: rebatch(v, old, new, meta) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(rebatch(v, old, new, meta) for v in x)
-    return x
 
 
 # --- the estimate ------------------------------------------------------------------------
