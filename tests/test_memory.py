@@ -205,6 +205,32 @@ def test_fit_agrees_with_the_estimate_at_its_batch_and_the_next(case: str) -> No
     assert at_b.training_peak_bytes <= limit < at_next.training_peak_bytes
 
 
+def test_the_fit_search_line_matches_the_interpolated_footprint() -> None:
+    import random
+
+    from inspectr.core.memory import Footprint, ModelBytes, PeakLine, training_peak
+    from inspectr.core.optim import OptimizerChoice
+
+    rng = random.Random(0)
+    for _ in range(300):
+        paths = [f"m{i}" for i in range(rng.randint(0, 12))]
+        grads = {p: rng.randint(1, 10**6) for p in paths if rng.random() < 0.5}
+        mb = ModelBytes(rng.randint(0, 10**7), rng.randint(0, 999), sum(grads.values()), max(grads.values(), default=0),
+                        grads, tuple(rng.sample(paths, rng.randint(0, len(paths)))))
+        b0 = rng.choice([1, 2, 3, 4])
+
+        def counted(b: int, paths: list[str] = paths) -> Footprint:  # odd bytes make the line round
+            saved = {p: rng.randint(0, 10**5) * b + rng.randint(0, 999) for p in [*paths, "elsewhere"] if rng.random() < 0.7}
+            outputs = {p: rng.randint(0, 10**4) * b + rng.randint(0, 3) for p in paths if rng.random() < 0.7}
+            return Footprint(b, saved, outputs, rng.randint(0, 10**3) * b)
+
+        one, two = counted(b0), counted(2 * b0)
+        for opt in (OptimizerChoice(), OptimizerChoice(name="sgd")):
+            line = PeakLine(mb, opt, one, two)
+            for b in (1, 2, 3, 7, 100, 12_345, 2**33 + 1):
+                assert line(b) == training_peak(mb, one.at(two, b), opt)[0]
+
+
 def test_fit_says_when_not_even_batch_one_fits() -> None:
     est = inspectr.inspect(mlp(), inputs=torch.randn(4, 16), fit=1000).memory
     assert est is not None and est.max_batch_size == 0 and "not even batch 1 fits" in " ".join(est.notes)

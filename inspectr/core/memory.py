@@ -355,14 +355,44 @@ def refrozen(mem: MemoryEstimate, rows: Sequence[ModuleRow]) -> MemoryEstimate:
     return dataclasses.replace(new, fit_bytes=mem.fit_bytes)
 
 
-def fit_batch(mb: ModelBytes, opt: OptimizerChoice, limit: int,
-              footprint_at: Callable[[int], Footprint], most: int = 2**40) -> int:
+class PeakLine:
+    """``training_peak(mb, one.at(two, b), opt)[0]`` at any batch ``b``, for the many sizes a
+    ``--fit`` search tries, without building a footprint for each: the same straight line and
+    rounding per module as ``Footprint.at``, computed once per distinct pair of counts (a deep
+    stack of like blocks has a handful)."""
+
+    def __init__(self, mb: ModelBytes, opt: OptimizerChoice, one: Footprint, two: Footprint) -> None:
+        self.mb, self.opt = mb, opt
+        self.b0, self.b1 = one.batch or 1, two.batch or 1
+        pairs: dict[tuple[int, int], int] = {}
+
+        def index(a: int, b: int) -> int:
+            return pairs.setdefault((a, b - a), len(pairs))
+
+        order = mb.order
+        self.saved = [index(one.saved.get(p, 0), two.saved.get(p, 0)) for p in order]
+        ran = set(order)
+        self.saved_elsewhere = [index(one.saved.get(k, 0), two.saved.get(k, 0))
+                                for k in one.saved.keys() | two.saved.keys() if k not in ran]
+        self.outputs = [index(one.outputs.get(p, 0), two.outputs.get(p, 0)) for p in order]
+        self.final = index(one.final, two.final)
+        self.pairs = tuple(pairs)
+
+    def __call__(self, b: int) -> int:
+        t, span = b - self.b0, self.b1 - self.b0
+        at = [max(0, round(a + d * t / span)) for a, d in self.pairs]
+        saved = [at[i] for i in self.saved]
+        activation = sum(saved) + sum([at[i] for i in self.saved_elsewhere])
+        return _peak(self.mb, self.opt, activation, at[self.final], saved, [at[i] for i in self.outputs])[0]
+
+
+def fit_batch(limit: int, peak_at: Callable[[int], int], most: int = 2**40) -> int:
     """The largest batch whose training peak is at most ``limit`` (0: not even batch 1).
 
-    ``footprint_at(b)``: the footprint at batch ``b`` (interpolated or measured); the peak
-    grows with the batch, so a doubling search and a bisection find the edge."""
+    ``peak_at(b)``: the training peak at batch ``b`` (interpolated or measured); it grows with
+    the batch, so a doubling search and a bisection find the edge."""
     def fits(b: int) -> bool:
-        return training_peak(mb, footprint_at(b), opt)[0] <= limit
+        return peak_at(b) <= limit
 
     if not fits(1):
         return 0

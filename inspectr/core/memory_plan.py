@@ -15,9 +15,11 @@ from inspectr.core.memory import (
     Footprint,
     MemoryEstimate,
     ModelBytes,
+    PeakLine,
     batch_size_of,
     estimate,
     fit_batch,
+    training_peak,
 )
 from inspectr.core.memory_passes import CountingPasses, device_is_cheaper
 from inspectr.core.optim import OptimizerChoice
@@ -109,13 +111,17 @@ def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: CountingPas
         notes.append(f"activation memory is not linear in the batch (batch {b1}: {one.activation_bytes:,} B, "
                      f"{2 * b1}: {two.activation_bytes:,} B, {4 * b1}: {passes(4 * b1).activation_bytes:,} B); "
                      "--fit counted each batch size it tried")
-        footprint_at = passes
+        def peak_at(b: int) -> int:
+            return training_peak(mb, passes(b), request.optimizer)[0]
     else:
         if linear is None:
             notes.append(f"--fit assumes activation memory linear in the batch (measured at {b1} and {2 * b1})")
-        def footprint_at(b: int) -> Footprint:
-            return passes.cache.get(b) or one.at(two, b)
-    best = fit_batch(mb, request.optimizer, fit, footprint_at)
+        line = PeakLine(mb, request.optimizer, one, two)
+
+        def peak_at(b: int) -> int:
+            counted = passes.cache.get(b)
+            return line(b) if counted is None else training_peak(mb, counted, request.optimizer)[0]
+    best = fit_batch(fit, peak_at)
     per_sample = round((two.activation_bytes - one.activation_bytes) / b1)
     if best == 0:
         notes.append("--fit: not even batch 1 fits")
