@@ -17,6 +17,7 @@ from inspectr.core.memory import (
     ModelBytes,
     PeakLine,
     batch_size_of,
+    bytes_of_rows,
     estimate,
     fit_batch,
     training_peak,
@@ -54,8 +55,7 @@ def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], 
     """
     batch = batch_size_of((inputs.args, inputs.kwargs)) or batch
     amp = AMP_DTYPES.get(request.dtype or "")
-    mb = ModelBytes.of_rows(rows, info.param_bytes, info.buffer_bytes)
-    probed = Footprint.of_rows(rows, batch)
+    mb, probed = bytes_of_rows(rows, batch, info.param_bytes, info.buffer_bytes)
     notes: list[str] = []
     if amp is not None:
         dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(tree)})"
