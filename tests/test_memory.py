@@ -205,6 +205,32 @@ def test_fit_agrees_with_the_estimate_at_its_batch_and_the_next(case: str) -> No
     assert at_b.training_peak_bytes <= limit < at_next.training_peak_bytes
 
 
+def test_the_fit_search_line_matches_the_interpolated_footprint() -> None:
+    import random
+
+    from inspectr.core.memory import Footprint, ModelBytes, PeakLine, training_peak
+    from inspectr.core.optim import OptimizerChoice
+
+    rng = random.Random(0)
+    for _ in range(300):
+        paths = [f"m{i}" for i in range(rng.randint(0, 12))]
+        grads = {p: rng.randint(1, 10**6) for p in paths if rng.random() < 0.5}
+        mb = ModelBytes(rng.randint(0, 10**7), rng.randint(0, 999), sum(grads.values()), max(grads.values(), default=0),
+                        grads, tuple(rng.sample(paths, rng.randint(0, len(paths)))))
+        b0 = rng.choice([1, 2, 3, 4])
+
+        def counted(b: int, paths: list[str] = paths) -> Footprint:  # odd bytes make the line round
+            saved = {p: rng.randint(0, 10**5) * b + rng.randint(0, 999) for p in [*paths, "elsewhere"] if rng.random() < 0.7}
+            outputs = {p: rng.randint(0, 10**4) * b + rng.randint(0, 3) for p in paths if rng.random() < 0.7}
+            return Footprint(b, saved, outputs, rng.randint(0, 10**3) * b)
+
+        one, two = counted(b0), counted(2 * b0)
+        for opt in (OptimizerChoice(), OptimizerChoice(name="sgd")):
+            line = PeakLine(mb, opt, one, two)
+            for b in (1, 2, 3, 7, 100, 12_345, 2**33 + 1):
+                assert line(b) == training_peak(mb, one.at(two, b), opt)[0]
+
+
 def test_fit_says_when_not_even_batch_one_fits() -> None:
     est = inspectr.inspect(mlp(), inputs=torch.randn(4, 16), fit=1000).memory
     assert est is not None and est.max_batch_size == 0 and "not even batch 1 fits" in " ".join(est.notes)
@@ -218,6 +244,94 @@ def test_parse_size_units_and_errors() -> None:
     for bad in ("lots", "12parsecs", "0GB", "-3GB"):
         with pytest.raises(InspectrError, match="--fit"):
             parse_size(bad)
+
+
+# ------------------------------------------- where the --fit passes run: meta copies or the device
+
+
+def _count_on_device(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    from inspectr.core import memory_plan
+
+    monkeypatch.setattr(memory_plan, "device_is_cheaper", lambda *a, **k: on)
+
+
+@pytest.mark.parametrize("case", ["linear", "quadratic", "conv"])
+def test_fit_counts_the_same_on_meta_copies_and_on_the_device(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if case == "linear":
+        model, x = mlp(64, 256, 10), torch.randn(4, 64)
+    elif case == "quadratic":
+        model, x = CrossBatch(), torch.randn(4, 32)
+    else:
+        model, x = _conv_net(), torch.randn(4, 3, 16, 16)
+    answers = []
+    for on_device in (False, True):
+        _count_on_device(monkeypatch, on_device)
+        est = inspectr.inspect(model, inputs=x, fit="3MiB", mode="train").memory
+        assert est is not None and est.max_batch_size
+        answers.append((est.max_batch_size, est.linear, est.activation_per_sample, est.notes))
+    assert answers[0] == answers[1]
+
+
+class KeepsPositive(nn.Module):
+    """Boolean-mask indexing: an output size only the values decide, which meta cannot count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        return h * h[h > 0].mean()
+
+
+def test_fit_moves_to_the_device_when_meta_cannot_run_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model, x = KeepsPositive(), torch.randn(4, 16)
+    _count_on_device(monkeypatch, False)
+    on_meta = inspectr.inspect(model, inputs=x, fit="1MiB").memory
+    _count_on_device(monkeypatch, True)
+    on_device = inspectr.inspect(model, inputs=x, fit="1MiB").memory
+    assert on_meta is not None and on_device is not None
+    assert any("meta failed" in n for n in on_meta.notes) and not any("meta failed" in n for n in on_device.notes)
+    assert on_meta.max_batch_size == on_device.max_batch_size > 4
+    # counted where passes are dear: two sizes, no third to check the line
+    assert on_meta.linear is None and on_device.linear is True
+
+
+class ClampsItsWeights(nn.Module):
+    """Keeps its weights in [-0.1, 0.1] by clamping them in place in its forward, with batch
+    statistics and dropout: what a pass on the model's own tensors could change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.lin.weight.clamp_(-0.1, 0.1)
+        return self.drop(self.bn(self.lin(x)))
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_fit_passes_leave_the_model_untouched(on_device: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_state import assert_same, snapshot
+    from torch.nn.modules import module as nn_module
+
+    torch.manual_seed(0)
+    model = ClampsItsWeights()
+    model.bn.eval()  # a mixed-mode model: the passes set one mode, and put each back
+    x = torch.randn(4, 16)
+    hooks = (len(nn_module._global_forward_pre_hooks), len(nn_module._global_forward_hooks))
+    before = snapshot(model)
+    version = model.bn.weight._version
+    _count_on_device(monkeypatch, on_device)
+    est = inspectr.inspect(model, inputs=x, fit="1MiB", mode="train").memory
+    assert est is not None and est.max_batch_size and est.linear is True
+    assert_same(before, snapshot(model))
+    assert model.bn.weight._version == version  # weights no forward changed are not written
+    assert (len(nn_module._global_forward_pre_hooks), len(nn_module._global_forward_hooks)) == hooks
 
 
 # ------------------------------------------------------------------ meta models, mixed precision

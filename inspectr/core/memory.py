@@ -10,24 +10,23 @@ to the innermost module running when the tensor was saved.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import accumulate, repeat
+from operator import add, itemgetter, mul
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
-from inspectr.core.values import iter_tensors
 from inspectr.errors import InspectrError
 
 if TYPE_CHECKING:
     from inspectr.core.optim import OptimizerChoice
     from inspectr.core.result import ModuleRow
-    from inspectr.core.walk import ModelWalk
 
 
 class SavedBytes:
@@ -44,6 +43,12 @@ class SavedBytes:
         self.counted: set[Any] = {_storage_key(p) for p in params}
         self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
+
+    def restart(self) -> None:
+        """Forget what was counted, for another pass (the parameters stay known)."""
+        self.counted = set()
+        self.keep = []
+        self.by_module = {}
 
     def pack(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
         # called for every tensor autograd saves (45,000 times in a 20,000-module forward): kept
@@ -113,78 +118,6 @@ def _storage_bytes(t: torch.Tensor) -> int:
         return t.numel() * t.element_size()
 
 
-# --- one extra forward that only counts bytes (other batch sizes, mixed precision) ---------
-
-def measure_pass(model: nn.Module, tree: ModelWalk, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 *, training: bool, param_map: dict[str, torch.Tensor] | None = None,
-                 amp: torch.dtype | None = None) -> Footprint:
-    """One forward with autograd recording and nothing else, counting saved bytes per module
-    (as the probe does) and leaf output bytes; the model is left exactly as it was.
-
-    ``param_map`` (name -> tensor) runs the pass on those tensors through ``functional_call``
-    (meta copies make it nearly free); ``amp`` runs it under ``torch.autocast`` in that dtype.
-    Exceptions of the model's forward propagate."""
-    from inspectr.core.state import preserved
-
-    stack: list[tuple[str]] = []
-    outputs: dict[str, int] = {}
-    final = [0]
-    leaves = {id(m) for _, m in tree.modules if not m._modules}
-    handles = []
-
-    def pre(path: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _args: Any) -> None:
-            stack.append((path,))
-        return hook
-
-    def post(path: str, leaf: bool) -> Callable[..., None]:
-        def hook(_m: nn.Module, _args: Any, out: Any) -> None:
-            stack.pop()
-            if leaf or not path:
-                seen = {id(t): t for t in iter_tensors(out)}
-                n = sum(t.numel() * t.element_size() for t in seen.values())
-                if leaf:
-                    outputs[path] = outputs.get(path, 0) + n
-                if not path:
-                    final[0] += n
-        return hook
-
-    params = [p for _, p in tree.params] + [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)]
-    counter = SavedBytes(stack, params)
-    trains = any(p.requires_grad for _, p in tree.params)
-    with preserved(model, [t for t in (param_map or {}).values() if isinstance(t, nn.Parameter)], tree=tree):
-        model.train(training)
-        try:
-            for path, m in tree.modules:
-                handles.append(m.register_forward_pre_hook(pre(path)))
-                handles.append(m.register_forward_hook(post(path, id(m) in leaves), always_call=True))
-            a, k = (_grad_inputs(args), _grad_inputs(kwargs)) if not trains else (args, kwargs)
-            device_type = next((t.device.type for t in iter_tensors((a, k))), "cpu")
-            cast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
-            with torch.enable_grad(), counter.counting(), cast:
-                if param_map is not None:
-                    torch.func.functional_call(model, param_map, a, k)
-                else:
-                    model(*a, **k)
-        finally:
-            for h in handles:
-                h.remove()
-    batch = batch_size_of((args, kwargs))
-    return Footprint(batch, dict(counter.by_module), outputs, final[0])
-
-
-def _grad_inputs(x: Any) -> Any:
-    """Floating tensors of ``x`` as non-leaf copies that require grad, as the probe makes them
-    when no parameter trains (so gradients, and what autograd saves, still reach the input)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().requires_grad_(True).clone() if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {key: _grad_inputs(v) for key, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(_grad_inputs(v) for v in x)
-    return x
-
-
 def batch_size_of(x: Any) -> int | None:
     """The leading size of the first tensor (or the length of a list of tensors) in ``x``."""
     if isinstance(x, torch.Tensor):
@@ -199,25 +132,6 @@ def batch_size_of(x: Any) -> int | None:
             if b is not None:
                 return b
     return None
-
-
-def rebatch(x: Any, old: int, new: int, meta: bool) -> Any:
-    """``x`` with every tensor whose leading size is ``old`` grown to ``new`` (rows repeated in
-    turn, so token ids stay valid; empty meta tensors when ``meta``); lists of ``old`` tensors
-    likewise. Everything else is kept."""
-    if isinstance(x, torch.Tensor):
-        if x.dim() == 0 or x.shape[0] != old:
-            return x.to("meta") if meta else x
-        if meta:
-            return torch.empty((new, *x.shape[1:]), dtype=x.dtype, device="meta")
-        return x[torch.arange(new, device=x.device) % old]
-    if isinstance(x, list) and len(x) == old and x and all(isinstance(t, torch.Tensor) for t in x):
-        return [rebatch(x[i % old], -1, -1, meta) for i in range(new)]
-    if isinstance(x, dict):
-        return {k: rebatch(v, old, new, meta) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-        return type(x)(rebatch(v, old, new, meta) for v in x)
-    return x
 
 
 # --- the estimate ------------------------------------------------------------------------
@@ -270,9 +184,7 @@ class Footprint:
 
     @classmethod
     def of_rows(cls, rows: Sequence[ModuleRow], batch: int | None) -> Footprint:
-        return cls(batch, {r.path: r.saved_bytes for r in rows if r.saved_bytes},
-                   {r.path: r.output_bytes for r in rows if r.output_bytes and r.is_leaf},
-                   rows[0].output_bytes or 0 if rows else 0)
+        return bytes_of_rows(rows, batch, 0, 0)[1]
 
 
 @dataclass(frozen=True)
@@ -288,20 +200,48 @@ class ModelBytes:
 
     @classmethod
     def of_rows(cls, rows: Sequence[ModuleRow], param_bytes: int, buffer_bytes: int) -> ModelBytes:
-        grads: dict[str, int] = {}
-        largest = 0
-        for r in rows:
+        return bytes_of_rows(rows, None, param_bytes, buffer_bytes)[0]
+
+    @cached_property
+    def grads_after(self) -> tuple[int, ...]:
+        """Per module of ``order``: the trainable bytes of it and of every module after it."""
+        return tuple(accumulate(map(self.grads_by_path.get, reversed(self.order), repeat(0))))[::-1]
+
+
+def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int,
+                  buffer_bytes: int) -> tuple[ModelBytes, Footprint]:
+    """``ModelBytes.of_rows`` and ``Footprint.of_rows`` in one sweep over the rows: on a
+    20,000-module model each sweep costs milliseconds, most of them in reaching the rows."""
+    grads: dict[str, int] = {}
+    saved: dict[str, int] = {}
+    outputs: dict[str, int] = {}
+    ran: list[tuple[int, str]] = []
+    largest = 0
+    sizes: dict[str, int] = {}
+    for r in rows:
+        path = r.path
+        if r.order is not None:
+            ran.append((r.order, path))
+        if r.saved_bytes:
+            saved[path] = r.saved_bytes
+        if r.output_bytes and r.is_leaf:
+            outputs[path] = r.output_bytes
+        if r.parameters:
             own = 0
             for p in r.parameters:
                 if p.requires_grad and p.shared_with is None:
-                    n = p.numel * _itemsize(p.dtype)
+                    size = sizes.get(p.dtype)
+                    if size is None:
+                        size = sizes[p.dtype] = _itemsize(p.dtype)
+                    n = p.numel * size
                     own += n
-                    largest = max(largest, n)
+                    if n > largest:
+                        largest = n
             if own:
-                grads[r.path] = own
-        ran = sorted((r for r in rows if r.order is not None), key=lambda r: r.order or 0)
-        return cls(param_bytes, buffer_bytes, sum(grads.values()), largest, grads,
-                   tuple(r.path for r in ran))
+                grads[path] = own
+    ran.sort(key=itemgetter(0))
+    mb = ModelBytes(param_bytes, buffer_bytes, sum(grads.values()), largest, grads, tuple([p for _, p in ran]))
+    return mb, Footprint(batch, saved, outputs, rows[0].output_bytes or 0 if rows else 0)
 
 
 @dataclass(frozen=True)
@@ -363,21 +303,22 @@ def training_peak(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice) -> tuple[
     - optimizer step: parameters + buffers + gradients + optimizer state + the model's output +
       the step's temporaries (Adam's foreach step: two of the largest trainable tensor).
     """
-    base = mb.param_bytes + mb.buffer_bytes + opt.states_per_param * mb.grad_bytes + fp.final
-    fwd = base + fp.activation_bytes + fp.final
-    best, phase = fwd, "forward"
-    if mb.grad_bytes or fp.activation_bytes:
-        prefix, upto = 0, []
-        for path in mb.order:
-            prefix += fp.saved.get(path, 0)
-            upto.append(prefix)
-        grads = 0
-        for i in range(len(mb.order) - 1, -1, -1):
-            path = mb.order[i]
-            grads += mb.grads_by_path.get(path, 0)
-            here = base + upto[i] + grads + 2 * fp.outputs.get(path, 0)
-            if here > best:
-                best, phase = here, "backward"
+    order = mb.order
+    return _peak(mb, opt, fp.activation_bytes, fp.final, map(fp.saved.get, order, repeat(0)),
+                 map(fp.outputs.get, order, repeat(0)))
+
+
+def _peak(mb: ModelBytes, opt: OptimizerChoice, activation: int, final: int, saved: Iterable[int],
+          outputs: Iterable[int]) -> tuple[int, str]:
+    """``training_peak`` from the footprint's totals and its saved and output bytes per module
+    of ``mb.order``."""
+    base = mb.param_bytes + mb.buffer_bytes + opt.states_per_param * mb.grad_bytes + final
+    best, phase = base + activation + final, "forward"
+    if (mb.grad_bytes or activation) and mb.order:
+        # at each module: saved up to it (a prefix sum), gradients from it on, twice its output
+        back = base + max(map(add, map(add, accumulate(saved), mb.grads_after), map(mul, outputs, repeat(2))))
+        if back > best:
+            best, phase = back, "backward"
     if mb.grad_bytes:
         temps = 2 * mb.largest_trainable if opt.name in ("adam", "adamw") else 0
         step = base + mb.grad_bytes + temps
@@ -389,11 +330,8 @@ def training_peak(mb: ModelBytes, fp: Footprint, opt: OptimizerChoice) -> tuple[
 def inference_peak(mb: ModelBytes, fp: Footprint, input_bytes: int) -> int:
     """Parameters + buffers + the inputs + the largest pair of consecutive leaf outputs (a
     layer's input and output alive together), with autograd off."""
-    pair, prev = 0, 0
-    for path in mb.order:
-        out = fp.outputs.get(path)
-        if out is not None:
-            pair, prev = max(pair, prev + out), out
+    outs = [out for out in map(fp.outputs.get, mb.order) if out is not None]
+    pair = max(map(add, outs, [0, *outs]), default=0)  # each output with the one before it
     return mb.param_bytes + mb.buffer_bytes + input_bytes + pair
 
 
@@ -434,14 +372,44 @@ def refrozen(mem: MemoryEstimate, rows: Sequence[ModuleRow]) -> MemoryEstimate:
     return dataclasses.replace(new, fit_bytes=mem.fit_bytes)
 
 
-def fit_batch(mb: ModelBytes, opt: OptimizerChoice, limit: int,
-              footprint_at: Callable[[int], Footprint], most: int = 2**40) -> int:
+class PeakLine:
+    """``training_peak(mb, one.at(two, b), opt)[0]`` at any batch ``b``, for the many sizes a
+    ``--fit`` search tries, without building a footprint for each: the same straight line and
+    rounding per module as ``Footprint.at``, computed once per distinct pair of counts (a deep
+    stack of like blocks has a handful)."""
+
+    def __init__(self, mb: ModelBytes, opt: OptimizerChoice, one: Footprint, two: Footprint) -> None:
+        self.mb, self.opt = mb, opt
+        self.b0, self.b1 = one.batch or 1, two.batch or 1
+        pairs: dict[tuple[int, int], int] = {}
+
+        def index(a: int, b: int) -> int:
+            return pairs.setdefault((a, b - a), len(pairs))
+
+        order = mb.order
+        self.saved = [index(one.saved.get(p, 0), two.saved.get(p, 0)) for p in order]
+        ran = set(order)
+        self.saved_elsewhere = [index(one.saved.get(k, 0), two.saved.get(k, 0))
+                                for k in one.saved.keys() | two.saved.keys() if k not in ran]
+        self.outputs = [index(one.outputs.get(p, 0), two.outputs.get(p, 0)) for p in order]
+        self.final = index(one.final, two.final)
+        self.pairs = tuple(pairs)
+
+    def __call__(self, b: int) -> int:
+        t, span = b - self.b0, self.b1 - self.b0
+        at = [max(0, round(a + d * t / span)) for a, d in self.pairs]
+        saved = [at[i] for i in self.saved]
+        activation = sum(saved) + sum([at[i] for i in self.saved_elsewhere])
+        return _peak(self.mb, self.opt, activation, at[self.final], saved, [at[i] for i in self.outputs])[0]
+
+
+def fit_batch(limit: int, peak_at: Callable[[int], int], most: int = 2**40) -> int:
     """The largest batch whose training peak is at most ``limit`` (0: not even batch 1).
 
-    ``footprint_at(b)``: the footprint at batch ``b`` (interpolated or measured); the peak
-    grows with the batch, so a doubling search and a bisection find the edge."""
+    ``peak_at(b)``: the training peak at batch ``b`` (interpolated or measured); it grows with
+    the batch, so a doubling search and a bisection find the edge."""
     def fits(b: int) -> bool:
-        return training_peak(mb, footprint_at(b), opt)[0] <= limit
+        return peak_at(b) <= limit
 
     if not fits(1):
         return 0

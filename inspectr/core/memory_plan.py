@@ -3,29 +3,30 @@ extra byte-counting passes where the request needs them (another dtype, ``--fit`
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from inspectr.core.inputs import Inputs, cast_floats
+from inspectr.core.inputs import Inputs
 from inspectr.core.memory import (
     AMP_DTYPES,
     LINEAR_TOLERANCE,
     Footprint,
     MemoryEstimate,
     ModelBytes,
+    PeakLine,
     batch_size_of,
+    bytes_of_rows,
     estimate,
     fit_batch,
-    measure_pass,
-    rebatch,
+    training_peak,
 )
+from inspectr.core.memory_passes import CountingPasses, device_is_cheaper
 from inspectr.core.optim import OptimizerChoice
 from inspectr.core.result import ModelInfo, ModuleRow
 from inspectr.core.values import iter_tensors
-from inspectr.core.walk import ModelWalk, copies_on
+from inspectr.core.walk import ModelWalk
 
 
 @dataclass(frozen=True)
@@ -36,56 +37,6 @@ class MemoryRequest:
     optimizer: OptimizerChoice = OptimizerChoice()
     dtype: str | None = None
     fit: int | None = None
-
-
-class _Passes:
-    """Byte-counting forwards at any batch size: on meta copies when the model allows it (no
-    arithmetic, so any batch is cheap), else on the probe's device with real inputs."""
-
-    def __init__(self, model: nn.Module, tree: ModelWalk, inputs: Inputs, batch: int, training: bool,
-                 device: str, param_map: dict[str, torch.Tensor] | None, amp: torch.dtype | None) -> None:
-        self.model, self.tree, self.inputs, self.batch = model, tree, inputs, batch
-        self.training, self.device, self.param_map, self.amp = training, device, param_map, amp
-        self.meta_ok = amp is None or device == "meta"  # autocast cannot run on meta tensors
-        self.pure_cast = amp is not None and device == "meta"
-        self.cache: dict[int, Footprint] = {}
-        self.meta_error = ""
-
-    @property
-    def cheap(self) -> bool:
-        return self.meta_ok
-
-    @functools.cached_property
-    def meta_copies(self) -> dict[str, torch.Tensor]:
-        """The model's tensors on meta, made once for every pass (cast for a pure-cast pass)."""
-        return copies_on(self.model, "meta", self.amp if self.pure_cast else None)
-
-    def __call__(self, b: int) -> Footprint:
-        if b in self.cache:
-            return self.cache[b]
-        fp = None
-        if self.meta_ok:
-            args = rebatch(self.inputs.args, self.batch, b, meta=True)
-            kwargs = rebatch(self.inputs.kwargs, self.batch, b, meta=True)
-            if self.pure_cast and self.amp is not None:
-                cast = cast_floats(Inputs(args, kwargs, ""), self.amp)
-                args, kwargs = cast.args, cast.kwargs
-            try:
-                fp = measure_pass(self.model, self.tree, args, kwargs, training=self.training,
-                                  param_map=self.meta_copies)
-            except Exception as exc:  # data-dependent ops have no meta kernel: count for real
-                if self.device == "meta":
-                    raise
-                self.meta_ok = False
-                self.meta_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-        if fp is None:
-            args = rebatch(self.inputs.args, self.batch, b, meta=False)
-            kwargs = rebatch(self.inputs.kwargs, self.batch, b, meta=False)
-            fp = measure_pass(self.model, self.tree, args, kwargs, training=self.training,
-                              param_map=self.param_map, amp=self.amp)
-        fp = replace(fp, batch=b)
-        self.cache[b] = fp
-        return fp
 
 
 def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], info: ModelInfo,
@@ -104,31 +55,39 @@ def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], 
     """
     batch = batch_size_of((inputs.args, inputs.kwargs)) or batch
     amp = AMP_DTYPES.get(request.dtype or "")
-    mb = ModelBytes.of_rows(rows, info.param_bytes, info.buffer_bytes)
-    passes = _Passes(model, tree, inputs, batch or 1, training, device, param_map, amp)
+    mb, probed = bytes_of_rows(rows, batch, info.param_bytes, info.buffer_bytes)
     notes: list[str] = []
-    try:
-        fp = Footprint.of_rows(rows, batch) if counted and amp is None else passes(batch or 1)
-    except Exception as exc:
-        notes.append(f"activation memory could not be counted: {type(exc).__name__}: {exc}")
-        fp = Footprint(batch, {}, Footprint.of_rows(rows, batch).outputs)
     if amp is not None:
-        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(model)})"
-        if passes.pure_cast:
+        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(tree)})"
+        if device == "meta":
             notes.append(f"autocast cannot run on meta tensors: activations counted with every float in "
                          f"{request.dtype}; autocast keeps some (norms, softmax) in float32, so expect more")
     else:
-        dtype = _dtype_of(model)
+        dtype = _dtype_of(tree)
     input_bytes = sum(t.numel() * t.element_size() for t in iter_tensors((inputs.args, inputs.kwargs)))
-    est = estimate(mb, fp, request.optimizer, dtype, input_bytes)
-    if request.fit is not None:
-        est = _fit(est, mb, fp, passes, request, notes)
+    if counted and amp is None and request.fit is None:
+        return estimate(mb, probed, request.optimizer, dtype, input_bytes)
+    # the probe's count stands for a pass at its batch where the passes count as it did
+    same = counted and amp is None and all(m.training == training for _, m in tree.modules)
+    cheap = device != "meta" and device_is_cheaper(
+        rows, probed, device, 0 if param_map is not None else info.param_bytes, same)
+    with CountingPasses(model, tree, inputs, batch or 1, training, device, param_map, amp,
+                        on_device=amp is not None or cheap, device_cheap=cheap,
+                        probe=probed if same else None) as passes:
+        try:
+            fp = probed if counted and amp is None else passes(batch or 1)
+        except Exception as exc:
+            notes.append(f"activation memory could not be counted: {type(exc).__name__}: {exc}")
+            fp = Footprint(batch, {}, probed.outputs)
+        est = estimate(mb, fp, request.optimizer, dtype, input_bytes)
+        if request.fit is not None:
+            est = _fit(est, mb, fp, passes, request, notes)
     if passes.meta_error:
         notes.append(f"batch scaling counted on the probe device (meta failed: {passes.meta_error})")
     return replace(est, notes=tuple(notes))
 
 
-def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: _Passes,
+def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: CountingPasses,
          request: MemoryRequest, notes: list[str]) -> MemoryEstimate:
     """``est`` with the largest batch whose training peak fits ``request.fit``: activations
     measured at two batch sizes and, when that is cheap, checked for linearity at a third."""
@@ -138,8 +97,8 @@ def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: _Passes,
         return replace(est, fit_bytes=fit)
     b1 = fp.batch
     try:
+        two = passes(2 * b1)  # first: should meta fail, every size is counted on the device
         one = passes(b1) if passes.cheap else fp
-        two = passes(2 * b1)
         linear = None
         if passes.cheap:
             four = passes(4 * b1)
@@ -152,19 +111,23 @@ def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: _Passes,
         notes.append(f"activation memory is not linear in the batch (batch {b1}: {one.activation_bytes:,} B, "
                      f"{2 * b1}: {two.activation_bytes:,} B, {4 * b1}: {passes(4 * b1).activation_bytes:,} B); "
                      "--fit counted each batch size it tried")
-        footprint_at = passes
+        def peak_at(b: int) -> int:
+            return training_peak(mb, passes(b), request.optimizer)[0]
     else:
         if linear is None:
             notes.append(f"--fit assumes activation memory linear in the batch (measured at {b1} and {2 * b1})")
-        def footprint_at(b: int) -> Footprint:
-            return passes.cache.get(b) or one.at(two, b)
-    best = fit_batch(mb, request.optimizer, fit, footprint_at)
+        line = PeakLine(mb, request.optimizer, one, two)
+
+        def peak_at(b: int) -> int:
+            counted = passes.cache.get(b)
+            return line(b) if counted is None else training_peak(mb, counted, request.optimizer)[0]
+    best = fit_batch(fit, peak_at)
     per_sample = round((two.activation_bytes - one.activation_bytes) / b1)
     if best == 0:
         notes.append("--fit: not even batch 1 fits")
     return replace(est, max_batch_size=best, fit_bytes=fit, activation_per_sample=per_sample, linear=linear)
 
 
-def _dtype_of(model: nn.Module) -> str:
-    kinds = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
-    return "/".join(sorted(kinds)) or "float32"
+def _dtype_of(tree: ModelWalk) -> str:
+    kinds = {p.dtype for _, p in tree.params}
+    return "/".join(sorted(str(k).replace("torch.", "") for k in kinds if k.is_floating_point)) or "float32"
