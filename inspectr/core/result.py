@@ -369,15 +369,26 @@ def fast_new(cls: type[Any], **values: Any) -> Any:
     Fields not given take their defaults; the values are not checked, so callers give them all
     the types the class declares."""
     obj = object.__new__(cls)
-    obj.__dict__.update(_defaults(cls))
+    obj.__dict__.update(field_defaults(cls))
     obj.__dict__.update(values)
     return obj
 
 
+def fast_from(cls: type[Any], values: dict[str, Any]) -> Any:
+    """``fast_new`` from a dict the caller builds and gives away: it becomes the instance's
+    ``__dict__`` as it is, so it must hold every field (spread ``field_defaults(cls)`` first for
+    the ones left at their defaults). A keyword call costs more than the row itself on wide rows."""
+    obj = object.__new__(cls)
+    _set_attr(obj, "__dict__", values)
+    return obj
+
+
+_set_attr = object.__setattr__  # a frozen dataclass refuses its own __setattr__, even for __dict__
 _DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
-def _defaults(cls: type[Any]) -> dict[str, Any]:
+def field_defaults(cls: type[Any]) -> dict[str, Any]:
+    """Field name -> default of a dataclass, for the fields that have one (read only: shared)."""
     got = _DEFAULTS.get(cls)
     if got is None:
         got = {}
