@@ -247,9 +247,11 @@ def inspect(
             raise InspectrError(f"inspect() takes an nn.Module, a ScriptModule, an ExportedProgram or a spec string, "
                                 f"not {type(model_or_spec).__name__}.", "Pass the model, or a spec such as 'resnet18'.")
     model = loaded.model
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    freezing = bool(freeze or unfreeze or freeze_plan)
+    # a caller's model: the freeze applies to this report only (nothing else sets requires_grad)
+    flags = [(p, p.requires_grad) for p in model.parameters()] if freezing and loaded.source == "object" else []
     try:
-        if freeze or unfreeze or freeze_plan:
+        if freezing:
             from inspectr.core.freeze import apply_globs, apply_plan, load_plan
 
             if freeze_plan:
@@ -260,10 +262,9 @@ def inspect(
                                    flops, timing, histograms, probe, cancelled, progress,
                                    MemoryRequest(opt, dtype, fit_bytes), opt, train)
     finally:
-        if loaded.source == "object":  # a caller's model: the freeze applied to this report only
-            for p, flag in flags:
-                if p.requires_grad != flag:
-                    p.requires_grad_(flag)
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
 
 
 def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: list[Any] | None,
@@ -297,7 +298,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
     if not probe:
         structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
-        packed = packed_note(structure.rows)
+        packed = packed_note(structure.rows) if structure.packed_names else None
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off",
                          notes=tuple(notes + [packed] if packed else notes))
         return Report(structure.model, (), structure.rows, (), info)
@@ -329,10 +330,11 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         progress("summary and findings", 0, 0)
     structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
     rows = structure.rows
-    packed = packed_note(rows)
+    packed = packed_note(rows) if structure.packed_names else None
     if packed:
         notes.append(packed)
-    findings = find_problems(rows, result)
+    findings = find_problems(rows, result)  # sorted
+    probe_findings = len(findings)
     training = None
     bn_paths = frozen_batchnorm_in_train(tree, mode) if not shape_only else []
     if train is not None:
@@ -349,8 +351,11 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                 notes.append(f"training stopped: {run.stopped}")
             findings += frozen_batchnorm(rows, bn_paths, run.bn_drift, run.steps_run)
             bn_paths = []
-    findings += frozen_batchnorm(rows, bn_paths)
-    findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), _order(rows).get(f.module, 10**9)))
+    if bn_paths:
+        findings += frozen_batchnorm(rows, bn_paths)
+    if len(findings) > probe_findings:
+        order = _order(rows)
+        findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), order.get(f.module, 10**9)))
     info = ProbeInfo(
         ok=result.error is None,
         error=result.error,
