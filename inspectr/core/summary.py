@@ -152,8 +152,10 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
     dtypes: dict[torch.dtype, tuple[str, int]] = {}
     device_names: dict[torch.device, str] = {}
     aliases = tree.aliases
+    # the fields a row leaves at their defaults (the training measures)
     row_defaults = field_defaults(ModuleRow)
-    suffixed = False  # a parameter name ends like a packed weight's: ``packed_note`` has something to find
+    # a parameter name ends like a packed weight's: ``packed_note`` has something to find
+    suffixed = bool(packed) or any(n.endswith(PACKED) for n, _ in tree.params)
     all_params = all_trainable = all_bytes = 0
     buffer_seen: set[int] = set()
     all_buffers = all_buffer_bytes = 0
@@ -167,9 +169,13 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
         if params:
             in_module: set[int] = set()
             for pname, p in params.items():
-                if p is None or id(p) in in_module:  # named_parameters(recurse=False) yields each once
+                if p is None:
                     continue
-                in_module.add(id(p))
+                if not plain:  # named_parameters(recurse=False) yields each tensor once
+                    if id(p) in in_module:
+                        continue
+                    in_module.add(id(p))
+                    suffixed = suffixed or pname.endswith(PACKED)  # a tied name is not in tree.params
                 full = f"{path}.{pname}" if path else pname
                 shared = None if plain or (first := first_name[id(p)]) == full else first
                 numel = p.numel()
@@ -196,8 +202,6 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 if shared is None and grad_norm is not None:
                     own_sq += grad_norm ** 2
                     own_grads = True
-                if pname.endswith(PACKED):
-                    suffixed = True
         all_params += own_count
         all_trainable += own_trainable
         total, trainable = own_count, own_trainable  # a plain tree's subtree counts, children added below
@@ -207,7 +211,6 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
                 own.append(fast_new(ParamInfo, name=pname + PACKED, shape=tuple(t.shape), numel=t.numel(),
                                     dtype=dtype_name(t.dtype), device=str(t.device), requires_grad=False,
                                     shared_with=None, grad_norm=None))
-                suffixed = True
         children = mod._modules
         is_leaf = True
         if plain:

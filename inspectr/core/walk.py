@@ -33,15 +33,17 @@ class ModelWalk:
 
 def walk(model: nn.Module) -> ModelWalk:
     """Read ``model``'s module tree once (no module is called, nothing is changed)."""
-    paths: dict[int, list[str]] = {}
+    paths: dict[int, tuple[str, ...]] = {}
     first: list[tuple[str, nn.Module]] = []
+    again = False  # some module is registered at more than one path
     for path, mod in _all_modules(model):
         seen = paths.get(id(mod))
         if seen is None:
-            paths[id(mod)] = [path]
+            paths[id(mod)] = (path,)
             first.append((path, mod))
         else:
-            seen.append(path)
+            paths[id(mod)] = (*seen, path)
+            again = True
     params: list[tuple[str, nn.Parameter]] = []
     seen_params: set[int] = set()
     registered = 0
@@ -55,9 +57,8 @@ def walk(model: nn.Module) -> ModelWalk:
                 if id(p) not in seen_params:
                     seen_params.add(id(p))
                     params.append((f"{path}.{name}" if path else name, p))
-    aliases = {ps[0]: tuple(ps[1:]) for ps in paths.values() if len(ps) > 1}
-    return ModelWalk(tuple(first), aliases, tuple(params), {k: tuple(v) for k, v in paths.items()},
-                     tied=registered != len(params))
+    aliases = {ps[0]: ps[1:] for ps in paths.values() if len(ps) > 1} if again else {}
+    return ModelWalk(tuple(first), aliases, tuple(params), paths, tied=registered != len(params))
 
 
 _NAMED_MODULES = nn.Module.named_modules
