@@ -405,20 +405,25 @@ def _num(x: float | None) -> float | str | None:
     """JSON has no NaN/Infinity: non-finite floats become strings."""
     if x is None:
         return None
+    if math.isfinite(x):
+        return float(f"{x:.6g}")
     if math.isnan(x):
         return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(f"{x:.6g}")
+    return "inf" if x > 0 else "-inf"
 
 
 def _jsonable(x: Any) -> Any:
+    kind = type(x)
+    if kind is int or kind is str or kind is bool or x is None:  # the common cases, by exact type
+        return x
+    if kind is list or kind is tuple:
+        return [v if type(v) is int else _jsonable(v) for v in x]  # shapes: ints, one call per list
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, float):
         return _num(x)
-    if x is None or isinstance(x, (bool, int, str)):
+    if isinstance(x, (bool, int, str)):
         return x
     return str(x)
