@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 import inspectr
 from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.result import ModuleRow
 
 Pair = collections.namedtuple("Pair", "logits aux")
 
@@ -207,6 +209,8 @@ def test_subtree_counts_match_parameters_of_each_module(tie):
         assert row.trainable_params == sum(p.numel() for p in mod.parameters() if p.requires_grad)
     assert r.model.total_params == sum(p.numel() for p in m.parameters())
     assert r.model.param_bytes == sum(p.numel() * p.element_size() for p in m.parameters())
+    fields = [f.name for f in dataclasses.fields(ModuleRow)]  # rows are made from a dict: all fields, in order
+    assert all(list(row.__dict__) == fields for row in r.modules)
 
 
 def test_meta_device_shape_only():

@@ -15,7 +15,6 @@ from inspectr.core.result import (
     ParamInfo,
     fast_from,
     fast_new,
-    field_defaults,
 )
 from inspectr.core.walk import ModelWalk, walk
 
@@ -152,8 +151,6 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
     dtypes: dict[torch.dtype, tuple[str, int]] = {}
     device_names: dict[torch.device, str] = {}
     aliases = tree.aliases
-    # the fields a row leaves at their defaults (the training measures)
-    row_defaults = field_defaults(ModuleRow)
     # a parameter name ends like a packed weight's: ``packed_note`` has something to find
     suffixed = bool(packed) or any(n.endswith(PACKED) for n, _ in tree.params)
     all_params = all_trainable = all_bytes = 0
@@ -247,8 +244,7 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             if not issubclass(cls, torch.jit.RecursiveScriptModule):  # those are named per instance
                 type_names[cls] = type_s
         m = measures.get(path, _UNPROBED)
-        rows.append(fast_from(ModuleRow, {
-            **row_defaults,
+        rows.append(fast_from(ModuleRow, {  # every field, in order: a dict made at its size
             "path": path,
             "type": type_s,
             "depth": 0 if path == "" else path.count(".") + 1,
@@ -262,7 +258,6 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             "extra_repr": extra,
             "is_leaf": is_leaf,
             "calls": m.calls,
-            "order": m.order,
             "input_shapes": m.input_shapes,
             "output_shapes": m.output_shapes,
             "output_structure": m.output_structure,
@@ -274,9 +269,14 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
             "flops_forward": flops_f.get(path) if flops_f and m is not _UNPROBED else None,
             "flops_backward": flops_b.get(path) if flops_b and m is not _UNPROBED else None,
             "time_ms": m.time_ms,
+            "order": m.order,
             "saved_bytes": m.saved_bytes,
             "output_bytes": m.output_bytes,
             "packed_params": below,
+            "update_ratio": None,  # the training measures: ``--steps`` fills them in later
+            "distance_from_init": None,
+            "train_grad_norm": None,
+            "end_dead_fraction": None,
         }))
     rows.reverse()
     packed_all = [t for weights in packed.values() for _, t in weights]
