@@ -289,8 +289,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
             loaded.name = type(original).__name__
         notes.append("a torch.compile wrapper: inspected the original module, run eagerly")
     tree = walk(model)
-    lazy = [p for p, m in tree.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin)
-            and m.has_uninitialized_params()]
+    lazy_kind = nn.modules.lazy.LazyModuleMixin
+    lazy = [p for p, m in tree.modules if isinstance(m, lazy_kind) and m.has_uninitialized_params()]
     picked = None
     if lazy:
         picked = _pick(loaded, inputs, input_specs, batch_size, dev, seed, lazy)
