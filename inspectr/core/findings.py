@@ -268,5 +268,3 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
             {"count": count},
         ))
     return out
-
-
