@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 import inspectr
 from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.result import ModuleRow
 
 Pair = collections.namedtuple("Pair", "logits aux")
 
@@ -190,6 +192,26 @@ def test_tied_parameters_counted_once():
     assert r.model.total_params == sum(p.numel() for p in m.parameters()) == 400
     assert r.module("").params == 400
     assert r.module("out").parameters[0].shared_with == "emb.weight"
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_subtree_counts_match_parameters_of_each_module(tie):
+    """The one-pass counts (children before parents; shared tensors once per subtree) against
+    ``parameters()`` of every module, with part of the model frozen."""
+    m = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2)))
+    m[0][1].weight.requires_grad_(False)
+    if tie:
+        m[1].weight = m[0][0].weight  # the same tensor under two modules
+        m[1].again = m[1].bias  # and twice in one module
+    r = inspectr.inspect(m, inputs=torch.randn(2, 4))
+    for path, mod in m.named_modules():
+        row = r.module(path)
+        assert row.params == sum(p.numel() for p in mod.parameters())
+        assert row.trainable_params == sum(p.numel() for p in mod.parameters() if p.requires_grad)
+    assert r.model.total_params == sum(p.numel() for p in m.parameters())
+    assert r.model.param_bytes == sum(p.numel() * p.element_size() for p in m.parameters())
+    fields = [f.name for f in dataclasses.fields(ModuleRow)]  # rows are made from a dict: all fields, in order
+    assert all(list(row.__dict__) == fields for row in r.modules)
 
 
 def test_meta_device_shape_only():

@@ -33,6 +33,8 @@ nothing of severity warning or error):
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from inspectr.core.probe import ModuleMeasure, ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
@@ -66,18 +68,18 @@ def _label(path: str) -> str:
 
 def find_problems(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
     """All findings for one probe, sorted by severity then execution order."""
-    by_path = {r.path: r for r in rows}
     out: list[Finding] = []
     out += _errors(result)
-    nonfinite = _nonfinite(result, by_path)
+    nonfinite = _nonfinite(result, rows)
     out += nonfinite
     out += _dead(rows)
     if result.backward == "ran":
         if not nonfinite:  # gradients through NaN/Inf say nothing more
             out += _gradients(rows, result)
         out += _unused(rows, result)
-    order = {r.path: (r.order if r.order is not None else 10**9) for r in rows}
-    out.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), order.get(f.module, 10**9)))
+    if len(out) > 1:
+        order = {r.path: (r.order if r.order is not None else 10**9) for r in rows}
+        out.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), order.get(f.module, 10**9)))
     return out
 
 
@@ -103,11 +105,11 @@ def nonfinite_culprit(measures: dict[str, ModuleMeasure]) -> str | None:
     return min(cands)[1] if cands else None
 
 
-def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Finding]:
+def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding]:
     path = nonfinite_culprit(result.measures)
     if path is None:
         return []
-    row = by_path[path]
+    row = next(r for r in rows if r.path == path)
     st = row.stats
     out = []
     if st is None:
@@ -127,11 +129,14 @@ def _nonfinite(result: ProbeResult, by_path: dict[str, ModuleRow]) -> list[Findi
 def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
     out = []
     for r in rows:
-        items = []
         st = r.stats
+        functional = r.functional
+        if (st is None or st.dead_fraction is None) and not functional:
+            continue  # most rows: nothing rectified
+        items = []
         if st is not None and st.dead_fraction is not None:
             items.append((r.type, st.dead_fraction, st.units, st.samples_per_unit))
-        for f in r.functional:
+        for f in functional:
             if f.dead_fraction is not None:
                 items.append((f.op, f.dead_fraction, f.units, f.samples_per_unit))
         for op, dead, units, spu in items:
@@ -149,35 +154,48 @@ def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
 
 
 def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
-    leaves = sorted((r for r in rows if r.is_leaf and r.grad_rms is not None and r.order is not None),
-                    key=lambda r: r.order or 0)
+    # each row is read once (20,000-module models): the leaves that got a gradient, as
+    # (execution order, gradient RMS, gradient norm, path, row), then put in execution order
+    leaves = [(r.order, rms, r.grad_norm, r.path, r) for r in rows
+              if r.is_leaf and (rms := r.grad_rms) is not None and r.order is not None]
     if not leaves:
         return []
+    leaves.sort(key=itemgetter(0))
     out = []
-    zero = [r for r in leaves if r.grad_rms == 0.0]
-    live = [r for r in leaves if r.grad_rms and r.grad_rms > 0.0]
+    zero: list[str] = []
+    live: list[tuple[float, float | None, str]] = []  # (RMS, norm, path) of the leaves with a gradient
+    head = last = peak = None  # the last live leaf with parameters of its own, the last, the first largest
+    for _, rms, _, path, r in leaves:
+        if rms == 0.0:
+            zero.append(path)
+        elif rms > 0.0:
+            live.append((rms, r.grad_norm, path))
+            last = r
+            if r.own_params > 0:
+                head = r
+            if peak is None or rms > peak.grad_rms:
+                peak = r
     if zero and not live:
         out.append(Finding(
-            "zero_gradient", "info", common_ancestor([r.path for r in zero]),
+            "zero_gradient", "info", common_ancestor(zero),
             "The gradient reaching these modules is exactly zero: a layer after them is initialised "
             "to zero (normal for some heads at step 0) or multiplies by zero.",
             {"modules": len(zero)},
         ))
-    if not live:
+    if last is None or peak is None:
         return out
-    with_params = [r for r in live if r.own_params > 0]
-    head = (with_params or live)[-1]
+    head = head or last
     head_rms = head.grad_rms or 1.0
-    entry = result.input_grad_rms if result.input_grad_rms else live[0].grad_rms
+    entry = result.input_grad_rms if result.input_grad_rms else live[0][0]
     ratio = (entry or 0.0) / head_rms
     severity = "error" if result.mode == "train" else "info"
     # Vanishing compares norms, not RMS: average pooling spreads one gradient over H*W
     # elements, which divides the RMS by H*W but the norm only by sqrt(H*W).
     head_norm = head.grad_norm or 1.0
-    entry_norm = result.input_grad_norm if result.input_grad_norm else live[0].grad_norm
+    entry_norm = result.input_grad_norm if result.input_grad_norm else live[0][1]
     norm_ratio = (entry_norm or 0.0) / head_norm
     if entry_norm and norm_ratio < VANISH_RATIO:
-        low = [r.path for r in live if (r.grad_norm or 0) < head_norm * VANISH_RATIO]
+        low = [path for _, norm, path in live if (norm or 0) < head_norm * VANISH_RATIO]
         culprit = common_ancestor(low)
         out.append(Finding(
             "vanishing_gradient", severity, culprit,
@@ -187,10 +205,8 @@ def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding
             "and initialisation.",
             {"input_grad_norm": entry_norm, "head_grad_norm": head_norm, "ratio": norm_ratio, "modules": len(low)},
         ))
-    peak = max(live, key=lambda r: r.grad_rms or 0)
-    if ratio > EXPLODE_RATIO or (peak.grad_rms or 0) > EXPLODE_RMS:
-        high = [r.path for r in live
-                if (r.grad_rms or 0) > head_rms * EXPLODE_RATIO or (r.grad_rms or 0) > EXPLODE_RMS]
+    if ratio > EXPLODE_RATIO or peak.grad_rms > EXPLODE_RMS:
+        high = [path for rms, _, path in live if rms > head_rms * EXPLODE_RATIO or rms > EXPLODE_RMS]
         culprit = common_ancestor(high or [peak.path])
         out.append(Finding(
             "exploding_gradient", severity, culprit,
@@ -228,11 +244,15 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
         for p in r.parameters:
             full = f"{r.path}.{p.name}" if r.path else p.name
             if p.requires_grad and p.shared_with is None and full not in unused:
-                has_used.update(_ancestors(r.path))
+                path: str | None = r.path
+                while path is not None and path not in has_used:  # what is above it is marked already
+                    has_used.add(path)
+                    path = _owner(path) if path else None
     # grow each owner to the largest module whose trainable parameters all went unused
     fully = {r.path for r in rows if r.trainable_params > 0 and r.path not in has_used}
-    tops = sorted(p for p in fully if not any(p != q and _under(p, q) for q in fully))
-    leftovers = [o for o in owners if not any(_under(o, t) or o == t for t in tops)]
+    tops = sorted(p for p in fully if not any(q in fully for q in _ancestors(p)[1:]))
+    top_set = set(tops)
+    leftovers = [o for o in owners if not any(q in top_set for q in _ancestors(o))]
     severity = "warning" if result.mode == "train" else "info"
     out = []
     by_path = {r.path: r for r in rows}
@@ -248,7 +268,3 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
             {"count": count},
         ))
     return out
-
-
-def _under(p: str, q: str) -> bool:
-    return q == "" or p.startswith(q + ".")

@@ -66,21 +66,22 @@ def plan_from_model(model: nn.Module) -> FreezePlan:
     return FreezePlan(tuple(entries))
 
 
-def _targets(model: nn.Module, path: str) -> list[nn.Parameter]:
-    mods = dict(model.named_modules())
-    if path in mods:
-        return list(mods[path].parameters())
-    params = dict(model.named_parameters())
-    if path in params:
-        return [params[path]]
-    raise InspectrError(f"The freeze plan names {path!r}, which is neither a module nor a parameter of {type(model).__name__}.",
-                        "Check the plan against `inspectr SPEC --report` paths.")
-
-
 def apply_plan(model: nn.Module, plan: FreezePlan) -> None:
     """Set requires_grad on every parameter the plan covers (in plan order)."""
+    mods = dict(model.named_modules())  # once: a plan of a deep model has thousands of entries
+    params: dict[str, nn.Parameter] | None = None
     for path, trainable in plan.entries:
-        for p in _targets(model, path):
+        if path in mods:
+            targets = list(mods[path].parameters())
+        else:
+            if params is None:
+                params = dict(model.named_parameters())
+            if path not in params:
+                raise InspectrError(
+                    f"The freeze plan names {path!r}, which is neither a module nor a parameter of "
+                    f"{type(model).__name__}.", "Check the plan against `inspectr SPEC --report` paths.")
+            targets = [params[path]]
+        for p in targets:
             p.requires_grad_(trainable)
 
 

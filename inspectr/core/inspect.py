@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -247,23 +248,28 @@ def inspect(
             raise InspectrError(f"inspect() takes an nn.Module, a ScriptModule, an ExportedProgram or a spec string, "
                                 f"not {type(model_or_spec).__name__}.", "Pass the model, or a spec such as 'resnet18'.")
     model = loaded.model
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    freezing = bool(freeze or unfreeze or freeze_plan)
+    # a caller's model: the freeze applies to this report only (nothing else sets requires_grad)
+    flags = [(p, p.requires_grad) for p in model.parameters()] if freezing and loaded.source == "object" else []
     try:
-        if freeze or unfreeze or freeze_plan:
+        if freezing:
             from inspectr.core.freeze import apply_globs, apply_plan, load_plan
 
             if freeze_plan:
                 apply_plan(model, load_plan(freeze_plan))
             apply_globs(model, freeze or [], unfreeze or [])
+        collecting = gc.isenabled()
         with gc_paused():
-            return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                                   flops, timing, histograms, probe, cancelled, progress,
-                                   MemoryRequest(opt, dtype, fit_bytes), opt, train)
+            report = _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
+                                     flops, timing, histograms, probe, cancelled, progress,
+                                     MemoryRequest(opt, dtype, fit_bytes), opt, train)
+            if collecting:
+                _promote_young()
+        return report
     finally:
-        if loaded.source == "object":  # a caller's model: the freeze applied to this report only
-            for p, flag in flags:
-                if p.requires_grad != flag:
-                    p.requires_grad_(flag)
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
 
 
 def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: list[Any] | None,
@@ -283,8 +289,8 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
             loaded.name = type(original).__name__
         notes.append("a torch.compile wrapper: inspected the original module, run eagerly")
     tree = walk(model)
-    lazy = [p for p, m in tree.modules if isinstance(m, nn.modules.lazy.LazyModuleMixin)
-            and m.has_uninitialized_params()]
+    lazy_kind = nn.modules.lazy.LazyModuleMixin
+    lazy = [p for p, m in tree.modules if isinstance(m, lazy_kind) and m.has_uninitialized_params()]
     picked = None
     if lazy:
         picked = _pick(loaded, inputs, input_specs, batch_size, dev, seed, lazy)
@@ -297,7 +303,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         loaded.on_meta = True  # a model built on meta can only be probed for shapes
     if not probe:
         structure = summarize(model, loaded.name, loaded.source, loaded.description, tree)
-        packed = packed_note(structure.rows)
+        packed = packed_note(structure.rows) if structure.packed_names else None
         info = ProbeInfo(ok=True, error=None, ran=False, mode="n/a", device=dev, backward="off",
                          notes=tuple(notes + [packed] if packed else notes))
         return Report(structure.model, (), structure.rows, (), info)
@@ -329,10 +335,11 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         progress("summary and findings", 0, 0)
     structure = summarize(model, loaded.name, loaded.source, loaded.description, tree, result)
     rows = structure.rows
-    packed = packed_note(rows)
+    packed = packed_note(rows) if structure.packed_names else None
     if packed:
         notes.append(packed)
-    findings = find_problems(rows, result)
+    findings = find_problems(rows, result)  # sorted
+    probe_findings = len(findings)
     training = None
     bn_paths = frozen_batchnorm_in_train(tree, mode) if not shape_only else []
     if train is not None:
@@ -349,8 +356,11 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
                 notes.append(f"training stopped: {run.stopped}")
             findings += frozen_batchnorm(rows, bn_paths, run.bn_drift, run.steps_run)
             bn_paths = []
-    findings += frozen_batchnorm(rows, bn_paths)
-    findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), _order(rows).get(f.module, 10**9)))
+    if bn_paths:
+        findings += frozen_batchnorm(rows, bn_paths)
+    if len(findings) > probe_findings:
+        order = _order(rows)
+        findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 3), order.get(f.module, 10**9)))
     info = ProbeInfo(
         ok=result.error is None,
         error=result.error,
@@ -462,6 +472,22 @@ def _with_training(rows: tuple[ModuleRow, ...], run: TrainingRun) -> tuple[Modul
                       end_dead_fraction=end_dead_fraction(run, r.path))
         out.append(fast_new(ModuleRow, **{**r.__dict__, **values}))
     return tuple(out)
+
+
+def _promote_young() -> None:
+    """Hand what the paused inspection allocated to the collector's oldest generation unexamined.
+
+    Most of it is the report (about ten objects per module), alive for as long as the caller
+    keeps it. Re-enabled, the collector would walk every one of them as young objects and again
+    in the middle generation, only to find them alive: 0.1-0.2 s on a 20,000-module model.
+    ``gc.freeze`` + ``gc.unfreeze`` moves every tracked object into the oldest generation
+    without a pass. The price: a reference cycle that became garbage during the inspection (a
+    few closures) is freed at the next full collection instead of the next young one. Skipped
+    when the caller has frozen objects of their own, which ``unfreeze`` would hand back too.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _order(rows: tuple[ModuleRow, ...]) -> dict[str, int]:

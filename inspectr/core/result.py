@@ -369,15 +369,26 @@ def fast_new(cls: type[Any], **values: Any) -> Any:
     Fields not given take their defaults; the values are not checked, so callers give them all
     the types the class declares."""
     obj = object.__new__(cls)
-    obj.__dict__.update(_defaults(cls))
+    obj.__dict__.update(field_defaults(cls))
     obj.__dict__.update(values)
     return obj
 
 
+def fast_from(cls: type[Any], values: dict[str, Any]) -> Any:
+    """``fast_new`` from a dict the caller builds and gives away: it becomes the instance's
+    ``__dict__`` as it is, so it must hold every field (spread ``field_defaults(cls)`` first for
+    the ones left at their defaults). A keyword call costs more than the row itself on wide rows."""
+    obj = object.__new__(cls)
+    _set_attr(obj, "__dict__", values)
+    return obj
+
+
+_set_attr = object.__setattr__  # a frozen dataclass refuses its own __setattr__, even for __dict__
 _DEFAULTS: dict[type, dict[str, Any]] = {}
 
 
-def _defaults(cls: type[Any]) -> dict[str, Any]:
+def field_defaults(cls: type[Any]) -> dict[str, Any]:
+    """Field name -> default of a dataclass, for the fields that have one (read only: shared)."""
     got = _DEFAULTS.get(cls)
     if got is None:
         got = {}
@@ -394,20 +405,25 @@ def _num(x: float | None) -> float | str | None:
     """JSON has no NaN/Infinity: non-finite floats become strings."""
     if x is None:
         return None
+    if math.isfinite(x):
+        return float(f"{x:.6g}")
     if math.isnan(x):
         return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(f"{x:.6g}")
+    return "inf" if x > 0 else "-inf"
 
 
 def _jsonable(x: Any) -> Any:
+    kind = type(x)
+    if kind is int or kind is str or kind is bool or x is None:  # the common cases, by exact type
+        return x
+    if kind is list or kind is tuple:
+        return [v if type(v) is int else _jsonable(v) for v in x]  # shapes: ints, one call per list
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, float):
         return _num(x)
-    if x is None or isinstance(x, (bool, int, str)):
+    if isinstance(x, (bool, int, str)):
         return x
     return str(x)

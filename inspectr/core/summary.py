@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from inspectr.core.quantized import PACKED, packed_weights
-from inspectr.core.result import ModelInfo, ModuleRow, ParamInfo, fast_new
+from inspectr.core.result import (
+    ModelInfo,
+    ModuleRow,
+    ParamInfo,
+    fast_from,
+    fast_new,
+)
 from inspectr.core.walk import ModelWalk, walk
 
 if TYPE_CHECKING:
@@ -22,6 +28,7 @@ class Structure:
 
     rows: tuple[ModuleRow, ...]
     model: ModelInfo
+    packed_names: bool = False  # a parameter name ends with ``PACKED``: else ``packed_note`` finds nothing
 
 
 def trainable_state(total: int, trainable: int) -> str:
@@ -34,8 +41,9 @@ def trainable_state(total: int, trainable: int) -> str:
     return "partial"
 
 
-def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
-    """(total, trainable) parameter count per module id, each tensor once per subtree.
+def _shared_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int], dict[int, str]]:
+    """For a tree with tied parameters or modules at several paths: (total, trainable) parameter
+    count per module id, each tensor once per subtree, and each tensor's first full name.
 
     A parameter counts in every module above any module that owns it (under every path the
     owner is registered at): one walk up per owner, instead of ``parameters()`` per module.
@@ -58,32 +66,19 @@ def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
         return got
 
     owners: dict[int, tuple[torch.Tensor, list[nn.Module]]] = {}
-    for _, mod in tree.modules:
-        for p in mod._parameters.values():
+    first_name: dict[int, str] = {}
+    for path, mod in tree.modules:
+        for pname, p in mod._parameters.items():
             if p is None:
                 continue
             entry = owners.get(id(p))
             if entry is None:
                 owners[id(p)] = (p, [mod])
+                first_name[id(p)] = f"{path}.{pname}" if path else pname
             elif mod not in entry[1]:
                 entry[1].append(mod)
     total: dict[int, int] = {}
     trainable: dict[int, int] = {}
-    if not tree.aliases and all(len(mods) == 1 for _, mods in owners.values()):
-        # a plain tree (the common case): a module's count is its own plus its children's
-        for _, mod in reversed(tree.modules):
-            n = t = 0
-            for p in {id(p): p for p in mod._parameters.values() if p is not None}.values():
-                n += p.numel()
-                if p.requires_grad:
-                    t += p.numel()
-            for child in mod._modules.values():
-                if child is not None:
-                    n += total[id(child)]
-                    t += trainable[id(child)]
-            total[id(mod)] = n
-            trainable[id(mod)] = t
-        return total, trainable
     for p, mods in owners.values():
         n = p.numel()
         ids = ancestors(mods[0]) if len(mods) == 1 else set().union(*(ancestors(m) for m in mods))
@@ -91,7 +86,27 @@ def _subtree_counts(tree: ModelWalk) -> tuple[dict[int, int], dict[int, int]]:
             total[mid] = total.get(mid, 0) + n
             if p.requires_grad:
                 trainable[mid] = trainable.get(mid, 0) + n
-    return total, trainable
+    return total, trainable, first_name
+
+
+class _Unprobed:
+    """The measures of a module the probe did not see: a row's defaults."""
+
+    calls = 0
+    order = None
+    input_shapes: tuple[Any, ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    output_structure = ""
+    stats = None
+    functional = ()
+    grad_norm = None
+    grad_rms = None
+    time_ms = None
+    saved_bytes = None
+    output_bytes = None
+
+
+_UNPROBED = _Unprobed()
 
 
 def summarize(model: nn.Module, name: str, source: str, description: str = "",
@@ -110,9 +125,6 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
         A ``Structure`` whose root row total equals ``sum(p.numel() for p in model.parameters())``.
     """
     tree = tree or walk(model)
-    total_of, trainable_of = _subtree_counts(tree)
-    owner_of: dict[int, str] = {}  # parameter id -> "module.param" where first seen
-    rows: list[ModuleRow] = []
     norms = result.param_grad_norms if result is not None else {}
     measures = result.measures if result is not None else {}
     flops_f = (result.flops_forward if result is not None else None) or {}
@@ -124,102 +136,164 @@ def summarize(model: nn.Module, name: str, source: str, description: str = "",
         for i in range(len(parts) + 1):
             key = ".".join(parts[:i])
             packed_below[key] = packed_below.get(key, 0) + sum(t.numel() for _, t in weights)
-    for path, mod in tree.modules:
+    # A plain tree (the common case: every module at one path, every tensor registered once)
+    # is counted in the same pass that makes the rows, children before parents: a module's
+    # count is its own plus its children's, and no parameter is shared.
+    plain = not tree.aliases and not tree.tied
+    total_of: dict[int, int] = {}
+    trainable_of: dict[int, int] = {}
+    first_name: dict[int, str] = {}
+    if not plain:
+        total_of, trainable_of, first_name = _shared_counts(tree)
+    # 20,000-module models: names per type, dtype and device are made once, and each row is
+    # made from one dict (a keyword call per row costs more than the rest of the row)
+    type_names: dict[type, str | None] = {}
+    dtypes: dict[torch.dtype, tuple[str, int]] = {}
+    device_names: dict[torch.device, str] = {}
+    aliases = tree.aliases
+    # a parameter name ends like a packed weight's: ``packed_note`` has something to find
+    suffixed = bool(packed) or any(n.endswith(PACKED) for n, _ in tree.params)
+    all_params = all_trainable = all_bytes = 0
+    buffer_seen: set[int] = set()
+    all_buffers = all_buffer_bytes = 0
+    rows: list[ModuleRow] = []
+    for path, mod in reversed(tree.modules):
         own: list[ParamInfo] = []
-        own_count = 0
+        own_count = own_trainable = 0
         own_sq = 0.0
         own_grads = False
-        in_module: set[int] = set()
-        for pname, p in mod._parameters.items():
-            if p is None or id(p) in in_module:  # named_parameters(recurse=False) yields each once
-                continue
-            in_module.add(id(p))
-            full = f"{path}.{pname}" if path else pname
-            shared = owner_of.get(id(p))
-            if shared is None:
-                owner_of[id(p)] = full
-                own_count += p.numel()
-            own.append(
-                fast_new(
-                    ParamInfo,
-                    name=pname,
-                    shape=tuple(p.shape),
-                    numel=p.numel(),
-                    dtype=dtype_name(p.dtype),
-                    device=str(p.device),
-                    requires_grad=p.requires_grad,
-                    shared_with=shared,
-                    grad_norm=norms.get(full),
-                )
-            )
-            if shared is None and own[-1].grad_norm is not None:
-                own_sq += own[-1].grad_norm ** 2
-                own_grads = True
-        for pname, t in packed.get(path, ()):
-            own_count += t.numel()
-            own.append(fast_new(ParamInfo, name=pname + PACKED, shape=tuple(t.shape), numel=t.numel(),
-                                dtype=dtype_name(t.dtype), device=str(t.device), requires_grad=False,
-                                shared_with=None, grad_norm=None))
-        total = total_of.get(id(mod), 0) + packed_below.get(path, 0)
-        trainable = trainable_of.get(id(mod), 0)
-        buffers = sum(b.numel() for b in mod._buffers.values() if b is not None)
+        params = mod._parameters
+        if params:
+            in_module: set[int] = set()
+            for pname, p in params.items():
+                if p is None:
+                    continue
+                if not plain:  # named_parameters(recurse=False) yields each tensor once
+                    if id(p) in in_module:
+                        continue
+                    in_module.add(id(p))
+                    suffixed = suffixed or pname.endswith(PACKED)  # a tied name is not in tree.params
+                full = f"{path}.{pname}" if path else pname
+                shared = None if plain or (first := first_name[id(p)]) == full else first
+                numel = p.numel()
+                requires_grad = p.requires_grad
+                dtype = p.dtype
+                dtype_info = dtypes.get(dtype)
+                if dtype_info is None:
+                    dtype_info = dtypes[dtype] = (dtype_name(dtype), p.element_size())
+                if shared is None:
+                    own_count += numel
+                    all_bytes += numel * dtype_info[1]
+                    if requires_grad:
+                        own_trainable += numel
+                device = p.device
+                device_s = device_names.get(device)
+                if device_s is None:
+                    device_s = device_names[device] = str(device)
+                grad_norm = norms.get(full)
+                own.append(fast_from(ParamInfo, {
+                    "name": pname, "shape": tuple(p.shape), "numel": numel, "dtype": dtype_info[0],
+                    "device": device_s, "requires_grad": requires_grad, "shared_with": shared,
+                    "grad_norm": grad_norm,
+                }))
+                if shared is None and grad_norm is not None:
+                    own_sq += grad_norm ** 2
+                    own_grads = True
+        all_params += own_count
+        all_trainable += own_trainable
+        total, trainable = own_count, own_trainable  # a plain tree's subtree counts, children added below
+        if packed and path in packed:
+            for pname, t in packed[path]:
+                own_count += t.numel()
+                own.append(fast_new(ParamInfo, name=pname + PACKED, shape=tuple(t.shape), numel=t.numel(),
+                                    dtype=dtype_name(t.dtype), device=str(t.device), requires_grad=False,
+                                    shared_with=None, grad_norm=None))
+        children = mod._modules
+        is_leaf = True
+        if plain:
+            for child in children.values():
+                if child is not None:
+                    is_leaf = False
+                    total += total_of[id(child)]
+                    trainable += trainable_of[id(child)]
+            total_of[id(mod)] = total
+            trainable_of[id(mod)] = trainable
+        else:
+            total = total_of.get(id(mod), 0)
+            trainable = trainable_of.get(id(mod), 0)
+            is_leaf = not any(c is not None for c in children.values())
+        below = packed_below.get(path, 0) if packed else 0
+        total += below
+        buffers = 0
+        if mod._buffers:
+            for b in mod._buffers.values():
+                if b is not None:
+                    buffers += b.numel()
+                    if id(b) not in buffer_seen:
+                        buffer_seen.add(id(b))
+                        all_buffers += b.numel()
+                        all_buffer_bytes += b.numel() * b.element_size()
         try:
             extra = mod.extra_repr()
         except Exception:  # a user's extra_repr must never break the inspection
             extra = ""
-        m = measures.get(path)
-        probed = {} if m is None else dict(
-            calls=m.calls,
-            order=m.order,
-            input_shapes=m.input_shapes,
-            output_shapes=m.output_shapes,
-            output_structure=m.output_structure,
-            stats=m.stats,
-            functional=m.functional,
-            grad_norm=m.grad_norm,
-            grad_rms=m.grad_rms,
-            flops_forward=flops_f.get(path) if flops_f else None,
-            flops_backward=flops_b.get(path) if flops_b else None,
-            time_ms=m.time_ms,
-            saved_bytes=m.saved_bytes,
-            output_bytes=m.output_bytes,
-        )
-        rows.append(
-            fast_new(
-                ModuleRow,
-                param_grad_norm=own_sq ** 0.5 if own_grads else None,
-                **probed,
-                path=path,
-                type=module_type(mod),
-                depth=0 if path == "" else path.count(".") + 1,
-                params=total,
-                own_params=own_count,
-                trainable_params=trainable,
-                trainable=trainable_state(total, trainable),
-                buffers=buffers,
-                parameters=tuple(own),
-                aliases=tree.aliases.get(path, ()),
-                extra_repr=extra,
-                is_leaf=not any(c is not None for c in mod._modules.values()),
-                packed_params=packed_below.get(path, 0),
-            )
-        )
-    params = [p for _, p in tree.params]
-    bufs = list({id(b): b for _, mod in tree.modules for b in mod._buffers.values() if b is not None}.values())
+        cls = type(mod)
+        type_s = type_names.get(cls)
+        if type_s is None:
+            type_s = module_type(mod)
+            if not issubclass(cls, torch.jit.RecursiveScriptModule):  # those are named per instance
+                type_names[cls] = type_s
+        m = measures.get(path, _UNPROBED)
+        rows.append(fast_from(ModuleRow, {  # every field, in order: a dict made at its size
+            "path": path,
+            "type": type_s,
+            "depth": 0 if path == "" else path.count(".") + 1,
+            "params": total,
+            "own_params": own_count,
+            "trainable_params": trainable,
+            "trainable": trainable_state(total, trainable),
+            "buffers": buffers,
+            "parameters": tuple(own),
+            "aliases": aliases.get(path, ()) if aliases else (),
+            "extra_repr": extra,
+            "is_leaf": is_leaf,
+            "calls": m.calls,
+            "input_shapes": m.input_shapes,
+            "output_shapes": m.output_shapes,
+            "output_structure": m.output_structure,
+            "stats": m.stats,
+            "functional": m.functional,
+            "grad_norm": m.grad_norm,
+            "grad_rms": m.grad_rms,
+            "param_grad_norm": own_sq ** 0.5 if own_grads else None,
+            "flops_forward": flops_f.get(path) if flops_f and m is not _UNPROBED else None,
+            "flops_backward": flops_b.get(path) if flops_b and m is not _UNPROBED else None,
+            "time_ms": m.time_ms,
+            "order": m.order,
+            "saved_bytes": m.saved_bytes,
+            "output_bytes": m.output_bytes,
+            "packed_params": below,
+            "update_ratio": None,  # the training measures: ``--steps`` fills them in later
+            "distance_from_init": None,
+            "train_grad_norm": None,
+            "end_dead_fraction": None,
+        }))
+    rows.reverse()
     packed_all = [t for weights in packed.values() for _, t in weights]
+    packed_count = sum(t.numel() for t in packed_all)
     info = ModelInfo(
         name=name,
         class_name=module_type(model),
         source=source,
-        total_params=sum(p.numel() for p in params) + sum(t.numel() for t in packed_all),
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        buffer_elements=sum(b.numel() for b in bufs),
-        param_bytes=sum(p.numel() * p.element_size() for p in params + packed_all),
-        buffer_bytes=sum(b.numel() * b.element_size() for b in bufs),
+        total_params=all_params + packed_count,
+        trainable_params=all_trainable,
+        buffer_elements=all_buffers,
+        param_bytes=all_bytes + sum(t.numel() * t.element_size() for t in packed_all),
+        buffer_bytes=all_buffer_bytes,
         description=description,
-        packed_params=sum(t.numel() for t in packed_all),
+        packed_params=packed_count,
     )
-    return Structure(rows=tuple(rows), model=info)
+    return Structure(rows=tuple(rows), model=info, packed_names=suffixed)
 
 
 def module_type(mod: nn.Module) -> str:

@@ -21,34 +21,67 @@ class ModelWalk:
         aliases: first path -> the other paths the same module object is registered under.
         params: each parameter tensor once, under its first full name (``named_parameters()``).
         paths_of: id(module) -> every path it is registered under (first path first).
+        tied: some parameter tensor is registered more than once (tied weights); True when unknown.
     """
 
     modules: tuple[tuple[str, nn.Module], ...]
     aliases: dict[str, tuple[str, ...]]
     params: tuple[tuple[str, nn.Parameter], ...]
     paths_of: dict[int, tuple[str, ...]]
+    tied: bool = True
 
 
 def walk(model: nn.Module) -> ModelWalk:
     """Read ``model``'s module tree once (no module is called, nothing is changed)."""
-    paths: dict[int, list[str]] = {}
+    paths: dict[int, tuple[str, ...]] = {}
     first: list[tuple[str, nn.Module]] = []
-    for path, mod in model.named_modules(remove_duplicate=False):
+    again = False  # some module is registered at more than one path
+    for path, mod in _all_modules(model):
         seen = paths.get(id(mod))
         if seen is None:
-            paths[id(mod)] = [path]
+            paths[id(mod)] = (path,)
             first.append((path, mod))
         else:
-            seen.append(path)
+            paths[id(mod)] = (*seen, path)
+            again = True
     params: list[tuple[str, nn.Parameter]] = []
     seen_params: set[int] = set()
+    registered = 0
     for path, mod in first:
-        for name, p in mod._parameters.items():
-            if p is not None and id(p) not in seen_params:
-                seen_params.add(id(p))
-                params.append((f"{path}.{name}" if path else name, p))
-    aliases = {ps[0]: tuple(ps[1:]) for ps in paths.values() if len(ps) > 1}
-    return ModelWalk(tuple(first), aliases, tuple(params), {k: tuple(v) for k, v in paths.items()})
+        own = mod._parameters
+        if not own:
+            continue
+        for name, p in own.items():
+            if p is not None:
+                registered += 1
+                if id(p) not in seen_params:
+                    seen_params.add(id(p))
+                    params.append((f"{path}.{name}" if path else name, p))
+    aliases = {ps[0]: ps[1:] for ps in paths.values() if len(ps) > 1} if again else {}
+    return ModelWalk(tuple(first), aliases, tuple(params), paths, tied=registered != len(params))
+
+
+_NAMED_MODULES = nn.Module.named_modules
+
+
+def _all_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``named_modules(remove_duplicate=False)`` as one list, without a generator per level (those
+    pass every module up through each level above it). A class that overrides ``named_modules``
+    is asked itself."""
+    out: list[tuple[str, nn.Module]] = []
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        prefix, mod = stack.pop()
+        if type(mod).named_modules is not _NAMED_MODULES:
+            return list(model.named_modules(remove_duplicate=False))
+        out.append((prefix, mod))
+        children = mod._modules
+        if children:
+            below = [(f"{prefix}.{name}" if prefix else name, child) for name, child in children.items()
+                     if child is not None]
+            below.reverse()
+            stack += below
+    return out
 
 
 def copies_on(model: nn.Module, device: str, float_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

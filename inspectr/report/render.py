@@ -18,6 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from inspectr.core.result import Finding, ModuleRow, Report
+from inspectr.report.json_text import json_text
+from inspectr.report.long_table import LongTable
 
 if TYPE_CHECKING:
     from inspectr.core.memory import MemoryEstimate
@@ -170,7 +172,7 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
     has_flops = any(r.flops_forward for r in rows)
     has_grad = any(r.grad_norm is not None for r in rows)
     has_saved = (width is None or width >= SAVED_COLUMN_WIDTH) and any(r.saved_bytes for r in rows)
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
+    t = LongTable(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False)
     t.add_column("Module", no_wrap=True, overflow="ellipsis", max_width=60)
     t.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=28)
     t.add_column("Output", overflow="fold", max_width=36)
@@ -191,6 +193,16 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
     flagged: dict[str, list[Finding]] = {}
     for f in report.findings:
         flagged.setdefault(f.module, []).append(f)
+    # a cell that repeats (a type, a shape, a blank) is one Text shared by its rows: rich reads
+    # cells and never changes them, and 20,000-row tables repeat most of theirs
+    shared: dict[tuple[str, str], Text] = {}
+
+    def cell(text: str, style: str = "") -> Text:
+        got = shared.get((text, style))
+        if got is None:
+            got = shared[(text, style)] = Text(text, style=style)
+        return got
+
     for r, pre in zip(rows, prefixes):
         name = r.path.rsplit(".", 1)[-1] if r.path else "(root)"
         label = Text(pre, style="dim")
@@ -200,32 +212,36 @@ def module_table(report: Report, depth: int | None = None, stats: bool = True,
         folded = depth is not None and r.depth == depth and not r.is_leaf
         if folded:
             label.append(" …", style="dim")
-        style = "dim" if r.trainable == "none" else ""
         cells: list[RenderableType] = [
             label,
-            Text(r.type, style="cyan"),
-            Text(shape_text(r)),
-            Text((f"{r.params:,}" if r.params else "—") + (" q" if r.packed_params else ""), style=style),
-            Text(TRAINABLE_MARK[r.trainable], style="blue"),
+            cell(r.type, "cyan"),
+            cell(shape_text(r)),
+            cell((f"{r.params:,}" if r.params else "—") + (" q" if r.packed_params else ""),
+                 "dim" if r.trainable == "none" else ""),
+            cell(TRAINABLE_MARK[r.trainable], "blue"),
         ]
         if has_flops:
-            cells.append(Text(human(r.flops_forward) if r.flops_forward else ""))
+            cells.append(cell(human(r.flops_forward) if r.flops_forward else ""))
         if has_saved:
             below = saved_below.get(r.path, 0)
-            cells.append(Text(human_bytes(below) if below else ""))
+            cells.append(cell(human_bytes(below) if below else ""))
         if stats and has_grad:
-            cells.append(Text(sci(r.grad_norm)))
+            cells.append(cell(sci(r.grad_norm)))
         if trained:
-            cells.append(Text(sci(r.update_ratio)))
+            cells.append(cell(sci(r.update_ratio)))
         if stats:
-            notes = Text()
-            for f in flagged.get(r.path, []):
-                notes.append(f"{SEVERITY_MARK[f.severity]} {f.kind} ", style=SEVERITY_STYLE[f.severity])
-            if r.calls > 1:
-                notes.append(f"×{r.calls} ", style="dim")
-            if r.aliases:
-                notes.append(f"shared as {', '.join(r.aliases[:2])}", style="magenta")
-            cells.append(notes)
+            found = flagged.get(r.path)
+            if found or r.calls > 1 or r.aliases:
+                notes = Text()
+                for f in found or ():
+                    notes.append(f"{SEVERITY_MARK[f.severity]} {f.kind} ", style=SEVERITY_STYLE[f.severity])
+                if r.calls > 1:
+                    notes.append(f"×{r.calls} ", style="dim")
+                if r.aliases:
+                    notes.append(f"shared as {', '.join(r.aliases[:2])}", style="magenta")
+                cells.append(notes)
+            else:
+                cells.append(cell(""))
         t.add_row(*cells)
     return t
 
@@ -577,7 +593,7 @@ def to_markdown(report: Report, depth: int | None = None) -> str:
 def export(report: Report, fmt: str, depth: int | None = None, width: int = 120) -> str:
     """The report as a string in one of FORMATS."""
     if fmt == "json":
-        return json.dumps(report.to_dict(), indent=2) + "\n"
+        return json_text(report.to_dict()) + "\n"
     if fmt == "markdown":
         return to_markdown(report, depth)
     if fmt == "text":
