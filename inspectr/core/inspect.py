@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -258,14 +257,10 @@ def inspect(
             if freeze_plan:
                 apply_plan(model, load_plan(freeze_plan))
             apply_globs(model, freeze or [], unfreeze or [])
-        collecting = gc.isenabled()
         with gc_paused():
-            report = _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
-                                     flops, timing, histograms, probe, cancelled, progress,
-                                     MemoryRequest(opt, dtype, fit_bytes), opt, train)
-            if collecting:
-                _promote_young()
-        return report
+            return _inspect_loaded(loaded, dev, inputs, input_specs, batch_size, mode, seed, backward,
+                                   flops, timing, histograms, probe, cancelled, progress,
+                                   MemoryRequest(opt, dtype, fit_bytes), opt, train)
     finally:
         for p, flag in flags:
             if p.requires_grad != flag:
@@ -472,22 +467,6 @@ def _with_training(rows: tuple[ModuleRow, ...], run: TrainingRun) -> tuple[Modul
                       end_dead_fraction=end_dead_fraction(run, r.path))
         out.append(fast_new(ModuleRow, **{**r.__dict__, **values}))
     return tuple(out)
-
-
-def _promote_young() -> None:
-    """Hand what the paused inspection allocated to the collector's oldest generation unexamined.
-
-    Most of it is the report (about ten objects per module), alive for as long as the caller
-    keeps it. Re-enabled, the collector would walk every one of them as young objects and again
-    in the middle generation, only to find them alive: 0.1-0.2 s on a 20,000-module model.
-    ``gc.freeze`` + ``gc.unfreeze`` moves every tracked object into the oldest generation
-    without a pass. The price: a reference cycle that became garbage during the inspection (a
-    few closures) is freed at the next full collection instead of the next young one. Skipped
-    when the caller has frozen objects of their own, which ``unfreeze`` would hand back too.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
 
 
 def _order(rows: tuple[ModuleRow, ...]) -> dict[str, int]:
