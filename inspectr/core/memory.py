@@ -40,13 +40,14 @@ class SavedBytes:
     def __init__(self, stack: list[Any], params: list[torch.Tensor]) -> None:
         self.stack = stack
         # storages already counted; parameters' from the start (they live anyway)
-        self.counted: set[Any] = {_storage_key(p) for p in params}
+        self.param_keys = frozenset(_storage_key(p) for p in params)
+        self.counted: set[Any] = set(self.param_keys)
         self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
 
     def restart(self) -> None:
         """Forget what was counted, for another pass (the parameters stay known)."""
-        self.counted = set()
+        self.counted = set(self.param_keys)
         self.keep = []
         self.by_module = {}
 
