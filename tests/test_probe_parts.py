@@ -63,6 +63,27 @@ def test_every_module_statistics_equal_a_direct_computation():
         assert st.zero_fraction == pytest.approx(float((t == 0).float().mean())), row.path
 
 
+def test_sampled_mean_and_std_of_large_outputs_are_close_and_min_max_exact():
+    # outputs over STAT_SAMPLE values: mean and std come from a sample of evenly spaced runs,
+    # min and max from a full pass; channel-wise structure must not bias the sample
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("resnet18", weights=None).eval()
+    x = torch.randn(2, 3, 112, 112)
+    r = inspectr.inspect(model, inputs=x, mode="eval", backward=False)
+    truth = _outputs_by_module(model, x)
+    checked = 0
+    for row in r.modules:
+        t = truth.get(row.path)
+        if t is None or t.numel() <= STAT_SAMPLE or row.calls != 1:  # truth: the first call
+            continue
+        std = float(t.std(unbiased=False))
+        assert row.stats.min == float(t.min()) and row.stats.max == float(t.max()), row.path
+        assert abs(row.stats.mean - float(t.mean())) < 0.05 * std, row.path
+        assert row.stats.std == pytest.approx(std, rel=0.05), row.path
+        checked += 1
+    assert checked > 20
+
+
 def test_large_activation_statistics_and_dead_units_are_exact():
     # 2 x 16 x 64 x 64 = 131,072 values (over STAT_SAMPLE): the immediate path, along the unit layout
     torch.manual_seed(0)
