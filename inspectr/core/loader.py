@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.build_guard import AllocationGuard, BuildTooBig
+
 # moved to checkpoints; importable from here as before
 from inspectr.core.checkpoints import CHECKPOINT_KEYS as CHECKPOINT_KEYS
 from inspectr.core.checkpoints import (
@@ -225,51 +227,66 @@ def available_for(device: str) -> int:
     return available_memory()
 
 
+NEED_FACTOR = 2.5  # a probe needs about this many times its parameters' bytes (``needed_bytes``)
+
+
 def needed_bytes(model: nn.Module) -> int:
     """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
     lazy = nn.parameter.UninitializedTensorMixin  # sizes unknown until a first forward: counted 0
     p = sum(t.numel() * t.element_size() for t in model.parameters() if not isinstance(t, lazy))
     b = sum(t.numel() * t.element_size() for t in model.buffers() if not isinstance(t, lazy))
-    return 2 * p + b + (p // 2)
+    return int(NEED_FACTOR * p) + b
 
 
 def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> tuple[nn.Module, bool]:
     """Build a model, going to the meta device when it would not fit in memory (or was asked for).
 
-    The build runs with the RNG seeded (``seed``) and put back afterwards, so random
-    initialisation, and therefore the report, is the same on every run.
+    The build runs under an ``AllocationGuard``: a model that fits (nearly every one) is built
+    once; one whose tensors outgrow the memory a probe needs stops early and is sized exactly on
+    the meta device. Each build runs with the RNG seeded (``seed``) and put back afterwards, so
+    random initialisation, and therefore the report, is the same on every run.
 
     Returns:
         (model, on_meta)
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _build_checked(build, device, notes)
 
+    def seeded(fn: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return fn()
 
-def _build_checked(build: Any, device: str, notes: list[str]) -> tuple[nn.Module, bool]:
     if device == "meta":
-        m = _meta_build(build)
+        m = seeded(lambda: _meta_build(build))
         if m is None:
             raise InspectrError(
                 "This model cannot be built on the meta device (its constructor reads tensor values).",
                 "Drop --device meta to build it for real.",
             )
         return m, True
-    meta = _meta_build(build)
-    if meta is not None:
-        need = needed_bytes(meta)
-        avail = available_for(device)
-        if need > avail:
-            total = sum(t.numel() for t in meta.parameters())
-            notes.append(
-                f"The model has {total:,} parameters and needs about {need / 2**30:.1f} GiB to probe, "
-                f"more than the {avail / 2**30:.1f} GiB available: built on the meta device, so this "
-                "report has exact parameter counts, shapes and FLOPs but no statistics."
-            )
-            return meta, True
-        del meta
-    return build(), False
+    avail = available_for(device)
+    guard = AllocationGuard(int(avail / NEED_FACTOR))
+    try:
+        with guard:
+            model = seeded(build)
+        if needed_bytes(model) <= avail:
+            return model, False
+        del model  # tensors made outside torch's functions: the exact check says it does not fit
+    except BuildTooBig:
+        pass
+    meta = seeded(lambda: _meta_build(build))
+    if meta is None:  # its constructor cannot run on meta: build it for real, as asked
+        return seeded(build), False
+    need = needed_bytes(meta)
+    if need > avail:
+        total = sum(t.numel() for t in meta.parameters())
+        notes.append(
+            f"The model has {total:,} parameters and needs about {need / 2**30:.1f} GiB to probe, "
+            f"more than the {avail / 2**30:.1f} GiB available: built on the meta device, so this "
+            "report has exact parameter counts, shapes and FLOPs but no statistics."
+        )
+        return meta, True
+    del meta
+    return seeded(build), False  # the guard counted temporaries: it fits after all
 
 
 def load(
