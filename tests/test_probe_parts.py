@@ -84,6 +84,28 @@ def test_sampled_mean_and_std_of_large_outputs_are_close_and_min_max_exact():
     assert checked > 20
 
 
+def test_channels_last_outputs_get_every_statistic():
+    # a channels_last model's large outputs are not contiguous: they once got no statistics at all
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1)).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 48, 48).to(memory_format=torch.channels_last)
+    r = inspectr.inspect(model, inputs=x)
+    truth = _outputs_by_module(model, x)
+    for row in r.modules:
+        t = truth[row.path]
+        assert not t.is_contiguous() and t.numel() > STAT_SAMPLE
+        std = float(t.std(unbiased=False))
+        assert row.stats is not None, row.path
+        assert row.stats.min == float(t.min()) and row.stats.max == float(t.max()), row.path
+        assert abs(row.stats.mean - float(t.mean())) < 0.05 * std, row.path
+        assert row.stats.std == pytest.approx(std, rel=0.05), row.path
+        assert row.grad_norm is not None and row.grad_norm > 0, row.path
+    relu = r.module("2").stats
+    assert relu.zero_fraction == pytest.approx(int((truth["2"] == 0).sum()) / truth["2"].numel(), abs=1e-12)
+    assert relu.dead_fraction == 0.0 and relu.units == 32
+
+
 def test_large_activation_statistics_and_dead_units_are_exact():
     # 2 x 16 x 64 x 64 = 131,072 values (over STAT_SAMPLE): the immediate path, along the unit layout
     torch.manual_seed(0)

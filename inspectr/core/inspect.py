@@ -15,7 +15,7 @@ from inspectr.core.findings import SEVERITY_ORDER, find_problems
 from inspectr.core.hub import config_inputs
 from inspectr.core.loader import LoadedModel, load
 from inspectr.core.loss import call_target_hook, find_hook
-from inspectr.core.memory import parse_size
+from inspectr.core.memory import batch_size_of, parse_size
 from inspectr.core.memory_plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe import ProbeOptions, run_probe
@@ -509,9 +509,4 @@ def _materialized(model: nn.Module, inp: inputs_mod.Inputs, lazy: list[str]) -> 
 
 
 def _batch_of(inp: inputs_mod.Inputs) -> int | None:
-    for t in list(inp.args) + list(inp.kwargs.values()):
-        if isinstance(t, torch.Tensor) and t.dim() > 0:
-            return int(t.shape[0])
-        if isinstance(t, list):
-            return len(t)
-    return None
+    return batch_size_of((inp.args, inp.kwargs))

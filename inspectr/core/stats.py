@@ -100,13 +100,30 @@ def count_nonzero(x: torch.Tensor, out: torch.Tensor | None = None, nonneg: bool
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
     """About STAT_SAMPLE values of ``x`` in evenly spaced runs (``sample_runs``), copied together
-    into one flat tensor (all of ``x`` when small or not contiguous). Gathered once: three
-    reductions over a strided view cost 3x the copy."""
+    into one flat tensor; all of ``x``, flat, when it is small. Gathered once: three reductions
+    over a strided view cost 3x the copy. The runs are taken in memory order, which is the same
+    sample for sums and counts: a channels_last output is sampled as cheaply as a contiguous
+    one. A tensor with gaps in its memory (a strided slice) gives all its values."""
     n = x.numel()
-    if n > STAT_SAMPLE and x.is_contiguous():
-        runs, step = sample_runs(n, tuple(x.shape))
-        return x.view(-1).as_strided((runs, SAMPLE_RUN), (step, 1)).contiguous().view(-1)
-    return x
+    if n <= STAT_SAMPLE:
+        return x.reshape(-1)
+    order = x.shape if x.is_contiguous() else _memory_order(x)
+    if order is None:
+        return x.reshape(-1)
+    runs, step = sample_runs(n, order)
+    return x.as_strided((runs, SAMPLE_RUN), (step, 1)).reshape(-1)
+
+
+def _memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
+    """The sizes of ``x`` outermost first in memory, when its values fill one block of memory
+    without gaps or overlaps (channels_last, a transpose); None otherwise."""
+    dims = sorted((st, size) for st, size in zip(x.stride(), x.shape) if size != 1)
+    expect = 1
+    for st, size in dims:
+        if st != expect:
+            return None
+        expect *= size
+    return tuple(size for _, size in reversed(dims))
 
 
 def _sum_sq(x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +161,7 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
     scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
     lo, hi = torch.aminmax(x)
-    mn, mx, total, sq = torch.stack([lo, hi, sample.sum(), _sum_sq(sample.view(-1))]).tolist()
+    mn, mx, total, sq = torch.stack([lo, hi, sample.sum(), _sum_sq(sample)]).tolist()
     if mn > 0 or mx < 0:
         nonzero = float(n)
     elif zeros_expected or mn == 0 or mx == 0:
@@ -292,7 +309,7 @@ class OutputStats:
         hi_u = _unit_max(v, True)
         sample = _sample(x)
         alive = hi_u > tol
-        parts = [hi_u.max(), sample.sum(), _sum_sq(sample.view(-1))]
+        parts = [hi_u.max(), sample.sum(), _sum_sq(sample)]
         if not nonneg:
             lo_u = _unit_max(v, False)
             alive |= lo_u < -tol
@@ -392,12 +409,12 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
     if g.dtype not in (torch.float32, torch.float64):
         g = g.float()
     n = g.numel()
-    if n > 4 * STAT_SAMPLE and g.is_contiguous() and g.layout == torch.strided:
+    if g.layout != torch.strided:
+        return torch.linalg.vector_norm(g).square()
+    if n > 4 * STAT_SAMPLE:
         sample = _sample(g)
         return _sum_sq(sample) * (n / sample.numel())
-    if g.is_contiguous() and g.layout == torch.strided:
-        return _sum_sq(g.view(-1))
-    return torch.linalg.vector_norm(g).square()
+    return _sum_sq(g.reshape(-1))
 
 
 def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
