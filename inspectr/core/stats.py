@@ -161,13 +161,17 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
     scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
     lo, hi = torch.aminmax(x)
-    mn, mx, total, sq = torch.stack([lo, hi, sample.sum(), _sum_sq(sample)]).tolist()
+    parts = [lo, hi, sample.sum(), _sum_sq(sample)]
+    if not zeros_expected:  # the sample's nonzero count, in the same sync: signs squared, summed
+        parts.append(_sum_sq(sample.sign()))
+    values = torch.stack(parts).tolist()
+    mn, mx, total, sq = values[:4]
     if mn > 0 or mx < 0:
         nonzero = float(n)
     elif zeros_expected or mn == 0 or mx == 0:
         nonzero = count_nonzero(x)
     else:
-        nonzero = float(torch.count_nonzero(sample)) * scale
+        nonzero = values[4] * scale
     return total * scale, sq * scale, mn, mx, nonzero
 
 
