@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from inspectr.core.result import ModuleRow
 
 
+try:  # the address of a tensor's StorageImpl: one call; views share it, meta tensors have one too
+    _storage_id: Callable[[torch.Tensor], int] = torch._C._storage_id
+except AttributeError:  # pragma: no cover - a torch without it: the same address, two calls
+    def _storage_id(t: torch.Tensor) -> int:
+        return t.untyped_storage()._cdata
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose storage holds their data
+
+
 class SavedBytes:
     """Saved-for-backward bytes per module path of one pass.
 
@@ -42,42 +51,39 @@ class SavedBytes:
         # storages already counted; parameters' from the start (they live anyway)
         self.param_keys = frozenset(_storage_key(p) for p in params)
         self.counted: set[Any] = set(self.param_keys)
-        self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
 
     def restart(self) -> None:
         """Forget what was counted, for another pass (the parameters stay known)."""
         self.counted = set(self.param_keys)
-        self.keep = []
         self.by_module = {}
 
     def pack(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
-        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): kept
-        # to a few attribute reads, one set lookup and the tuple that carries the version
-        if t.is_meta:
-            return self._pack_other(t)
+        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): one
+        # call for the storage's address (a view's is its base's; meta tensors have one too, so
+        # they count as on a device), one set lookup, and the tuple that carries the version
         try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse
+            key = _storage_id(t)
+        except (RuntimeError, NotImplementedError):  # sparse: no storage
             return self._pack_other(t)
-        key = storage.data_ptr()
-        if key not in self.counted:
-            self.counted.add(key)
+        counted = self.counted
+        if key not in counted:
+            counted.add(key)
+            # a wrapper subclass's storage may hold no data (the tensors it wraps do)
+            size = t.untyped_storage().nbytes() if type(t) in _PLAIN else _storage_bytes(t)
             stack = self.stack
             path = stack[-1][0] if stack else ""
-            self.by_module[path] = self.by_module.get(path, 0) + storage.nbytes()
+            by_module = self.by_module
+            by_module[path] = by_module.get(path, 0) + size
         return t, t._version
 
     def _pack_other(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``pack`` for tensors without a plain storage address: meta tensors (a view counts as
-        its base) and wrapper subclasses or sparse tensors (counted by their own size)."""
-        key = _storage_key(t)
+        """``pack`` for tensors without a storage (sparse): each counted by its own size."""
+        key = ("object", id(t))
         if key not in self.counted:
             self.counted.add(key)
-            if t.is_meta:
-                self.keep.append(t)
             path = self.stack[-1][0] if self.stack else ""
-            self.by_module[path] = self.by_module.get(path, 0) + _storage_bytes(t)
+            self.by_module[path] = self.by_module.get(path, 0) + t.numel() * t.element_size()
         return t, t._version
 
     @staticmethod
@@ -100,21 +106,20 @@ class SavedBytes:
 
 
 def _storage_key(t: torch.Tensor) -> Any:
-    if t.is_meta:  # meta storages have no address: a view counts as its base
-        base = t._base if t._base is not None else t
-        return ("meta", id(base))
     try:
-        return t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse: no plain storage
+        return _storage_id(t)
+    except (RuntimeError, NotImplementedError):  # sparse: no storage
         return ("object", id(t))
 
 
 def _storage_bytes(t: torch.Tensor) -> int:
-    if t.is_meta:
-        base = t._base if t._base is not None else t
-        return base.numel() * base.element_size()
+    """The bytes of a subclass tensor's storage; a wrapper's own size when its storage holds no
+    data (the data lives in the tensors it wraps)."""
     try:
-        return int(t.untyped_storage().nbytes())
+        storage = t.untyped_storage()
+        if not t.is_meta:
+            storage.data_ptr()  # raises for a storage without data
+        return int(storage.nbytes())
     except (RuntimeError, NotImplementedError):
         return t.numel() * t.element_size()
 
