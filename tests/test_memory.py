@@ -146,6 +146,44 @@ def _tiny_gpt() -> nn.Module:
     return TinyGPT()
 
 
+class TiedAndShared(nn.Module):
+    """Tied weights (an embedding and the head), a module registered at two paths, a half
+    layer, and a frozen one: every way a parameter's trainable bytes can be owned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.block = nn.Linear(8, 8)
+        self.again = self.block
+        self.frozen = nn.Linear(8, 8).requires_grad_(False)
+        self.low = nn.Linear(8, 8).half()
+        self.head = nn.Linear(8, 10, bias=False)
+        self.head.weight = self.embed.weight
+        self.norm = nn.LayerNorm(8)
+        self.norm.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.frozen(self.again(self.block(self.embed(x)))))
+        return self.head(self.low(h.half()).float())
+
+
+@pytest.mark.parametrize("case", ["tied", "mlp", "conv"])
+def test_trainable_bytes_from_the_tensors_match_the_rows(case: str) -> None:
+    from inspectr.core.memory import _trainable_of_rows, trainable_of
+    from inspectr.core.walk import walk
+
+    model, x = {"tied": (TiedAndShared(), torch.randint(0, 10, (4, 3))), "mlp": (mlp(), torch.randn(4, 16)),
+                "conv": (_conv_net(), torch.randn(2, 3, 16, 16))}[case]
+    report = inspectr.inspect(model, inputs=x)
+    grads, largest, dtypes = trainable_of(walk(model).params)
+    assert (grads, largest) == _trainable_of_rows(report.modules)
+    assert report.memory is not None and report.memory.grad_bytes == sum(grads.values())
+    if case == "tied":
+        assert dtypes == {torch.float32, torch.float16}
+        assert set(grads) == {"embed", "block", "low", "norm"}  # the head's weight is the embedding's
+        assert grads["norm"] == 8 * 4 and grads["low"] == (8 * 8 + 8) * 2
+
+
 @pytest.mark.parametrize("case", ["mlp-activations", "conv", "resnet18", "gpt", "sgd-momentum"])
 def test_training_and_inference_peaks_match_live_bytes(case: str) -> None:
     optimizer, momentum = "adamw", None

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, repeat
-from operator import add, itemgetter, mul
+from itertools import accumulate, islice, repeat
+from operator import add, ge, itemgetter, mul
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -214,27 +214,49 @@ class ModelBytes:
         return tuple(accumulate(map(self.grads_by_path.get, reversed(self.order), repeat(0))))[::-1]
 
 
-def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int,
-                  buffer_bytes: int) -> tuple[ModelBytes, Footprint]:
+def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int, buffer_bytes: int,
+                  trainable: tuple[dict[str, int], int] | None = None) -> tuple[ModelBytes, Footprint]:
     """``ModelBytes.of_rows`` and ``Footprint.of_rows`` in one sweep over the rows: on a
-    20,000-module model each sweep costs milliseconds, most of them in reaching the rows."""
-    grads: dict[str, int] = {}
+    20,000-module model each sweep costs milliseconds, most of them in reaching the rows.
+
+    Args:
+        trainable: the trainable bytes per owning module and the largest trainable tensor, when
+            the caller has them (``trainable_of``): the rows' parameters are then not read.
+    """
     saved: dict[str, int] = {}
     outputs: dict[str, int] = {}
-    ran: list[tuple[int, str]] = []
+    orders: list[int] = []
+    paths: list[str] = []
+    for r in rows:
+        path = r.path
+        order = r.order
+        if order is not None:
+            orders.append(order)
+            paths.append(path)
+        n = r.saved_bytes
+        if n:
+            saved[path] = n
+        n = r.output_bytes
+        if n and r.is_leaf:
+            outputs[path] = n
+    if any(map(ge, orders, islice(orders, 1, None))):  # rows in the order they ran need no sort
+        paths = [p for _, p in sorted(zip(orders, paths), key=itemgetter(0))]
+    grads, largest = trainable if trainable is not None else _trainable_of_rows(rows)
+    mb = ModelBytes(param_bytes, buffer_bytes, sum(grads.values()), largest, grads, tuple(paths))
+    return mb, Footprint(batch, saved, outputs, rows[0].output_bytes or 0 if rows else 0)
+
+
+def _trainable_of_rows(rows: Sequence[ModuleRow]) -> tuple[dict[str, int], int]:
+    """Trainable bytes per module (each tensor under its first owner) and the largest trainable
+    tensor's, from the rows' parameters."""
+    grads: dict[str, int] = {}
     largest = 0
     sizes: dict[str, int] = {}
     for r in rows:
-        path = r.path
-        if r.order is not None:
-            ran.append((r.order, path))
-        if r.saved_bytes:
-            saved[path] = r.saved_bytes
-        if r.output_bytes and r.is_leaf:
-            outputs[path] = r.output_bytes
-        if r.parameters:
+        params = r.parameters
+        if params:
             own = 0
-            for p in r.parameters:
+            for p in params:
                 if p.requires_grad and p.shared_with is None:
                     size = sizes.get(p.dtype)
                     if size is None:
@@ -244,10 +266,30 @@ def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int
                     if n > largest:
                         largest = n
             if own:
-                grads[path] = own
-    ran.sort(key=itemgetter(0))
-    mb = ModelBytes(param_bytes, buffer_bytes, sum(grads.values()), largest, grads, tuple([p for _, p in ran]))
-    return mb, Footprint(batch, saved, outputs, rows[0].output_bytes or 0 if rows else 0)
+                grads[r.path] = own
+    return grads, largest
+
+
+def trainable_of(params: Iterable[tuple[str, torch.Tensor]]) -> tuple[dict[str, int], int, set[torch.dtype]]:
+    """What ``_trainable_of_rows`` reads from the rows, from the live parameters (each once,
+    under its first name, as ``ModelWalk.params`` holds them), plus every parameter dtype: one
+    walk of the tensors instead of one of the rows' parameters and one for the dtypes.
+
+    Returns:
+        trainable bytes per owning module path, the largest trainable tensor's bytes, the dtypes.
+    """
+    grads: dict[str, int] = {}
+    largest = 0
+    dtypes: set[torch.dtype] = set()
+    for name, p in params:
+        dtypes.add(p.dtype)
+        if p.requires_grad:
+            n = p.nbytes
+            owner = name.rpartition(".")[0]
+            grads[owner] = grads.get(owner, 0) + n
+            if n > largest:
+                largest = n
+    return grads, largest, dtypes
 
 
 @dataclass(frozen=True)
