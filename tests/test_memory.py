@@ -12,7 +12,7 @@ from conftest import run_cli
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 import inspectr
 from inspectr.core.memory import parse_size
@@ -144,6 +144,44 @@ def _tiny_gpt() -> nn.Module:
             return self.head(self.blocks(self.embed(ids), mask=mask, is_causal=True)).flatten(0, 1)
 
     return TinyGPT()
+
+
+class TiedAndShared(nn.Module):
+    """Tied weights (an embedding and the head), a module registered at two paths, a half
+    layer, and a frozen one: every way a parameter's trainable bytes can be owned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.block = nn.Linear(8, 8)
+        self.again = self.block
+        self.frozen = nn.Linear(8, 8).requires_grad_(False)
+        self.low = nn.Linear(8, 8).half()
+        self.head = nn.Linear(8, 10, bias=False)
+        self.head.weight = self.embed.weight
+        self.norm = nn.LayerNorm(8)
+        self.norm.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.frozen(self.again(self.block(self.embed(x)))))
+        return self.head(self.low(h.half()).float())
+
+
+@pytest.mark.parametrize("case", ["tied", "mlp", "conv"])
+def test_trainable_bytes_from_the_tensors_match_the_rows(case: str) -> None:
+    from inspectr.core.memory import _trainable_of_rows, trainable_of
+    from inspectr.core.walk import walk
+
+    model, x = {"tied": (TiedAndShared(), torch.randint(0, 10, (4, 3))), "mlp": (mlp(), torch.randn(4, 16)),
+                "conv": (_conv_net(), torch.randn(2, 3, 16, 16))}[case]
+    report = inspectr.inspect(model, inputs=x)
+    grads, largest, dtypes = trainable_of(walk(model).params)
+    assert (grads, largest) == _trainable_of_rows(report.modules)
+    assert report.memory is not None and report.memory.grad_bytes == sum(grads.values())
+    if case == "tied":
+        assert dtypes == {torch.float32, torch.float16}
+        assert set(grads) == {"embed", "block", "low", "norm"}  # the head's weight is the embedding's
+        assert grads["norm"] == 8 * 4 and grads["low"] == (8 * 8 + 8) * 2
 
 
 @pytest.mark.parametrize("case", ["mlp-activations", "conv", "resnet18", "gpt", "sgd-momentum"])
@@ -347,6 +385,67 @@ def test_meta_models_get_activation_memory() -> None:
     assert on_meta.training_peak_bytes == on_cpu.training_peak_bytes
     fit = inspectr.inspect(big, inputs=torch.randn(8, 256), fit="1GiB").memory
     assert fit is not None and fit.max_batch_size and fit.linear is True
+
+
+class GatedByItself(nn.Module):
+    """Squares a layer's output and scales it by a detached copy of it: autograd saves one storage
+    twice, once through an alias that is no view (``detach``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return h.pow(2) * h.detach()
+
+
+def test_a_storage_saved_through_a_detached_alias_counts_once_on_meta_as_on_the_device() -> None:
+    on_cpu = inspectr.inspect(GatedByItself(), inputs=torch.randn(4, 16)).memory
+    with torch.device("meta"):
+        model = GatedByItself()
+    on_meta = inspectr.inspect(model, inputs=torch.randn(4, 16)).memory
+    assert on_cpu is not None and on_meta is not None
+    assert on_cpu.activation_bytes == 2 * 4 * 16 * 4  # fc's input, and h once
+    assert on_meta.activation_bytes == on_cpu.activation_bytes
+
+
+class Wrapped(torch.Tensor):
+    """A wrapper subclass (as DTensor, NestedTensor, float8 tensors are): its storage holds no
+    data, the tensor it wraps does."""
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> Wrapped:
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype, device=inner.device,
+                                                   strides=inner.stride(), requires_grad=inner.requires_grad)
+
+    def __init__(self, inner: torch.Tensor) -> None:
+        self.inner = inner
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        def unwrap(x: object) -> object:
+            return x.inner if isinstance(x, Wrapped) else x
+
+        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs or {}))
+        return tree_map(lambda x: Wrapped(x) if isinstance(x, torch.Tensor) else x, out)
+
+
+class WrapsItsInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.fc(Wrapped(x)).inner)
+
+
+def test_saved_wrapper_subclass_tensors_are_counted_by_their_size() -> None:
+    r = inspectr.inspect(WrapsItsInput(), inputs=torch.randn(4, 8))
+    assert r.probe.error is None
+    saved = {m.path: m.saved_bytes for m in r.modules}
+    assert saved["fc"] == saved["out"] == 4 * 8 * 4  # each Linear's input
 
 
 def test_bf16_autocast_counts_activations_in_low_precision_and_keeps_fp32_weights() -> None:

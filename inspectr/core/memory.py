@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import accumulate, repeat
-from operator import add, itemgetter, mul
+from itertools import accumulate, islice, repeat
+from operator import add, ge, itemgetter, mul
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +27,15 @@ from inspectr.errors import InspectrError
 if TYPE_CHECKING:
     from inspectr.core.optim import OptimizerChoice
     from inspectr.core.result import ModuleRow
+
+
+try:  # the address of a tensor's StorageImpl: one call; views share it, meta tensors have one too
+    _storage_id: Callable[[torch.Tensor], int] = torch._C._storage_id
+except AttributeError:  # pragma: no cover - a torch without it: the same address, two calls
+    def _storage_id(t: torch.Tensor) -> int:
+        return t.untyped_storage()._cdata
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose storage holds their data
 
 
 class SavedBytes:
@@ -42,42 +51,39 @@ class SavedBytes:
         # storages already counted; parameters' from the start (they live anyway)
         self.param_keys = frozenset(_storage_key(p) for p in params)
         self.counted: set[Any] = set(self.param_keys)
-        self.keep: list[torch.Tensor] = []  # meta tensors: their ids name them, so keep them alive
         self.by_module: dict[str, int] = {}
 
     def restart(self) -> None:
         """Forget what was counted, for another pass (the parameters stay known)."""
         self.counted = set(self.param_keys)
-        self.keep = []
         self.by_module = {}
 
     def pack(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
-        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): kept
-        # to a few attribute reads, one set lookup and the tuple that carries the version
-        if t.is_meta:
-            return self._pack_other(t)
+        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): one
+        # call for the storage's address (a view's is its base's; meta tensors have one too, so
+        # they count as on a device), one set lookup, and the tuple that carries the version
         try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse
+            key = _storage_id(t)
+        except (RuntimeError, NotImplementedError):  # sparse: no storage
             return self._pack_other(t)
-        key = storage.data_ptr()
-        if key not in self.counted:
-            self.counted.add(key)
+        counted = self.counted
+        if key not in counted:
+            counted.add(key)
+            # a wrapper subclass's storage may hold no data (the tensors it wraps do)
+            size = t.untyped_storage().nbytes() if type(t) in _PLAIN else _storage_bytes(t)
             stack = self.stack
             path = stack[-1][0] if stack else ""
-            self.by_module[path] = self.by_module.get(path, 0) + storage.nbytes()
+            by_module = self.by_module
+            by_module[path] = by_module.get(path, 0) + size
         return t, t._version
 
     def _pack_other(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``pack`` for tensors without a plain storage address: meta tensors (a view counts as
-        its base) and wrapper subclasses or sparse tensors (counted by their own size)."""
-        key = _storage_key(t)
+        """``pack`` for tensors without a storage (sparse): each counted by its own size."""
+        key = ("object", id(t))
         if key not in self.counted:
             self.counted.add(key)
-            if t.is_meta:
-                self.keep.append(t)
             path = self.stack[-1][0] if self.stack else ""
-            self.by_module[path] = self.by_module.get(path, 0) + _storage_bytes(t)
+            self.by_module[path] = self.by_module.get(path, 0) + t.numel() * t.element_size()
         return t, t._version
 
     @staticmethod
@@ -100,21 +106,20 @@ class SavedBytes:
 
 
 def _storage_key(t: torch.Tensor) -> Any:
-    if t.is_meta:  # meta storages have no address: a view counts as its base
-        base = t._base if t._base is not None else t
-        return ("meta", id(base))
     try:
-        return t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):  # wrapper subclasses, sparse: no plain storage
+        return _storage_id(t)
+    except (RuntimeError, NotImplementedError):  # sparse: no storage
         return ("object", id(t))
 
 
 def _storage_bytes(t: torch.Tensor) -> int:
-    if t.is_meta:
-        base = t._base if t._base is not None else t
-        return base.numel() * base.element_size()
+    """The bytes of a subclass tensor's storage; a wrapper's own size when its storage holds no
+    data (the data lives in the tensors it wraps)."""
     try:
-        return int(t.untyped_storage().nbytes())
+        storage = t.untyped_storage()
+        if not t.is_meta:
+            storage.data_ptr()  # raises for a storage without data
+        return int(storage.nbytes())
     except (RuntimeError, NotImplementedError):
         return t.numel() * t.element_size()
 
@@ -209,27 +214,49 @@ class ModelBytes:
         return tuple(accumulate(map(self.grads_by_path.get, reversed(self.order), repeat(0))))[::-1]
 
 
-def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int,
-                  buffer_bytes: int) -> tuple[ModelBytes, Footprint]:
+def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int, buffer_bytes: int,
+                  trainable: tuple[dict[str, int], int] | None = None) -> tuple[ModelBytes, Footprint]:
     """``ModelBytes.of_rows`` and ``Footprint.of_rows`` in one sweep over the rows: on a
-    20,000-module model each sweep costs milliseconds, most of them in reaching the rows."""
-    grads: dict[str, int] = {}
+    20,000-module model each sweep costs milliseconds, most of them in reaching the rows.
+
+    Args:
+        trainable: the trainable bytes per owning module and the largest trainable tensor, when
+            the caller has them (``trainable_of``): the rows' parameters are then not read.
+    """
     saved: dict[str, int] = {}
     outputs: dict[str, int] = {}
-    ran: list[tuple[int, str]] = []
+    orders: list[int] = []
+    paths: list[str] = []
+    for r in rows:
+        path = r.path
+        order = r.order
+        if order is not None:
+            orders.append(order)
+            paths.append(path)
+        n = r.saved_bytes
+        if n:
+            saved[path] = n
+        n = r.output_bytes
+        if n and r.is_leaf:
+            outputs[path] = n
+    if any(map(ge, orders, islice(orders, 1, None))):  # rows in the order they ran need no sort
+        paths = [p for _, p in sorted(zip(orders, paths), key=itemgetter(0))]
+    grads, largest = trainable if trainable is not None else _trainable_of_rows(rows)
+    mb = ModelBytes(param_bytes, buffer_bytes, sum(grads.values()), largest, grads, tuple(paths))
+    return mb, Footprint(batch, saved, outputs, rows[0].output_bytes or 0 if rows else 0)
+
+
+def _trainable_of_rows(rows: Sequence[ModuleRow]) -> tuple[dict[str, int], int]:
+    """Trainable bytes per module (each tensor under its first owner) and the largest trainable
+    tensor's, from the rows' parameters."""
+    grads: dict[str, int] = {}
     largest = 0
     sizes: dict[str, int] = {}
     for r in rows:
-        path = r.path
-        if r.order is not None:
-            ran.append((r.order, path))
-        if r.saved_bytes:
-            saved[path] = r.saved_bytes
-        if r.output_bytes and r.is_leaf:
-            outputs[path] = r.output_bytes
-        if r.parameters:
+        params = r.parameters
+        if params:
             own = 0
-            for p in r.parameters:
+            for p in params:
                 if p.requires_grad and p.shared_with is None:
                     size = sizes.get(p.dtype)
                     if size is None:
@@ -239,10 +266,30 @@ def bytes_of_rows(rows: Sequence[ModuleRow], batch: int | None, param_bytes: int
                     if n > largest:
                         largest = n
             if own:
-                grads[path] = own
-    ran.sort(key=itemgetter(0))
-    mb = ModelBytes(param_bytes, buffer_bytes, sum(grads.values()), largest, grads, tuple([p for _, p in ran]))
-    return mb, Footprint(batch, saved, outputs, rows[0].output_bytes or 0 if rows else 0)
+                grads[r.path] = own
+    return grads, largest
+
+
+def trainable_of(params: Iterable[tuple[str, torch.Tensor]]) -> tuple[dict[str, int], int, set[torch.dtype]]:
+    """What ``_trainable_of_rows`` reads from the rows, from the live parameters (each once,
+    under its first name, as ``ModelWalk.params`` holds them), plus every parameter dtype: one
+    walk of the tensors instead of one of the rows' parameters and one for the dtypes.
+
+    Returns:
+        trainable bytes per owning module path, the largest trainable tensor's bytes, the dtypes.
+    """
+    grads: dict[str, int] = {}
+    largest = 0
+    dtypes: set[torch.dtype] = set()
+    for name, p in params:
+        dtypes.add(p.dtype)
+        if p.requires_grad:
+            n = p.nbytes
+            owner = name.rpartition(".")[0]
+            grads[owner] = grads.get(owner, 0) + n
+            if n > largest:
+                largest = n
+    return grads, largest, dtypes
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from inspectr.core.memory import (
     bytes_of_rows,
     estimate,
     fit_batch,
+    trainable_of,
     training_peak,
 )
 from inspectr.core.memory_passes import CountingPasses, device_is_cheaper
@@ -55,15 +56,16 @@ def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], 
     """
     batch = batch_size_of((inputs.args, inputs.kwargs)) or batch
     amp = AMP_DTYPES.get(request.dtype or "")
-    mb, probed = bytes_of_rows(rows, batch, info.param_bytes, info.buffer_bytes)
+    grads, largest, dtypes = trainable_of(tree.params)
+    mb, probed = bytes_of_rows(rows, batch, info.param_bytes, info.buffer_bytes, (grads, largest))
     notes: list[str] = []
     if amp is not None:
-        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_of(tree)})"
+        dtype = f"{request.dtype} autocast (weights, gradients and optimizer state {_dtype_name(dtypes)})"
         if device == "meta":
             notes.append(f"autocast cannot run on meta tensors: activations counted with every float in "
                          f"{request.dtype}; autocast keeps some (norms, softmax) in float32, so expect more")
     else:
-        dtype = _dtype_of(tree)
+        dtype = _dtype_name(dtypes)
     input_bytes = sum(t.numel() * t.element_size() for t in iter_tensors((inputs.args, inputs.kwargs)))
     if counted and amp is None and request.fit is None:
         return estimate(mb, probed, request.optimizer, dtype, input_bytes)
@@ -128,6 +130,5 @@ def _fit(est: MemoryEstimate, mb: ModelBytes, fp: Footprint, passes: CountingPas
     return replace(est, max_batch_size=best, fit_bytes=fit, activation_per_sample=per_sample, linear=linear)
 
 
-def _dtype_of(tree: ModelWalk) -> str:
-    kinds = {p.dtype for _, p in tree.params}
+def _dtype_name(kinds: set[torch.dtype]) -> str:
     return "/".join(sorted(str(k).replace("torch.", "") for k in kinds if k.is_floating_point)) or "float32"
