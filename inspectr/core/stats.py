@@ -134,6 +134,13 @@ def _sum_sq(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x).square()
 
 
+def _nonzero_of(sample: torch.Tensor) -> torch.Tensor:
+    """The nonzero count of a sample as a 0-dim tensor of its dtype, to go in the same sync as
+    its sums: signs squared and summed (6 us on 16,384 values, ``count_nonzero`` 14 us). NaN
+    gives NaN: the callers take the exact path for non-finite outputs."""
+    return _sum_sq(sample.sign())
+
+
 def _unit_max(v: torch.Tensor, largest: bool) -> torch.Tensor:
     """Per-unit maximum (or minimum) of ``v`` laid out [rows, units, inner]: along the inner
     dimension first when there is one (reducing two dimensions at once is 1.6x slower on CPU)."""
@@ -162,8 +169,8 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
     lo, hi = torch.aminmax(x)
     parts = [lo, hi, sample.sum(), _sum_sq(sample)]
-    if not zeros_expected:  # the sample's nonzero count, in the same sync: signs squared, summed
-        parts.append(_sum_sq(sample.sign()))
+    if not zeros_expected:
+        parts.append(_nonzero_of(sample))
     values = torch.stack(parts).tolist()
     mn, mx, total, sq = values[:4]
     if mn > 0 or mx < 0:
@@ -320,7 +327,7 @@ class OutputStats:
             parts.append(lo_u.min())
         parts.append(alive.sum().to(x.dtype))
         if not count_zeros:
-            parts.append(torch.count_nonzero(sample).to(x.dtype))
+            parts.append(_nonzero_of(sample))
         values = torch.stack(parts).tolist()
         mx, total, sq = values[:3]
         if count_zeros:
@@ -344,10 +351,6 @@ class OutputStats:
             buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
             self.scratch[key] = buf
         return buf[: like.numel()].view(like.shape)
-
-    @property
-    def full(self) -> bool:
-        return self.pending_bytes > self.BATCH_BYTES
 
     def flush(self) -> list[Any]:
         """Reduce every waiting output; returns the tags of those that held NaN or Inf."""
@@ -410,7 +413,7 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
     """Sum of squares of a gradient: exact up to 4 * STAT_SAMPLE values, else estimated from the
     same kind of sample as the forward statistics (a full pass over every output gradient costs
     a fifth of a ResNet-50 backward on CPU)."""
-    if g.dtype not in (torch.float32, torch.float64):
+    if g.dtype not in _WIDE:
         g = g.float()
     n = g.numel()
     if g.layout != torch.strided:
