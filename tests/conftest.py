@@ -63,12 +63,8 @@ USER_MODEL_WITH_EXAMPLE = USER_MODEL + '''
 '''
 
 
-def run_cli(*args: str, cwd: str | os.PathLike[str] | None = None,
-            env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m inspectr ARGS`` with stdin closed (not a TTY) and the repo on PYTHONPATH.
-
-    ``env`` entries are added to the environment; a ``PYTHONPATH`` in it goes after the repo root.
-    """
+def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a CLI run: ``env`` added, the repo first on ``PYTHONPATH``."""
     full = dict(os.environ)
     extra = dict(env or {})
     paths = [str(REPO)]
@@ -78,15 +74,36 @@ def run_cli(*args: str, cwd: str | os.PathLike[str] | None = None,
     full["PYTHONPATH"] = os.pathsep.join(paths)
     full.pop("FORCE_COLOR", None)
     full.setdefault("COLUMNS", "120")
+    return full
+
+
+def run_cli(*args: str, cwd: str | os.PathLike[str] | None = None,
+            env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m inspectr ARGS`` with stdin closed (not a TTY) and the repo on PYTHONPATH.
+
+    ``env`` entries are added to the environment; a ``PYTHONPATH`` in it goes after the repo root.
+    """
     return subprocess.run(
         [sys.executable, "-m", "inspectr", *map(str, args)],
         cwd=cwd,
-        env=full,
+        env=_cli_env(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli_peak_rss(*args: str, out_dir: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``run_cli`` plus the peak resident memory of that one run, in KiB: ``os.wait4`` on its
+    pid (``RUSAGE_CHILDREN`` would be the largest of every child the test worker ever waited for)."""
+    cmd = [sys.executable, "-m", "inspectr", *map(str, args)]
+    out, err = out_dir / "stdout.txt", out_dir / "stderr.txt"
+    with out.open("w") as fo, err.open("w") as fe:
+        child = subprocess.Popen(cmd, env=_cli_env(None), stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(cmd, child.returncode, out.read_text(), err.read_text()), usage.ru_maxrss
 
 
 def strict_json(text: str) -> Any:
@@ -116,6 +133,14 @@ def write_file(folder: Path, name: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text) if text.startswith("\n") else text, encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The every-torchvision-model sweep first (it sorts its slowest models first): the two
+    workers then share out the 40-second models at the start and finish together on the small
+    tests, instead of one running a giant model while the other has nothing left (a minute and
+    more of one idle core)."""
+    items.sort(key=lambda item: item.path.name != "test_torchvision_all.py")
 
 
 @pytest.fixture

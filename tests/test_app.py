@@ -6,6 +6,7 @@ Snapshots: ``INSPECTR_UPDATE_SNAPSHOTS=1 pytest tests/test_app.py`` rewrites tes
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -129,8 +130,10 @@ def test_tree_fills_and_labels_show_counts() -> None:
         assert (status.total, status.trainable) == (61_706, 61_706)
         assert status.probe_state == "done"
         assert "61,706" in text_of(status.render())
+        assert gc.get_freeze_count() > 0  # the shown model is kept out of the collector's scans
 
     drive(app, script)
+    assert gc.get_freeze_count() == 0  # and handed back to it when the app quits
 
 
 def test_highlight_updates_detail() -> None:

@@ -6,7 +6,6 @@ to the widgets as attributes and reacts to the widgets' messages.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import re
 import threading
@@ -168,6 +167,11 @@ class InspectrApp(App[int]):
         else:
             self.action_gallery()
 
+    def on_unmount(self) -> None:
+        # the frozen model and rows go back to the collector: an app run from Python (the API,
+        # tests) must not leave them uncollectable after it quits
+        gc.unfreeze()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # over the gallery or a dialog, only help and quit make sense
         stack = self.screen_stack
@@ -289,8 +293,6 @@ class InspectrApp(App[int]):
         # collector from walking them again and again (a 20,000-module model: 0.3 s pauses)
         gc.collect()
         gc.freeze()
-        atexit.unregister(gc.unfreeze)
-        atexit.register(gc.unfreeze)  # so the interpreter's last collection still sees them
         if self.probe_enabled:
             self.request_probe()
         else:
