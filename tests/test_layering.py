@@ -30,7 +30,7 @@ def loaded_after(code: str, full: bool = False) -> set[str]:
 CORE_MODULES = sorted(p.stem for p in (REPO / "inspectr" / "core").glob("*.py") if p.stem != "__init__")
 # the rooms the probe is made of, which training and memory reuse: none of them reaches up
 # into the probe's orchestration (probe) or its module hooks (hooks)
-PROBE_PARTS = ("activations", "stats", "state", "values", "flops", "result")
+PROBE_PARTS = ("activations", "stats", "grad_stats", "state", "values", "flops", "result")
 
 
 def test_core_imports_neither_rich_nor_textual() -> None:

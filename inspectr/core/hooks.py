@@ -31,10 +31,11 @@ from inspectr.core.activations import (
     dead_kind_of,
 )
 from inspectr.core.flops import leaf_flops
+from inspectr.core.grad_stats import GradSquares
 from inspectr.core.memory import SavedBytes
 from inspectr.core.result import ActivationStats, FunctionalActivation, fast_new
 from inspectr.core.state import ParamGuard
-from inspectr.core.stats import GradSquares, OutputStats, StatsAccumulator, finish_stats
+from inspectr.core.stats import OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.values import describe, iter_tensors, measurable, structure
 
 if TYPE_CHECKING:

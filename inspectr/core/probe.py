@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from inspectr.core.backward_seed import seed_gradients
+from inspectr.core.grad_stats import norms as stats_norms
 from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
 from inspectr.core.state import gc_paused, preserved
-from inspectr.core.stats import norms as stats_norms
 from inspectr.core.summary import dtype_name
 from inspectr.core.values import describe, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk

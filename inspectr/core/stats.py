@@ -1,6 +1,8 @@
-"""Provides the statistics of module outputs and gradients: tensors reduced to a few floats.
+"""Provides the statistics of module outputs: tensors reduced to a few floats (gradients:
+``grad_stats``).
 
-Nothing is kept alive: each output is reduced inside the forward hook that sees it.
+Nothing is kept alive: a large output is reduced inside the forward hook that sees it, a small
+one is copied and reduced with others of its shape when the pass ends.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def count_nonzero(x: torch.Tensor, out: torch.Tensor | None = None, nonneg: bool
     return float(ones.sum() if x.numel() < 1 << 24 else ones.sum(dtype=torch.float64))
 
 
-def _sample(x: torch.Tensor) -> torch.Tensor:
+def sample_of(x: torch.Tensor) -> torch.Tensor:
     """About STAT_SAMPLE values of ``x`` in evenly spaced runs (``sample_runs``), copied together
     into one flat tensor; all of ``x``, flat, when it is small. Gathered once: three reductions
     over a strided view cost 3x the copy. The runs are taken in memory order, which is the same
@@ -126,10 +128,10 @@ def _memory_order(x: torch.Tensor) -> tuple[int, ...] | None:
     return tuple(size for _, size in reversed(dims))
 
 
-def _sum_sq(x: torch.Tensor) -> torch.Tensor:
+def sum_sq(x: torch.Tensor) -> torch.Tensor:
     """Sum of squares of ``x`` as a 0-dim tensor: a dot product when ``x`` is flat and contiguous
     (a fifth of the cost of ``vector_norm`` then squaring, on CPU)."""
-    if x.dim() == 1 and x.is_contiguous() and x.dtype in _WIDE:
+    if x.dim() == 1 and x.is_contiguous() and x.dtype in WIDE_FLOATS:
         return torch.dot(x, x)
     return torch.linalg.vector_norm(x).square()
 
@@ -138,7 +140,7 @@ def _nonzero_of(sample: torch.Tensor) -> torch.Tensor:
     """The nonzero count of a sample as a 0-dim tensor of its dtype, to go in the same sync as
     its sums: signs squared and summed (6 us on 16,384 values, ``count_nonzero`` 14 us). NaN
     gives NaN: the callers take the exact path for non-finite outputs."""
-    return _sum_sq(sample.sign())
+    return sum_sq(sample.sign())
 
 
 def _unit_max(v: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -155,7 +157,7 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
 
     Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
     tensors over STAT_SAMPLE values, the sums and the zero count come from a sample of
-    STAT_SAMPLE values in evenly spaced runs (``_sample``), scaled up: mean and std are then
+    STAT_SAMPLE values in evenly spaced runs (``sample_of``), scaled up: mean and std are then
     estimates.
     Zeros are counted over the whole tensor where they are expected (rectifier and dropout
     outputs, unknown modules, or any output whose min or max is exactly 0), so ``zero_fraction``
@@ -164,11 +166,11 @@ def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, 
     step (``var_mean`` and ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
     """
     n = x.numel()
-    sample = _sample(x)
+    sample = sample_of(x)
     scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
     lo, hi = torch.aminmax(x)
-    parts = [lo, hi, sample.sum(), _sum_sq(sample)]
+    parts = [lo, hi, sample.sum(), sum_sq(sample)]
     if not zeros_expected:
         parts.append(_nonzero_of(sample))
     values = torch.stack(parts).tolist()
@@ -270,7 +272,7 @@ class OutputStats:
             return done[5] + done[6] > 0
         dtype = t.dtype
         if (n <= STAT_SAMPLE and dtype in _BATCHED and not (self.histograms and acc.histogram is None)):
-            copy = t.clone() if dtype in _WIDE else t.float()
+            copy = t.clone() if dtype in WIDE_FLOATS else t.float()
             entry = _Pending(copy, id(t), [acc], acc if layout else None, layout, tol, [tag] if tag is not None else [])
             group = (shape, copy.dtype, t.device, layout)
             waiting = self.pending.get(group)
@@ -282,7 +284,7 @@ class OutputStats:
             self.pending_bytes += n * copy.element_size() + held_bytes
             return None
         x = t.detach()
-        if x.dtype not in _WIDE:
+        if x.dtype not in WIDE_FLOATS:
             x = x.float()
         count_zeros = zeros_expected or dead_kind == "rectifier"
         stats: Reduced | None = None
@@ -318,9 +320,9 @@ class OutputStats:
         n = x.numel()
         v = x.reshape(-1, units, inner)
         hi_u = _unit_max(v, True)
-        sample = _sample(x)
+        sample = sample_of(x)
         alive = hi_u > tol
-        parts = [hi_u.max(), sample.sum(), _sum_sq(sample)]
+        parts = [hi_u.max(), sample.sum(), sum_sq(sample)]
         if not nonneg:
             lo_u = _unit_max(v, False)
             alive |= lo_u < -tol
@@ -367,7 +369,7 @@ class OutputStats:
         return bad
 
 
-_WIDE = (torch.float32, torch.float64)
+WIDE_FLOATS = (torch.float32, torch.float64)
 _BATCHED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -407,104 +409,6 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
         for i, alive in zip(with_units, (~(umax <= tols[:, None])).sum(1).tolist()):
             entries[i].units.calls_units.append((alive, units, n // max(units, 1)))  # type: ignore[union-attr]
     return out
-
-
-def square_sum(g: torch.Tensor) -> torch.Tensor:
-    """Sum of squares of a gradient: exact up to 4 * STAT_SAMPLE values, else estimated from the
-    same kind of sample as the forward statistics (a full pass over every output gradient costs
-    a fifth of a ResNet-50 backward on CPU)."""
-    if g.dtype not in _WIDE:
-        g = g.float()
-    n = g.numel()
-    if g.layout != torch.strided:
-        return torch.linalg.vector_norm(g).square()
-    if n > 4 * STAT_SAMPLE:
-        sample = _sample(g)
-        return _sum_sq(sample) * (n / sample.numel())
-    return _sum_sq(g.reshape(-1))
-
-
-def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of each tensor (float32 or wider, as computed), one 1-D tensor on the first
-    tensor's device. Small tensors of one shape are stacked and reduced a shape at a time:
-    ``torch._foreach_norm`` runs one kernel per tensor on CPU (70 ms for 20,000 parameters)."""
-    if not tensors:
-        return torch.zeros(0)
-    dev = tensors[0].device
-    out = torch.empty(len(tensors), dtype=torch.float64, device=dev)
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    large: list[int] = []
-    for i, t in enumerate(tensors):
-        if t.numel() <= 4 * STAT_SAMPLE and t.layout == torch.strided and t.device == dev:
-            key = (tuple(t.shape), t.dtype)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [i]
-            else:
-                group.append(i)
-        else:
-            large.append(i)
-    for idx in groups.values():
-        rows = torch.stack([tensors[i] for i in idx]).reshape(len(idx), -1)
-        if rows.dtype not in _WIDE:
-            rows = rows.float()
-        out[torch.tensor(idx, device=dev)] = torch.linalg.vector_norm(rows, dim=1).double()
-    if large:
-        values = torch._foreach_norm([tensors[i] for i in large])
-        out[torch.tensor(large, device=dev)] = torch.stack([v.to(dev, torch.float64) for v in values])
-    return out
-
-
-class GradSquares:
-    """Sums of squares of the gradients reaching module outputs.
-
-    Small gradients are kept (by reference: autograd does not accumulate into a gradient in
-    place while someone else holds it) and reduced a shape at a time at the end, as outputs
-    are; large ones are reduced at once (see ``square_sum``). A gradient handed to two owners
-    (a container returning its child's output) is reduced for each: the same number twice.
-    """
-
-    BATCH_BYTES = 64 << 20
-
-    def __init__(self) -> None:
-        # (shape, dtype, device) -> [(gradient, owner)]
-        self.small: dict[tuple[Any, ...], list[tuple[torch.Tensor, Any]]] = {}
-        self.small_bytes = 0
-        self.reduced: list[tuple[torch.Tensor, list[Any]]] = []  # (square sums, owner of each)
-
-    def add(self, owner: Any, g: torch.Tensor) -> None:
-        if (g.numel() <= 4 * STAT_SAMPLE and g.dtype in _WIDE and g.layout == torch.strided
-                and type(g) is torch.Tensor):
-            key = (tuple(g.shape), g.dtype, g.device)
-            group = self.small.get(key)
-            if group is None:
-                self.small[key] = [(g, owner)]
-            else:
-                group.append((g, owner))
-            self.small_bytes += g.numel() * g.element_size()
-            if self.small_bytes > self.BATCH_BYTES:
-                self._reduce_small()
-        else:
-            with torch.no_grad():
-                self.reduced.append((square_sum(g.detach()).reshape(1), [owner]))
-
-    def _reduce_small(self) -> None:
-        with torch.no_grad():
-            for items in self.small.values():
-                rows = torch.stack([g for g, _ in items]).view(len(items), -1)
-                self.reduced.append((torch.linalg.vector_norm(rows, dim=1).square(), [o for _, o in items]))
-        self.small = {}
-        self.small_bytes = 0
-
-    def totals(self) -> list[tuple[float, Any]]:
-        """(sum of squares, owner) of every gradient added; the gradients are let go."""
-        self._reduce_small()
-        out: list[tuple[float, Any]] = []
-        if self.reduced:
-            values = torch.cat([sq.to(torch.float64).cpu() for sq, _ in self.reduced]).tolist()
-            out = list(zip(values, [o for _, owners in self.reduced for o in owners]))
-        self.reduced = []
-        return out
 
 
 def finish_stats(acc: StatsAccumulator | None) -> ActivationStats | None:
