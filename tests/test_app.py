@@ -154,6 +154,23 @@ def test_highlight_updates_detail() -> None:
     drive(app, script)
 
 
+def test_a_large_weight_is_pictured_by_a_worker_and_lands_in_the_detail() -> None:
+    big = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4096, 3))  # 294,912 weights: off the UI thread
+    app = InspectrApp(None, {"probe": False}, loaded=LoadedModel(big, "big", "object"))
+
+    async def script(pilot: Any) -> None:
+        await settle(pilot)
+        detail = app.query_one(LayerDetail)
+        app.query_one(ModuleTree).reveal("1")
+        await until(pilot, lambda: detail.path == "1")
+        await until(pilot, lambda: "first 16 of 4096 filters" in detail_text(app))
+        app.query_one(ModuleTree).reveal("0")  # the small one: drawn at once
+        await until(pilot, lambda: detail.path == "0")
+        assert "first 8 of 8 filters" in detail_text(app)
+
+    drive(app, script)
+
+
 def test_space_freezes_subtree_then_the_model() -> None:
     app = InspectrApp("sample:cifar_cnn", {})
 

@@ -28,7 +28,6 @@ from inspectr.errors import InspectrError, print_error
 from inspectr.tui.messages import (
     LoadFailed,
     ModelBuilt,
-    PictureReady,
     ProbeFailed,
     ProbeFinished,
     StructureReady,
@@ -36,7 +35,6 @@ from inspectr.tui.messages import (
     TrainingFinished,
     TrainingProgressed,
 )
-from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 from inspectr.tui.screens.export import EXTENSIONS, ExportDialog
 from inspectr.tui.screens.gallery import GalleryScreen
 from inspectr.tui.screens.help import HelpScreen
@@ -122,7 +120,6 @@ class InspectrApp(App[int]):
         self._loaded: LoadedModel | None = None
         self._trainable: TrainableState | None = None
         self._rows: dict[str, ModuleRow] = {}
-        self._pictures: dict[str, WeightPicture | None] = {}
         self._load_gen = 0
         self._probe_gen = 0
         self._probe_version = -1
@@ -199,7 +196,8 @@ class InspectrApp(App[int]):
         self._train_gen += 1  # so is a training run
         self._training = False
         self._loaded, self._trainable, self.report = None, None, None
-        self._rows, self._pictures = {}, {}
+        self._rows = {}
+        self.layer_detail.set_model(None)
         self.status_bar.set_probe("loading", spec or "")
         self.layer_detail.show_message(Text(f"Loading {spec or 'the model'}…", style="dim"))
         self._load(self._load_gen, spec, not from_gallery)
@@ -268,7 +266,7 @@ class InspectrApp(App[int]):
             message.report,
         )
         self._rows = {}
-        self._pictures = {}
+        self.layer_detail.set_model(message.trainable.params_of)
         tree = self.module_tree
         tree.show_model(message.report, message.trainable)
         m = message.report.model
@@ -545,7 +543,7 @@ class InspectrApp(App[int]):
             if self.training_screen is not None:
                 self.training_screen.show_report(None, "Training cancelled; the model is as it was.")
 
-    # ------------------------------------------------------------ detail and pictures
+    # ------------------------------------------------------------ detail
 
     def on_module_tree_module_highlighted(self, message: ModuleTree.ModuleHighlighted) -> None:
         self._show_detail(message.path)
@@ -559,40 +557,12 @@ class InspectrApp(App[int]):
                 return
             row = self._trainable.skeleton_row(path)
         self.layer_detail.border_title = path or "(root)"
-        self.layer_detail.show(
-            self.report, self._trainable.row_view(row), self._picture(row), keep_scroll=keep_scroll
-        )
+        self.layer_detail.show(self.report, self._trainable.row_view(row), keep_scroll=keep_scroll)
 
     def _refresh_detail(self) -> None:
         path = self.layer_detail.path
         if path is not None:
             self._show_detail(path, keep_scroll=True)
-
-    def _picture(self, row: ModuleRow) -> WeightPicture | None:
-        """From the cache, computed now when cheap, else computed by a worker and sent later."""
-        if row.path in self._pictures:
-            return self._pictures[row.path]
-        if self._trainable is None:
-            return None
-        chosen = pick_weight(self._trainable.params_of(row.path))
-        if chosen is None:
-            self._pictures[row.path] = None
-            return None
-        name, weight = chosen
-        conv = "Conv" in row.type
-        if weight.numel() <= CHEAP_NUMEL:
-            self._pictures[row.path] = weight_picture(name, weight, conv)
-            return self._pictures[row.path]
-        self._picture_worker(row.path, name, weight, conv)
-        return None
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="picture")
-    def _picture_worker(self, path: str, name: str, weight: Any, conv: bool) -> None:
-        self.post_message(PictureReady(path, weight_picture(name, weight, conv)))
-
-    def on_picture_ready(self, message: PictureReady) -> None:
-        self._pictures[message.path] = message.picture
-        self.layer_detail.show_picture(message.path, message.picture)
 
     # ------------------------------------------------------------ freezing
 

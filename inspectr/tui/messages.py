@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from inspectr.core.loader import LoadedModel
     from inspectr.core.result import Report
     from inspectr.errors import InspectrError
-    from inspectr.tui.pictures import WeightPicture
     from inspectr.tui.trainable import TrainableState
 
 
@@ -70,15 +69,6 @@ class ProbeFailed(Message):
         super().__init__()
         self.generation = generation
         self.message = message
-
-
-class PictureReady(Message):
-    """A weight picture computed off the UI thread (big tensors)."""
-
-    def __init__(self, path: str, picture: WeightPicture | None) -> None:
-        super().__init__()
-        self.path = path
-        self.picture = picture
 
 
 class TrainingProgressed(Message):

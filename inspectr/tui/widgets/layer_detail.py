@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from rich.color import Color
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.widgets import Static
 
 from inspectr.core.result import ModuleRow, Report
 from inspectr.report.render import module_detail, sci, sparkline
-from inspectr.tui.pictures import WeightPicture
+from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 
 NEUTRAL = (48, 48, 56)
 NEGATIVE = (70, 140, 255)
@@ -99,46 +104,84 @@ def picture_renderable(picture: WeightPicture) -> RenderableType:
 
 
 class LayerDetail(VerticalScroll):
-    """Everything about the highlighted module; set with ``show``."""
+    """Everything about the highlighted module; set with ``set_model`` once per model, then ``show``.
+
+    Weight pictures are made here: at once when the weight is small, else by a worker whose
+    result lands later (``Drawn``); each module's picture is made once per model.
+    """
+
+    class Drawn(Message):
+        """A weight picture computed off the UI thread (big tensors)."""
+
+        def __init__(self, generation: int, path: str, picture: WeightPicture | None) -> None:
+            super().__init__()
+            self.generation = generation
+            self.path = path
+            self.picture = picture
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.path: str | None = None
         self._report: Report | None = None
         self._row: ModuleRow | None = None
-        self._picture: WeightPicture | None = None
+        self._weights_of: Callable[[str], list[tuple[str, Any]]] | None = None
+        self._pictures: dict[str, WeightPicture | None] = {}
+        self._generation = 0  # of the model: a picture drawn for an earlier one is dropped
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Loading…", style="dim"), id="detail-body")
 
-    def show(
-        self,
-        report: Report,
-        row: ModuleRow,
-        picture: WeightPicture | None,
-        *,
-        keep_scroll: bool = False,
-    ) -> None:
-        """Show one module (``picture`` may follow later through ``show_picture``)."""
+    def set_model(self, weights_of: Callable[[str], list[tuple[str, Any]]] | None) -> None:
+        """A new model (None: none yet): ``weights_of(path)`` gives a module's own parameters."""
+        self._weights_of = weights_of
+        self._pictures = {}
+        self._generation += 1
+
+    def show(self, report: Report, row: ModuleRow, *, keep_scroll: bool = False) -> None:
+        """Show one module (its weight picture may follow when a worker has drawn it)."""
         moved = row.path != self.path
         self.path = row.path
-        self._report, self._row, self._picture = report, row, picture
+        self._report, self._row = report, row
         self._update_body()
         if moved and not keep_scroll:
             self.scroll_home(animate=False)
-
-    def show_picture(self, path: str, picture: WeightPicture | None) -> None:
-        if path == self.path and self._row is not None:
-            self._picture = picture
-            self._update_body()
 
     def show_message(self, text: Text) -> None:
         self.path = None
         self.query_one("#detail-body", Static).update(text)
 
+    def _picture(self, row: ModuleRow) -> WeightPicture | None:
+        """From the cache, drawn now when cheap, else drawn by a worker and shown when it lands."""
+        if row.path in self._pictures:
+            return self._pictures[row.path]
+        chosen = pick_weight(self._weights_of(row.path)) if self._weights_of is not None else None
+        if chosen is None:
+            self._pictures[row.path] = None
+            return None
+        name, weight = chosen
+        conv = "Conv" in row.type
+        if weight.numel() <= CHEAP_NUMEL:
+            self._pictures[row.path] = weight_picture(name, weight, conv)
+            return self._pictures[row.path]
+        self._draw(self._generation, row.path, name, weight, conv)
+        return None
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="picture")
+    def _draw(self, generation: int, path: str, name: str, weight: Any, conv: bool) -> None:
+        self.post_message(self.Drawn(generation, path, weight_picture(name, weight, conv)))
+
+    def on_layer_detail_drawn(self, message: Drawn) -> None:
+        message.stop()
+        if message.generation != self._generation:
+            return
+        self._pictures[message.path] = message.picture
+        if message.path == self.path and self._row is not None:
+            self._update_body()
+
     def _update_body(self) -> None:
         assert self._report is not None and self._row is not None
         parts: list[RenderableType] = [module_detail(self._report, self._row)]
-        if self._picture is not None:
-            parts.append(picture_renderable(self._picture))
+        picture = self._picture(self._row)
+        if picture is not None:
+            parts.append(picture_renderable(picture))
         self.query_one("#detail-body", Static).update(Group(*parts))
