@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import math
+import weakref
+from typing import Any
 
 import pytest
 import torch
@@ -329,6 +331,39 @@ def test_saved_bytes_add_up_to_what_autograd_saved(name):
         model(x).sum()
     model.zero_grad(set_to_none=True)
     assert sum(m.saved_bytes or 0 for m in r.measures.values()) == sum(storages.values())
+
+
+class DroppedBranch(nn.Module):
+    """Computes a branch three times and drops it (its outputs are too large for the probe to
+    retain their gradients): nothing of it is needed by backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.Tanh())
+        self.main = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 8), nn.Tanh())
+        self.dropped: list[Any] = []
+
+    def forward(self, x):
+        for _ in range(3):
+            a = self.aux(x)  # ReLU and Tanh save their own outputs
+            self.dropped.append(weakref.ref(a))
+            del a
+        return self.main(x)
+
+
+def test_a_dropped_branch_saves_nothing_and_is_freed():
+    model = DroppedBranch()
+    x = torch.randn(32, 64)
+    r = inspectr.inspect(model, inputs=x)
+    saved = {row.path: row.saved_bytes for row in r.modules if row.saved_bytes}
+    # what backward needs: main.0's input (x), the ReLU output (main.1, saved by it and main.2)
+    # and the Tanh output; the dropped branch's storages, freed and their addresses taken again
+    # by later tensors, neither count nor hide the later ones
+    assert saved == {"main.0": 32 * 64 * 4, "main.1": 32 * 4096 * 4, "main.3": 32 * 8 * 4}
+    gc.collect()
+    # a node saving its own output held it with its grad_fn: a cycle through C++ that leaked
+    # every dropped branch (and every re-probe of the app leaked it again)
+    assert model.dropped and all(w() is None for w in model.dropped)
 
 
 def test_saved_bytes_grow_with_the_batch_by_a_fixed_step():

@@ -166,10 +166,12 @@ class CountingPasses:
         else:
             autocast = contextlib.nullcontext()
         with torch.enable_grad(), counter.counting(), autocast:
+            # held until counting ends: the output holds the graph whose saves count
             if self._call_map is not None:
-                torch.func.functional_call(self.model, self._call_map, a, k)
+                out = torch.func.functional_call(self.model, self._call_map, a, k)
             else:
-                self.model(*a, **k)
+                out = self.model(*a, **k)
+        del out
         return Footprint(batch_size_of((args, kwargs)), dict(counter.by_module), self._outputs, self._final)
 
     def _open(self) -> None:
