@@ -366,6 +366,25 @@ def test_a_dropped_branch_saves_nothing_and_is_freed():
     assert model.dropped and all(w() is None for w in model.dropped)
 
 
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+
+def test_a_failing_forward_leaves_nothing_alive():
+    # the modules a failed forward left running hold their inputs, hence the graph, whose saved
+    # tensors hold the saved-bytes counter, which held the probe's stack of those modules: a
+    # cycle through autograd (C++) that gc cannot see, so every failed probe leaked its graph
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(32, 2))
+    x = torch.randn(4, 8)
+    r = inspectr.inspect(model, inputs=x)
+    assert r.probe.error is not None and r.probe.error.module == "4"
+    before = _live_tensors()
+    for _ in range(3):
+        inspectr.inspect(model, inputs=x)
+    assert _live_tensors() == before
+
+
 def test_saved_bytes_grow_with_the_batch_by_a_fixed_step():
     # a + b * batch: BatchNorm's per-channel statistics are the part that does not grow
     model = torchvision.models.resnet18(weights=None)

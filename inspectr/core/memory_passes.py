@@ -165,13 +165,18 @@ class CountingPasses:
             autocast: Any = torch.autocast(device_type, dtype=self.amp)
         else:
             autocast = contextlib.nullcontext()
-        with torch.enable_grad(), counter.counting(), autocast:
-            # held until counting ends: the output holds the graph whose saves count
-            if self._call_map is not None:
-                out = torch.func.functional_call(self.model, self._call_map, a, k)
-            else:
-                out = self.model(*a, **k)
-        del out
+        try:
+            with torch.enable_grad(), counter.counting(), autocast:
+                # held until counting ends: the output holds the graph whose saves count
+                if self._call_map is not None:
+                    out = torch.func.functional_call(self.model, self._call_map, a, k)
+                else:
+                    out = self.model(*a, **k)
+            del out
+        finally:
+            # a failed pass leaves frames on the stack holding their inputs, and so the graph,
+            # whose saves hold the counter, which holds the stack: a cycle no collector sees
+            self._stack.clear()
         return Footprint(batch_size_of((args, kwargs)), dict(counter.by_module), self._outputs, self._final)
 
     def _open(self) -> None:
