@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -84,6 +85,25 @@ def test_sample_models_left_untouched(spec, mode):
 @pytest.mark.parametrize("spec", FAST_TORCHVISION)
 def test_torchvision_left_untouched(spec):
     check(spec, "train")
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+
+@pytest.mark.parametrize("spec", ["lenet", "early_exit", "moe_router", "transformer_seq2seq",
+                                  "sick_config_driven", "sick_early_exit", "sick_nan", "sick_unused"])
+@pytest.mark.parametrize("steps", [None, 2])
+def test_an_inspection_leaves_no_tensor_alive(spec, steps):
+    # the probe, the training steps and the memory passes hold autograd graphs and hooks: a cycle
+    # through autograd's C++ side (a saved tensor holding its node, a hook holding the probe)
+    # escapes gc, and such a leak grows with every re-probe in the app
+    loaded = load(spec)
+    inspectr.inspect(spec, loaded=loaded, steps=steps)
+    before = _live_tensors()
+    inspectr.inspect(spec, loaded=loaded, steps=steps)
+    assert _live_tensors() == before
 
 
 def test_untouched_when_forward_raises():
