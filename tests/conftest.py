@@ -94,16 +94,30 @@ def run_cli(*args: str, cwd: str | os.PathLike[str] | None = None,
     )
 
 
+# Runs ``python -m inspectr`` and, at its exit, writes its own peak resident memory (VmHWM, KiB)
+# to the file named first: the process's own address space only. ``ru_maxrss`` of a child would
+# also hold the pytest worker's size at the fork (exec folds it in), gigabytes after the sweep.
+_PEAK_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kib)
+atexit.register(peak)
+sys.argv[0] = "inspectr"
+runpy.run_module("inspectr", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_cli_peak_rss(*args: str, out_dir: Path) -> tuple[subprocess.CompletedProcess[str], int]:
-    """``run_cli`` plus the peak resident memory of that one run, in KiB: ``os.wait4`` on its
-    pid (``RUSAGE_CHILDREN`` would be the largest of every child the test worker ever waited for)."""
-    cmd = [sys.executable, "-m", "inspectr", *map(str, args)]
-    out, err = out_dir / "stdout.txt", out_dir / "stderr.txt"
-    with out.open("w") as fo, err.open("w") as fe:
-        child = subprocess.Popen(cmd, env=_cli_env(None), stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return subprocess.CompletedProcess(cmd, child.returncode, out.read_text(), err.read_text()), usage.ru_maxrss
+    """``run_cli`` plus the peak resident memory of that one run, in KiB (Linux)."""
+    peak = out_dir / "peak-kib.txt"
+    proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(peak), *map(str, args)],
+                          env=_cli_env(None), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=180)
+    return proc, int(peak.read_text())
 
 
 def strict_json(text: str) -> Any:
