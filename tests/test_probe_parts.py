@@ -15,7 +15,7 @@ from torch import nn
 
 import inspectr
 from inspectr.core.backward_seed import seed_gradients
-from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.probe import ProbeCancelled, ProbeOptions, run_probe
 from inspectr.core.state import gc_paused
 from inspectr.core.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
 
@@ -382,6 +382,20 @@ def test_a_failing_forward_leaves_nothing_alive():
     before = _live_tensors()
     for _ in range(3):
         inspectr.inspect(model, inputs=x)
+    assert _live_tensors() == before
+
+
+def test_a_cancelled_probe_leaves_nothing_alive():
+    # the app cancels a probe made stale by a freeze toggle: the forward stops mid-way
+    # blocks, so that the stack the cancel leaves holds a block's input and the graph behind it
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(32, 32), nn.ReLU()) for _ in range(40)])
+    x = torch.randn(4, 32)
+    run_probe(model, (x,), {}, ProbeOptions())
+    before = _live_tensors()
+    for _ in range(2):
+        checks = iter(range(100))  # checked before the forward, then every 64 modules: stop mid-way
+        with pytest.raises(ProbeCancelled):
+            run_probe(model, (x,), {}, ProbeOptions(cancelled=lambda: next(checks) > 0))
     assert _live_tensors() == before
 
 

@@ -212,10 +212,6 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     backward = "skipped" if opts.backward else "off"
                     backward_note = "the forward pass failed"
                     output = None
-                # frames of modules a failed forward left running hold their inputs, and so the
-                # graph; the graph's saved tensors hold the saved-bytes counter, which holds this
-                # stack: a cycle through autograd that no collector sees
-                probe.stack.clear()
                 probe.flush()  # before backward: the batched statistics let their inputs go
                 if error is None:
                     out_structure = structure(output)
@@ -272,6 +268,10 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                                 input_grad_norm = math.sqrt(sq) if n else None
                 del output
         finally:
+            # frames of modules a failed or cancelled forward left running hold their inputs, and
+            # so the graph; the graph's saved tensors hold the saved-bytes counter, which holds
+            # this stack: a cycle through autograd that no collector sees
+            probe.stack.clear()
             probe.collect_grads()
             probe.remove()
     if opts.flops:
