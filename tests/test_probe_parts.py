@@ -15,6 +15,7 @@ from torch import nn
 
 import inspectr
 from inspectr.core.backward_seed import seed_gradients
+from inspectr.core.memory import SavedBytes
 from inspectr.core.probe import ProbeCancelled, ProbeOptions, run_probe
 from inspectr.core.state import gc_paused
 from inspectr.core.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
@@ -395,8 +396,36 @@ def test_a_cancelled_probe_leaves_nothing_alive():
     for _ in range(2):
         checks = iter(range(100))  # checked before the forward, then every 64 modules: stop mid-way
         with pytest.raises(ProbeCancelled):
-            run_probe(model, (x,), {}, ProbeOptions(cancelled=lambda: next(checks) > 0))
+            run_probe(model, (x,), {}, ProbeOptions(cancelled=lambda c=checks: next(c) > 0))
     assert _live_tensors() == before
+
+
+def test_double_backward_through_the_counted_saves_gives_the_same_gradients():
+    # the counter holds saves detached (no cycle through their node); autograd must still
+    # rebuild them for a gradient taken with create_graph inside the forward (a gradient penalty)
+    class Penalty(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 1)
+
+        def forward(self, x):
+            x = x.detach().requires_grad_()
+            y = self.b(torch.tanh(self.a(x))).sum()
+            (g,) = torch.autograd.grad(y, x, create_graph=True)
+            return (g**2).sum(dim=1)
+
+    torch.manual_seed(0)
+    model, x = Penalty(), torch.randn(3, 4)
+    model(x).sum().backward()
+    plain = [p.grad.clone() for p in (model.a.weight, model.a.bias, model.b.weight)]
+    model.zero_grad(set_to_none=True)
+    counter = SavedBytes([("",)], list(model.parameters()))
+    with counter.counting():
+        out = model(x)
+    out.sum().backward()
+    for want, p in zip(plain, (model.a.weight, model.a.bias, model.b.weight)):
+        assert torch.allclose(p.grad, want)
+    assert sum(counter.by_module.values()) > 0
 
 
 def test_saved_bytes_grow_with_the_batch_by_a_fixed_step():
