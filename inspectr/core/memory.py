@@ -83,25 +83,24 @@ class SavedBytes:
         self.by_module: dict[str, int] = {}
 
     def pack(self, t: torch.Tensor) -> _Saved:
-        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): one
-        # call for the storage's address (a view's is its base's; meta tensors have one too, so
-        # they count as on a device), one dict lookup, and a weak reference to what the graph keeps
-        # a node that saves its own output gets it here with its grad_fn: that node -> the saved
+        # called for every tensor autograd saves (45,000 times in a 20,000-module forward): the
+        # storage's address (a view's is its base's; meta tensors have one too, so they count as
+        # on a device), one dict lookup, and a weak reference to what the graph keeps.
+        #
+        # A node that saves its own output gets it here with its grad_fn: that node -> the saved
         # variable -> ``saved`` -> the output -> that node is a cycle through C++ that no collector
         # sees, so a graph never run backward (a branch the forward dropped) would leak. Detached:
         # the same storage and version counter, no grad_fn; autograd puts its own back on unpack.
         saved = _Saved(t if t.is_leaf else t.detach(), t._version)
-        try:
-            key = _storage_id(t)
-        except (RuntimeError, NotImplementedError):  # sparse: no storage, counted by its own size
-            key = ("object", id(t))
+        key = _storage_key(t)
         record = self.live.get(key)
         if record is _PARAMETER:
             return saved
         stack = self.stack
         path = stack[-1][0] if stack else ""
-        if record is None or (record[-1][0]() is None and not _alive(record)):
-            if type(key) is tuple:
+        # the latest save first: while the graph lives it holds that one
+        if record is None or (record[-1][0]() is None and _held_by(record) is None):
+            if type(key) is tuple:  # sparse: no storage, counted by its own size
                 size = t.numel() * t.element_size()
             else:  # a wrapper subclass's storage may hold no data (the tensors it wraps do)
                 size = t.untyped_storage().nbytes() if type(t) in _PLAIN else _storage_bytes(t)
@@ -129,11 +128,9 @@ class SavedBytes:
         """``by_module`` from the saves the graph still holds (call before backward frees them)."""
         by_module: dict[str, int] = {}
         for record in self.records:
-            for i in range(1, len(record)):
-                weak, path = record[i]
-                if weak() is not None:
-                    by_module[path] = by_module.get(path, 0) + record[0]
-                    break
+            path = _held_by(record)
+            if path is not None:
+                by_module[path] = by_module.get(path, 0) + record[0]
         self.by_module = by_module
 
     @contextmanager
@@ -147,12 +144,13 @@ class SavedBytes:
             self.settle()
 
 
-def _alive(record: list[Any]) -> bool:
-    """Whether the graph still holds one of a storage's saves (the latest first: usually it)."""
-    for i in range(len(record) - 1, 0, -1):
-        if record[i][0]() is not None:
-            return True
-    return False
+def _held_by(record: list[Any]) -> str | None:
+    """The module path of a storage's first save the graph still holds; None when it holds none."""
+    for i in range(1, len(record)):
+        weak, path = record[i]
+        if weak() is not None:
+            return path
+    return None
 
 
 def _storage_key(t: torch.Tensor) -> Any:
