@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -118,6 +119,15 @@ def run_cli_peak_rss(*args: str, out_dir: Path) -> tuple[subprocess.CompletedPro
                           env=_cli_env(None), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=180)
     return proc, int(peak.read_text())
+
+
+def live_tensors() -> int:
+    """How many tensors are alive after a full collection (for leak checks: compare two counts)."""
+    import torch
+
+    gc.collect()
+    # type(), not isinstance: isinstance reads lazy module attributes, which warn
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
 
 
 def strict_json(text: str) -> Any:

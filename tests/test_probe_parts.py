@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from conftest import live_tensors
 from torch import nn
 
 import inspectr
@@ -367,11 +368,6 @@ def test_a_dropped_branch_saves_nothing_and_is_freed():
     assert model.dropped and all(w() is None for w in model.dropped)
 
 
-def _live_tensors() -> int:
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
-
-
 def test_a_failing_forward_leaves_nothing_alive():
     # the modules a failed forward left running hold their inputs, hence the graph, whose saved
     # tensors hold the saved-bytes counter, which held the probe's stack of those modules: a
@@ -380,10 +376,10 @@ def test_a_failing_forward_leaves_nothing_alive():
     x = torch.randn(4, 8)
     r = inspectr.inspect(model, inputs=x)
     assert r.probe.error is not None and r.probe.error.module == "4"
-    before = _live_tensors()
+    before = live_tensors()
     for _ in range(3):
         inspectr.inspect(model, inputs=x)
-    assert _live_tensors() == before
+    assert live_tensors() == before
 
 
 def test_a_cancelled_probe_leaves_nothing_alive():
@@ -392,12 +388,12 @@ def test_a_cancelled_probe_leaves_nothing_alive():
     model = nn.Sequential(*[nn.Sequential(nn.Linear(32, 32), nn.ReLU()) for _ in range(40)])
     x = torch.randn(4, 32)
     run_probe(model, (x,), {}, ProbeOptions())
-    before = _live_tensors()
+    before = live_tensors()
     for _ in range(2):
         checks = iter(range(100))  # checked before the forward, then every 64 modules: stop mid-way
         with pytest.raises(ProbeCancelled):
             run_probe(model, (x,), {}, ProbeOptions(cancelled=lambda c=checks: next(c) > 0))
-    assert _live_tensors() == before
+    assert live_tensors() == before
 
 
 def test_double_backward_through_the_counted_saves_gives_the_same_gradients():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import random
 
 import pytest
 import torch
+from conftest import live_tensors
 from torch import nn
 
 import inspectr
@@ -87,11 +87,6 @@ def test_torchvision_left_untouched(spec):
     check(spec, "train")
 
 
-def _live_tensors() -> int:
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
-
-
 @pytest.mark.parametrize("spec", ["lenet", "early_exit", "moe_router", "transformer_seq2seq",
                                   "sick_config_driven", "sick_early_exit", "sick_nan", "sick_unused"])
 @pytest.mark.parametrize("steps", [None, 2])
@@ -101,9 +96,9 @@ def test_an_inspection_leaves_no_tensor_alive(spec, steps):
     # escapes gc, and such a leak grows with every re-probe in the app
     loaded = load(spec)
     inspectr.inspect(spec, loaded=loaded, steps=steps)
-    before = _live_tensors()
+    before = live_tensors()
     inspectr.inspect(spec, loaded=loaded, steps=steps)
-    assert _live_tensors() == before
+    assert live_tensors() == before
 
 
 def test_untouched_when_forward_raises():
