@@ -23,7 +23,7 @@ import torchinfo
 from torch import nn
 
 import inspectr
-from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.probe.run import ProbeOptions, run_probe
 
 
 def interleaved(fns: list, repeat: int) -> list[float]:

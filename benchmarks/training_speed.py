@@ -15,8 +15,8 @@ import time
 import torch
 
 from inspectr.core.inspect import _pick
-from inspectr.core.loader import load
-from inspectr.core.training import TrainingOptions, train_steps
+from inspectr.core.sources.loader import load
+from inspectr.core.training.steps import TrainingOptions, train_steps
 
 
 def bare(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:

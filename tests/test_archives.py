@@ -13,7 +13,7 @@ from conftest import assert_clean_error, run_cli, strict_json, write_file
 from torch import nn
 
 import inspectr
-from inspectr.core.archives import EXPORTED, TORCHSCRIPT, archive_kind, pt2_pickled_parts
+from inspectr.core.sources.archives import EXPORTED, TORCHSCRIPT, archive_kind, pt2_pickled_parts
 from sample_models.classic import MLP, LeNet
 from sample_models.sick import DeadReLUMLP
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from inspectr.core import loader
-from inspectr.core.build_guard import AllocationGuard, BuildTooBig
-from inspectr.core.loader import load
+from inspectr.core.sources import loader
+from inspectr.core.sources.build_guard import AllocationGuard, BuildTooBig
+from inspectr.core.sources.loader import load
 
 MODELS = '''
 from pathlib import Path

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import inspectr
-from inspectr.core.backward_seed import seed_gradients
-from inspectr.core.loader import load_weights
+from inspectr.core.probe.backward_seed import seed_gradients
+from inspectr.core.sources.loader import load_weights
 
 
 class InPlaceLog(nn.Module):

@@ -19,7 +19,7 @@ from torch import nn
 
 import inspectr
 from inspectr import InspectrError
-from inspectr.core.loader import load
+from inspectr.core.sources.loader import load
 
 # ---------------------------------------------------------------- files with problems
 

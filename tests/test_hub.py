@@ -18,8 +18,8 @@ from conftest import REPO, assert_clean_error, run_cli, run_cli_peak_rss, strict
 from test_layering import loaded_after
 
 import inspectr
-from inspectr.core import hub
-from inspectr.core.loader import available_memory, parse_spec
+from inspectr.core.sources import hub
+from inspectr.core.sources.loader import available_memory, parse_spec
 from inspectr.core.result import Report
 from inspectr.errors import InspectrError
 
@@ -425,7 +425,7 @@ def test_bare_timm_name_points_at_the_timm_prefix() -> None:
 
 def test_hub_imports_neither_library_until_asked() -> None:
     mods = loaded_after("""
-        import inspectr, inspectr.core.hub, inspectr.core.loader
+        import inspectr, inspectr.core.sources.hub, inspectr.core.sources.loader
         report = inspectr.inspect("sample:lenet")
         assert report.probe.ok
     """)

@@ -69,8 +69,8 @@ def test_inspecting_a_sample_model_does_not_import_torchvision() -> None:
 
 def test_probe_parts_do_not_reach_into_the_probe() -> None:
     mods = loaded_after("import " + ", ".join(f"inspectr.core.{m}" for m in PROBE_PARTS), full=True)
-    assert "inspectr.core.stats" in mods
-    assert not {"inspectr.core.probe", "inspectr.core.hooks", "inspectr.core.watch",
+    assert "inspectr.core.probe.stats" in mods
+    assert not {"inspectr.core.probe.run", "inspectr.core.probe.hooks", "inspectr.core.probe.functional",
                 "inspectr.core.inspect"} & mods
 
 

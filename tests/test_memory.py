@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 import inspectr
-from inspectr.core.memory import parse_size
+from inspectr.core.memory.estimate import parse_size
 from inspectr.errors import InspectrError
 
 
@@ -169,7 +169,7 @@ class TiedAndShared(nn.Module):
 
 @pytest.mark.parametrize("case", ["tied", "mlp", "conv"])
 def test_trainable_bytes_from_the_tensors_match_the_rows(case: str) -> None:
-    from inspectr.core.memory import _trainable_of_rows, trainable_of
+    from inspectr.core.memory.estimate import _trainable_of_rows, trainable_of
     from inspectr.core.walk import walk
 
     model, x = {"tied": (TiedAndShared(), torch.randint(0, 10, (4, 3))), "mlp": (mlp(), torch.randn(4, 16)),
@@ -246,7 +246,7 @@ def test_fit_agrees_with_the_estimate_at_its_batch_and_the_next(case: str) -> No
 def test_the_fit_search_line_matches_the_interpolated_footprint() -> None:
     import random
 
-    from inspectr.core.memory import Footprint, ModelBytes, PeakLine, training_peak
+    from inspectr.core.memory.estimate import Footprint, ModelBytes, PeakLine, training_peak
     from inspectr.core.optim import OptimizerChoice
 
     rng = random.Random(0)
@@ -288,7 +288,7 @@ def test_parse_size_units_and_errors() -> None:
 
 
 def _count_on_device(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
-    from inspectr.core import memory_plan
+    from inspectr.core.memory.estimate import plan as memory_plan
 
     monkeypatch.setattr(memory_plan, "device_is_cheaper", lambda *a, **k: on)
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import inspectr
-from inspectr.core.backward_seed import seed_gradients
-from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.probe.backward_seed import seed_gradients
+from inspectr.core.probe.run import ProbeOptions, run_probe
 from inspectr.core.result import ModuleRow
 
 Pair = collections.namedtuple("Pair", "logits aux")
@@ -251,7 +251,7 @@ def test_cuda_probe_leaves_cpu_model_on_cpu():
 
 
 def test_cancel_between_phases_restores_model():
-    from inspectr.core.probe import ProbeCancelled
+    from inspectr.core.probe.run import ProbeCancelled
 
     m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     before = m[1].running_mean.clone()

@@ -20,14 +20,14 @@ from conftest import assert_clean_error, run_cli, strict_json, write_file
 from torch import nn
 
 import inspectr
-from inspectr.core import checkpoints
-from inspectr.core.checkpoints import (
+from inspectr.core.sources import checkpoints
+from inspectr.core.sources.checkpoints import (
     read_safetensors,
     read_safetensors_header,
     read_state_dict,
 )
-from inspectr.core.loader import load
-from inspectr.core.usercode import package_of
+from inspectr.core.sources.loader import load
+from inspectr.core.sources.usercode import package_of
 from inspectr.errors import InspectrError
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -532,7 +532,7 @@ def test_model_too_big_for_memory_gets_the_header_check(user_net: Path, tmp_path
     spec = f"{user_net}:Net"
     sd = random_state(spec, hidden=24)
     safetensors_torch.save_file(sd, str(tmp_path / "w.safetensors"))
-    from inspectr.core import loader
+    from inspectr.core.sources import loader
 
     monkeypatch.setattr(loader, "available_memory", lambda: 1024)  # as if the model did not fit
     loaded = load(spec, weights=str(tmp_path / "w.safetensors"), kwargs={"hidden": 24})

@@ -10,8 +10,8 @@ from conftest import live_tensors
 from torch import nn
 
 import inspectr
-from inspectr.core.backward_seed import seed_gradients
-from inspectr.core.loader import load
+from inspectr.core.probe.backward_seed import seed_gradients
+from inspectr.core.sources.loader import load
 
 FAST_TORCHVISION = ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "efficientnet_b0",
                     "shufflenet_v2_x0_5", "googlenet", "regnet_x_400mf", "mnasnet0_5"]

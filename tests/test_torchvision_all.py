@@ -11,7 +11,7 @@ import torch
 from test_state import assert_same, snapshot
 
 import inspectr
-from inspectr.core.loader import load
+from inspectr.core.sources.loader import load
 
 # The slowest first (measured on 2 cores), so the workers finish together instead of one
 # starting a 40-second model when the other has nothing left.

@@ -13,10 +13,10 @@ from torch import nn
 
 import inspectr
 import sample_models
-from inspectr.core.loss import objective_for
+from inspectr.core.training.loss import objective_for
 from inspectr.core.optim import choose_optimizer
-from inspectr.core.train_findings import NOT_LEARNING_FRACTION
-from inspectr.core.training import TrainingOptions, train_steps
+from inspectr.core.findings.training import NOT_LEARNING_FRACTION
+from inspectr.core.training.steps import TrainingOptions, train_steps
 from inspectr.errors import InspectrError
 from tests.conftest import assert_clean_error, run_cli, strict_json
 
@@ -165,7 +165,7 @@ def test_model_untouched_after_training() -> None:
 @pytest.mark.parametrize("name", ["resnet18", "sick_frozen_bn", "vit_tiny"])
 def test_spec_models_untouched_after_training(name: str) -> None:
     """BatchNorm running statistics, frozen parameters, the model's RNG: all as before."""
-    from inspectr.core.loader import load
+    from inspectr.core.sources.loader import load
 
     loaded = load(name, {}, None, False, "cpu", 0)
     model = loaded.model
@@ -176,7 +176,7 @@ def test_spec_models_untouched_after_training(name: str) -> None:
 
 
 def test_cancelled_between_steps_leaves_the_model() -> None:
-    from inspectr.core.probe import ProbeCancelled
+    from inspectr.core.probe.run import ProbeCancelled
 
     model = user_owned_model()
     x = model.example_input()
@@ -324,7 +324,7 @@ def test_frozen_batchnorm_at_step_0_and_after_training() -> None:
     (f,) = [f for f in r.findings if f.kind == "frozen_batchnorm_updating"]
     assert f.detail["max_drift"] > 0.01 and "moved by up to" in f.message
     # the fix: the frozen part in eval mode
-    from inspectr.core.loader import load
+    from inspectr.core.sources.loader import load
 
     loaded = load("sick_frozen_bn", {}, None, False, "cpu", 0)
     for name, m in loaded.model.named_modules():

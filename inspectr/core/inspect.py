@@ -11,20 +11,20 @@ import torch
 from torch import nn
 
 from inspectr.core import inputs as inputs_mod
-from inspectr.core.findings import SEVERITY_ORDER, find_problems
-from inspectr.core.hub import config_inputs
-from inspectr.core.loader import LoadedModel, load
-from inspectr.core.loss import call_target_hook, find_hook
-from inspectr.core.memory import batch_size_of, parse_size
-from inspectr.core.memory_plan import MemoryRequest, plan_memory
+from inspectr.core.findings.rules import SEVERITY_ORDER, find_problems
+from inspectr.core.sources.hub import config_inputs
+from inspectr.core.sources.loader import LoadedModel, load
+from inspectr.core.training.loss import call_target_hook, find_hook
+from inspectr.core.memory.estimate import batch_size_of, parse_size
+from inspectr.core.memory.plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
-from inspectr.core.probe import ProbeOptions, run_probe
-from inspectr.core.quantized import packed_note
+from inspectr.core.probe.run import ProbeOptions, run_probe
+from inspectr.core.sources.quantized import packed_note
 from inspectr.core.result import ModuleRow, ProbeInfo, Report, TrainingInfo, fast_new
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
-from inspectr.core.train_findings import end_dead_fraction, frozen_batchnorm, training_problems
-from inspectr.core.training import (
+from inspectr.core.findings.training import end_dead_fraction, frozen_batchnorm, training_problems
+from inspectr.core.training.steps import (
     DEFAULT_STEPS,
     TrainingOptions,
     TrainingRun,
@@ -200,7 +200,7 @@ def inspect(
 
     ``steps``: train that many steps on the probe batch after the probe (True: the model's
     ``example_training["steps"]``, else ``DEFAULT_STEPS``); ``loss_fn``/``target`` as in
-    ``inspectr.core.loss``; ``on_step(step, steps, loss)`` is told after each step (the app).
+    ``inspectr.core.training.loss``; ``on_step(step, steps, loss)`` is told after each step (the app).
     """
     if mode not in MODES:
         raise InspectrError(f"mode {mode!r} is not one of {', '.join(MODES)}.", "Use --train or --eval, or leave the model's own mode.")
@@ -228,7 +228,7 @@ def inspect(
         train = TrainRequest(None if steps is True else int(steps), optimizer, lr, momentum, loss_fn, target,
                              on_step)
     if loaded is None:
-        from inspectr.core.archives import from_object
+        from inspectr.core.sources.archives import from_object
 
         archived = from_object(model_or_spec)  # an ExportedProgram or a ScriptModule
         if archived is not None and (kwargs or weights):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from inspectr.core.memory import MemoryEstimate
+    from inspectr.core.memory.estimate import MemoryEstimate
 
 SCHEMA = "inspectr/1"
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from inspectr.core.quantized import PACKED, packed_weights
+from inspectr.core.sources.quantized import PACKED, packed_weights
 from inspectr.core.result import (
     ModelInfo,
     ModuleRow,
@@ -19,7 +19,7 @@ from inspectr.core.result import (
 from inspectr.core.walk import ModelWalk, walk
 
 if TYPE_CHECKING:
-    from inspectr.core.probe import ProbeResult
+    from inspectr.core.probe.run import ProbeResult
 
 
 @dataclass(frozen=True)

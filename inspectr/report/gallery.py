@@ -12,7 +12,7 @@ from inspectr.report.render import SEVERITY_MARK, SEVERITY_STYLE
 
 def print_list(console: Console | None = None) -> None:
     """Registered models grouped by source: the gallery (healthy, sick) and torchvision by family."""
-    from inspectr.core.registry import sample_entries, torchvision_entries
+    from inspectr.core.sources.registry import sample_entries, torchvision_entries
 
     c = console or Console(highlight=False, soft_wrap=True)
     samples = sample_entries()
@@ -39,7 +39,7 @@ def print_list(console: Console | None = None) -> None:
 
 def print_timm(console: Console) -> None:
     """timm's models by defining module (``timm:NAME``), or how to get timm when it is missing."""
-    from inspectr.core.hub import TIMM_INSTALL, timm_families
+    from inspectr.core.sources.hub import TIMM_INSTALL, timm_families
 
     c = console
     c.print()

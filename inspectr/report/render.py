@@ -22,7 +22,7 @@ from inspectr.report.json_text import json_text
 from inspectr.report.long_table import LongTable
 
 if TYPE_CHECKING:
-    from inspectr.core.memory import MemoryEstimate
+    from inspectr.core.memory.estimate import MemoryEstimate
 
 FORMATS = ("text", "markdown", "json", "html", "svg")
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}

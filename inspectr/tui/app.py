@@ -46,7 +46,7 @@ from inspectr.tui.widgets.search_bar import SearchBar
 from inspectr.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from inspectr.core.loader import LoadedModel
+    from inspectr.core.sources.loader import LoadedModel
     from inspectr.core.result import ModuleRow, Report
     from inspectr.tui.trainable import TrainableState
 
@@ -206,7 +206,7 @@ class InspectrApp(App[int]):
     def _load(self, generation: int, spec: str | None, user_options: bool) -> None:
         from inspectr.core.freeze import apply_globs, apply_plan, load_plan
         from inspectr.core.inspect import inspect, parse_kwargs, resolve_device
-        from inspectr.core.loader import load
+        from inspectr.core.sources.loader import load
         from inspectr.tui.trainable import TrainableState
 
         # a gallery pick takes the device, not the constructor/freeze flags meant for the CLI's model
@@ -341,7 +341,7 @@ class InspectrApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="probe")
     def _probe(self, generation: int) -> None:
         from inspectr.core.inspect import inspect
-        from inspectr.core.probe import ProbeCancelled
+        from inspectr.core.probe.run import ProbeCancelled
 
         worker = get_current_worker()
         loaded, trainable = self._loaded, self._trainable
@@ -460,7 +460,7 @@ class InspectrApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
     def _train_worker(self, generation: int, steps: int | bool) -> None:
         from inspectr.core.inspect import inspect
-        from inspectr.core.probe import ProbeCancelled
+        from inspectr.core.probe.run import ProbeCancelled
 
         worker = get_current_worker()
         loaded, trainable = self._loaded, self._trainable
@@ -733,7 +733,7 @@ class InspectrApp(App[int]):
     # ------------------------------------------------------------ screens and commands
 
     def action_gallery(self) -> None:
-        from inspectr.core.registry import sample_entries
+        from inspectr.core.sources.registry import sample_entries
 
         entries = [(e.name, e.description, e.healthy) for e in sample_entries().values()]
 

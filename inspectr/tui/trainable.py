@@ -148,7 +148,7 @@ class TrainableState:
 
     def report_view(self, report: Report) -> Report:
         """The report with the current freeze state (what an export written now should say)."""
-        from inspectr.core.memory import refrozen
+        from inspectr.core.memory.estimate import refrozen
 
         rows = tuple(self.row_view(r) for r in report.modules)
         memory = refrozen(report.memory, rows) if report.memory is not None else None

@@ -39,7 +39,7 @@ import math
 import statistics
 from collections.abc import Iterable
 
-from inspectr.core.findings import (
+from inspectr.core.findings.rules import (
     DEAD_ERROR,
     DEAD_MIN_SAMPLES,
     DEAD_MIN_UNITS,
@@ -47,7 +47,7 @@ from inspectr.core.findings import (
     common_ancestor,
 )
 from inspectr.core.result import Finding, ModuleRow
-from inspectr.core.training import TrainingRun
+from inspectr.core.training.steps import TrainingRun
 
 NOT_LEARNING_FRACTION = 0.95
 NOT_LEARNING_MIN_STEPS = 20

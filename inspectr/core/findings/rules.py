@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
-from inspectr.core.probe import ModuleMeasure, ProbeResult
+from inspectr.core.probe.run import ModuleMeasure, ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
 DEAD_WARN = 0.7

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from inspectr.core.inputs import Inputs
-from inspectr.core.loader import LoadedModel, load_weights
+from inspectr.core.sources.loader import LoadedModel, load_weights
 from inspectr.errors import InspectrError
 
 TORCHSCRIPT = "TorchScript"

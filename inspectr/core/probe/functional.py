@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch.overrides import TorchFunctionMode
 
-from inspectr.core.activations import FUNCTIONAL_ACTIVATIONS
-from inspectr.core.flops import count_flops
+from inspectr.core.probe.activations import FUNCTIONAL_ACTIVATIONS
+from inspectr.core.probe.flops import count_flops
 
 if TYPE_CHECKING:
-    from inspectr.core.hooks import ModuleHooks
+    from inspectr.core.probe.hooks import ModuleHooks
 
 
 class FunctionalWatch(TorchFunctionMode):

@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from inspectr.core.inputs import Inputs, cast_floats
-from inspectr.core.loader import available_for
-from inspectr.core.memory import Footprint, SavedBytes, batch_size_of
+from inspectr.core.sources.loader import available_for
+from inspectr.core.memory.estimate import Footprint, SavedBytes, batch_size_of
 from inspectr.core.result import ModuleRow
 from inspectr.core.state import preserved
 from inspectr.core.values import iter_tensors

@@ -16,18 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.build_guard import AllocationGuard, BuildTooBig
+from inspectr.core.sources.build_guard import AllocationGuard, BuildTooBig
 
 # moved to checkpoints; importable from here as before
-from inspectr.core.checkpoints import CHECKPOINT_KEYS as CHECKPOINT_KEYS
-from inspectr.core.checkpoints import (
+from inspectr.core.sources.checkpoints import CHECKPOINT_KEYS as CHECKPOINT_KEYS
+from inspectr.core.sources.checkpoints import (
     TorchvisionPretrained,
     apply_weights,
     check_pretrained_request,
     load_weights,
 )
-from inspectr.core.checkpoints import extract_state_dict as extract_state_dict
-from inspectr.core.usercode import import_file, import_module
+from inspectr.core.sources.checkpoints import extract_state_dict as extract_state_dict
+from inspectr.core.sources.usercode import import_file, import_module
 from inspectr.errors import InspectrError
 
 # files a spec may name; any other path is taken for a folder ("Qwen/Qwen2.5-7B" has a dot too)
@@ -314,7 +314,7 @@ def load(
         InspectrError: every way the request can be wrong, one paragraph each.
     """
     kwargs = dict(kwargs or {})
-    from inspectr.core.archives import archive_kind, load_archive
+    from inspectr.core.sources.archives import archive_kind, load_archive
 
     archive = archive_kind(spec.strip())
     if archive is not None:  # TorchScript or torch.export, told by content: no pickled Python to trust
@@ -327,7 +327,7 @@ def load(
     family = None
     expected = None
     if parsed.kind == "registry":
-        from inspectr.core.registry import lookup
+        from inspectr.core.sources.registry import lookup
 
         entry = lookup(parsed.target)
         hub = TorchvisionPretrained(entry, kwargs) if pretrained else None
@@ -339,7 +339,7 @@ def load(
     elif parsed.kind == "pickle":
         return _load_pickled(parsed.target, trust_pickle, kwargs, weights)
     elif parsed.kind in ("hf", "timm"):
-        from inspectr.core import hub
+        from inspectr.core.sources import hub
 
         built = (hub.load_hf if parsed.kind == "hf" else hub.load_timm)(parsed.target, kwargs, device, seed)
         model, on_meta, notes = built.model, built.on_meta, built.notes

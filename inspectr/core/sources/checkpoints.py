@@ -513,7 +513,7 @@ class TorchvisionPretrained:
     def __call__(self) -> nn.Module:
         from torchvision.models import get_model
 
-        from inspectr.core.registry import torchvision_kwargs
+        from inspectr.core.sources.registry import torchvision_kwargs
 
         kw = torchvision_kwargs(self.entry.family, self.kwargs, self.weights)
         with _read_from_hub_cache():

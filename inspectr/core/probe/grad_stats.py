@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from inspectr.core.stats import STAT_SAMPLE, WIDE_FLOATS, sample_of, sum_sq
+from inspectr.core.probe.stats import STAT_SAMPLE, WIDE_FLOATS, sample_of, sum_sq
 
 
 def square_sum(g: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from inspectr.core.activations import (
+from inspectr.core.probe.activations import (
     ACTIVATION_MODULES,
     CHANNEL_FIRST_1D,
     DENSE_OUTPUT,
@@ -30,16 +30,16 @@ from inspectr.core.activations import (
     NONNEG_OPS,
     dead_kind_of,
 )
-from inspectr.core.flops import leaf_flops
-from inspectr.core.grad_stats import GradSquares
-from inspectr.core.memory import SavedBytes
+from inspectr.core.probe.flops import leaf_flops
+from inspectr.core.probe.grad_stats import GradSquares
+from inspectr.core.memory.estimate import SavedBytes
 from inspectr.core.result import ActivationStats, FunctionalActivation, fast_new
 from inspectr.core.state import ParamGuard
-from inspectr.core.stats import OutputStats, StatsAccumulator, finish_stats
+from inspectr.core.probe.stats import OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.values import describe, iter_tensors, measurable, structure
 
 if TYPE_CHECKING:
-    from inspectr.core.probe import ProbeOptions
+    from inspectr.core.probe.run import ProbeOptions
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 # modules whose [B, C, L] outputs make the next 3-D output channel-first too

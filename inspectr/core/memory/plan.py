@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from inspectr.core.inputs import Inputs
-from inspectr.core.memory import (
+from inspectr.core.memory.estimate import (
     AMP_DTYPES,
     LINEAR_TOLERANCE,
     Footprint,
@@ -23,7 +23,7 @@ from inspectr.core.memory import (
     trainable_of,
     training_peak,
 )
-from inspectr.core.memory_passes import CountingPasses, device_is_cheaper
+from inspectr.core.memory.passes import CountingPasses, device_is_cheaper
 from inspectr.core.optim import OptimizerChoice
 from inspectr.core.result import ModelInfo, ModuleRow
 from inspectr.core.values import iter_tensors

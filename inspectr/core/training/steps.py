@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.findings import nonfinite_culprit
-from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
-from inspectr.core.loss import Objective, objective_for
+from inspectr.core.findings.rules import nonfinite_culprit
+from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.training.loss import Objective, objective_for
 from inspectr.core.optim import DEFAULT_STEPS, OptimizerChoice
-from inspectr.core.probe import ProbeOptions, run_probe
+from inspectr.core.probe.run import ProbeOptions, run_probe
 from inspectr.core.state import preserved
 from inspectr.core.walk import ModelWalk, walk
-from inspectr.core.watch import FunctionalWatch
+from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.errors import InspectrError
 
 __all__ = ["DEFAULT_STEPS", "TrainingOptions", "TrainingRun", "frozen_batchnorm_in_train", "train_steps"]

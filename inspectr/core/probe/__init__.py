@@ -1,0 +1,1 @@
+"""Provides the probe: one forward (and backward) pass with hooks, its statistics, FLOPs, saved bytes and culprits -> ``ProbeResult``."""
