@@ -11,7 +11,7 @@ import time
 
 from torch import nn
 
-from inspectr.core.sources.loader import LoadedModel
+from inspectr.core.sources.base import LoadedModel
 from inspectr.tui.app import InspectrApp
 from inspectr.tui.widgets.status_bar import StatusBar
 

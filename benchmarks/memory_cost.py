@@ -22,7 +22,7 @@ import torchvision
 
 import inspectr
 from inspectr.core import inspect as inspect_mod
-from inspectr.core.memory.estimate import estimate as memory
+from inspectr.core.memory import estimate as memory
 from inspectr.core.memory.estimate import parse_size
 from inspectr.core.memory.plan import MemoryRequest
 from inspectr.core.state import gc_paused

@@ -22,7 +22,7 @@ from rich.style import Style
 from textual.worker import WorkerCancelled
 from torch import nn
 
-from inspectr.core.sources.loader import LoadedModel
+from inspectr.core.sources.base import LoadedModel
 from inspectr.tui.app import InspectrApp
 from inspectr.tui.screens.gallery import GalleryScreen
 from inspectr.tui.widgets.findings_list import FindingsList

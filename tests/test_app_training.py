@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.sources.loader import LoadedModel
+from inspectr.core.sources.base import LoadedModel
 from inspectr.tui.app import InspectrApp
 from inspectr.tui.screens.training import TrainingScreen
 from inspectr.tui.widgets.layer_detail import LayerDetail

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inspectr.core.sources import loader
+from inspectr.core.sources import build_guard
 from inspectr.core.sources.build_guard import AllocationGuard, BuildTooBig
 from inspectr.core.sources.loader import load
 
@@ -87,7 +87,7 @@ def test_a_model_that_fits_is_built_once(models: Path) -> None:
 def test_a_model_that_does_not_fit_stops_early_and_goes_to_meta(models: Path, name: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # room for one 256x256 layer's probe, not two: the real build stops before its end
-    monkeypatch.setattr(loader, "available_memory", lambda: int(2.5 * 256 * 256 * 4 * 1.5))
+    monkeypatch.setattr(build_guard, "available_memory", lambda: int(2.5 * 256 * 256 * 4 * 1.5))
     loaded = load(f"{models}:{name}")
     assert loaded.on_meta
     assert _built(models) == ["meta"]
@@ -97,7 +97,7 @@ def test_a_model_that_does_not_fit_stops_early_and_goes_to_meta(models: Path, na
 def test_an_over_count_from_temporaries_still_builds_for_real(models: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # the 4 MiB scratch table trips the guard; the exact meta-device check finds 104 bytes
-    monkeypatch.setattr(loader, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(build_guard, "available_memory", lambda: 1 << 20)
     loaded = load(f"{models}:Scratch")
     assert not loaded.on_meta
     assert _built(models) == ["meta", "cpu"]

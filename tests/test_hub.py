@@ -19,7 +19,8 @@ from test_layering import loaded_after
 
 import inspectr
 from inspectr.core.sources import hub
-from inspectr.core.sources.loader import available_memory, parse_spec
+from inspectr.core.sources.loader import parse_spec
+from inspectr.core.sources.build_guard import available_memory
 from inspectr.core.result import Report
 from inspectr.errors import InspectrError
 

@@ -12,7 +12,8 @@ from torch import nn
 
 import inspectr
 from inspectr import InspectrError
-from inspectr.core.inputs import INPUT_SYNTAX, Inputs, InputSpec, normalize, parse_input_spec
+from inspectr.core.inputs import INPUT_SYNTAX, InputSpec, normalize, parse_input_spec
+from inspectr.core.sources.base import Inputs
 
 # ---------------------------------------------------------------- parse_input_spec: good forms
 

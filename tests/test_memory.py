@@ -288,7 +288,7 @@ def test_parse_size_units_and_errors() -> None:
 
 
 def _count_on_device(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
-    from inspectr.core.memory.estimate import plan as memory_plan
+    from inspectr.core.memory import plan as memory_plan
 
     monkeypatch.setattr(memory_plan, "device_is_cheaper", lambda *a, **k: on)
 

@@ -532,9 +532,9 @@ def test_model_too_big_for_memory_gets_the_header_check(user_net: Path, tmp_path
     spec = f"{user_net}:Net"
     sd = random_state(spec, hidden=24)
     safetensors_torch.save_file(sd, str(tmp_path / "w.safetensors"))
-    from inspectr.core.sources import loader
+    from inspectr.core.sources import build_guard
 
-    monkeypatch.setattr(loader, "available_memory", lambda: 1024)  # as if the model did not fit
+    monkeypatch.setattr(build_guard, "available_memory", lambda: 1024)  # as if the model did not fit
     loaded = load(spec, weights=str(tmp_path / "w.safetensors"), kwargs={"hidden": 24})
     assert loaded.on_meta and "all match" in loaded.notes[-1]
     with pytest.raises(InspectrError) as err:

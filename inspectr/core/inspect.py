@@ -13,7 +13,8 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings.rules import SEVERITY_ORDER, find_problems
 from inspectr.core.sources.hub import config_inputs
-from inspectr.core.sources.loader import LoadedModel, load
+from inspectr.core.sources.loader import load
+from inspectr.core.sources.base import LoadedModel
 from inspectr.core.training.loss import call_target_hook, find_hook
 from inspectr.core.memory.estimate import batch_size_of, parse_size
 from inspectr.core.memory.plan import MemoryRequest, plan_memory

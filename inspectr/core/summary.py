@@ -303,5 +303,4 @@ def module_type(mod: nn.Module) -> str:
     return type(mod).__name__
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+#END

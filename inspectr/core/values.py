@@ -89,3 +89,7 @@ def _tensor_text(shape: torch.Size, dtype: torch.dtype) -> str:
 def measurable(t: torch.Tensor) -> bool:
     """Plain dense tensors only: sparse, nested and wrapper subclasses are shown, not measured."""
     return t.layout == torch.strided and type(t) in (torch.Tensor, nn.Parameter) and not t.is_nested
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")

@@ -46,7 +46,7 @@ from inspectr.tui.widgets.search_bar import SearchBar
 from inspectr.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from inspectr.core.sources.loader import LoadedModel
+    from inspectr.core.sources.base import LoadedModel
     from inspectr.core.result import ModuleRow, Report
     from inspectr.tui.trainable import TrainableState
 

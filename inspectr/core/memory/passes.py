@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
 
-from inspectr.core.inputs import Inputs, cast_floats
-from inspectr.core.sources.loader import available_for
+from inspectr.core.sources.base import Inputs, cast_floats
+from inspectr.core.sources.build_guard import available_for
 from inspectr.core.memory.estimate import Footprint, SavedBytes, batch_size_of
 from inspectr.core.result import ModuleRow
 from inspectr.core.state import preserved

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from inspectr.core.inputs import Inputs
+from inspectr.core.sources.base import Inputs
 from inspectr.core.memory.estimate import (
     AMP_DTYPES,
     LINEAR_TOLERANCE,

@@ -29,7 +29,7 @@ from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.sources.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
 from inspectr.core.state import gc_paused, preserved
-from inspectr.core.summary import dtype_name
+from inspectr.core.values import dtype_name
 from inspectr.core.values import describe, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
 from inspectr.core.probe.functional import FunctionalWatch

@@ -54,3 +54,99 @@ class AllocationGuard(TorchFunctionMode):
             if self.made > self.limit:
                 raise BuildTooBig(self.made)
         return out
+
+
+# --- building under the guard ----------------------------------------------------------
+
+def _meta_build(build: Any) -> nn.Module | None:
+    """Build on the meta device (no memory, no init cost) to learn the size; None if it can't."""
+    try:
+        with torch.device("meta"):
+            m = build()
+        return m if isinstance(m, nn.Module) else None
+    except Exception:
+        return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable), or a large number if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def available_for(device: str) -> int:
+    """Bytes free where a probe on ``device`` runs: the GPU's free memory for cuda, else RAM."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            return torch.cuda.mem_get_info(torch.device(device))[0]
+        except Exception:
+            pass
+    return available_memory()
+
+
+NEED_FACTOR = 2.5  # a probe needs about this many times its parameters' bytes (``needed_bytes``)
+
+
+def needed_bytes(model: nn.Module) -> int:
+    """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
+    lazy = nn.parameter.UninitializedTensorMixin  # sizes unknown until a first forward: counted 0
+    p = sum(t.numel() * t.element_size() for t in model.parameters() if not isinstance(t, lazy))
+    b = sum(t.numel() * t.element_size() for t in model.buffers() if not isinstance(t, lazy))
+    return int(NEED_FACTOR * p) + b
+
+
+def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> tuple[nn.Module, bool]:
+    """Build a model, going to the meta device when it would not fit in memory (or was asked for).
+
+    The build runs under an ``AllocationGuard``: a model that fits (nearly every one) is built
+    once; one whose tensors outgrow the memory a probe needs stops early and is sized exactly on
+    the meta device. Each build runs with the RNG seeded (``seed``) and put back afterwards, so
+    random initialisation, and therefore the report, is the same on every run.
+
+    Returns:
+        (model, on_meta)
+    """
+
+    def seeded(fn: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return fn()
+
+    if device == "meta":
+        m = seeded(lambda: _meta_build(build))
+        if m is None:
+            raise InspectrError(
+                "This model cannot be built on the meta device (its constructor reads tensor values).",
+                "Drop --device meta to build it for real.",
+            )
+        return m, True
+    avail = available_for(device)
+    guard = AllocationGuard(int(avail / NEED_FACTOR))
+    try:
+        with guard:
+            model = seeded(build)
+        if needed_bytes(model) <= avail:
+            return model, False
+        del model  # tensors made outside torch's functions: the exact check says it does not fit
+    except BuildTooBig:
+        pass
+    meta = seeded(lambda: _meta_build(build))
+    if meta is None:  # its constructor cannot run on meta: build it for real, as asked
+        return seeded(build), False
+    need = needed_bytes(meta)
+    if need > avail:
+        total = sum(t.numel() for t in meta.parameters())
+        notes.append(
+            f"The model has {total:,} parameters and needs about {need / 2**30:.1f} GiB to probe, "
+            f"more than the {avail / 2**30:.1f} GiB available: built on the meta device, so this "
+            "report has exact parameter counts, shapes and FLOPs but no statistics."
+        )
+        return meta, True
+    del meta
+    return seeded(build), False  # the guard counted temporaries: it fits after all
