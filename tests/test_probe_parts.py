@@ -15,11 +15,11 @@ from conftest import live_tensors
 from torch import nn
 
 import inspectr
-from inspectr.core.probe.backward_seed import seed_gradients
 from inspectr.core.memory.estimate import SavedBytes
+from inspectr.core.probe.backward_seed import seed_gradients
 from inspectr.core.probe.run import ProbeCancelled, ProbeOptions, run_probe
-from inspectr.core.state import gc_paused
 from inspectr.core.probe.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
+from inspectr.core.state import gc_paused
 
 
 def _outputs_by_module(model: nn.Module, *args: torch.Tensor) -> dict[str, torch.Tensor]:

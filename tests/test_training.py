@@ -13,9 +13,9 @@ from torch import nn
 
 import inspectr
 import sample_models
-from inspectr.core.training.loss import objective_for
-from inspectr.core.optim import choose_optimizer
 from inspectr.core.findings.training import NOT_LEARNING_FRACTION
+from inspectr.core.optim import choose_optimizer
+from inspectr.core.training.loss import objective_for
 from inspectr.core.training.steps import TrainingOptions, train_steps
 from inspectr.errors import InspectrError
 from tests.conftest import assert_clean_error, run_cli, strict_json

@@ -17,13 +17,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from inspectr.core.values import dtype_name
+from inspectr.core.sources.base import Inputs
 from inspectr.errors import InspectrError
 
 DTYPES = {

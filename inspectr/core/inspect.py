@@ -12,19 +12,19 @@ from torch import nn
 
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings.rules import SEVERITY_ORDER, find_problems
-from inspectr.core.sources.hub import config_inputs
-from inspectr.core.sources.loader import load
-from inspectr.core.sources.base import LoadedModel
-from inspectr.core.training.loss import call_target_hook, find_hook
+from inspectr.core.findings.training import end_dead_fraction, frozen_batchnorm, training_problems
 from inspectr.core.memory.estimate import batch_size_of, parse_size
 from inspectr.core.memory.plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe.run import ProbeOptions, run_probe
-from inspectr.core.sources.quantized import packed_note
 from inspectr.core.result import ModuleRow, ProbeInfo, Report, TrainingInfo, fast_new
+from inspectr.core.sources.base import LoadedModel
+from inspectr.core.sources.hub import config_inputs
+from inspectr.core.sources.loader import load
+from inspectr.core.sources.quantized import packed_note
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.summary import summarize
-from inspectr.core.findings.training import end_dead_fraction, frozen_batchnorm, training_problems
+from inspectr.core.training.loss import call_target_hook, find_hook
 from inspectr.core.training.steps import (
     DEFAULT_STEPS,
     TrainingOptions,

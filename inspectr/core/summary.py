@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from inspectr.core.sources.quantized import PACKED, packed_weights
 from inspectr.core.result import (
     ModelInfo,
     ModuleRow,
@@ -16,6 +15,8 @@ from inspectr.core.result import (
     fast_from,
     fast_new,
 )
+from inspectr.core.sources.quantized import PACKED, packed_weights
+from inspectr.core.values import dtype_name
 from inspectr.core.walk import ModelWalk, walk
 
 if TYPE_CHECKING:

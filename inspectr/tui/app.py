@@ -46,8 +46,8 @@ from inspectr.tui.widgets.search_bar import SearchBar
 from inspectr.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from inspectr.core.sources.base import LoadedModel
     from inspectr.core.result import ModuleRow, Report
+    from inspectr.core.sources.base import LoadedModel
     from inspectr.tui.trainable import TrainableState
 
 REPROBE_DELAY = 0.5  # seconds of quiet after a freeze toggle before the probe re-runs

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
 
-from inspectr.core.sources.base import Inputs, cast_floats
-from inspectr.core.sources.build_guard import available_for
 from inspectr.core.memory.estimate import Footprint, SavedBytes, batch_size_of
 from inspectr.core.result import ModuleRow
+from inspectr.core.sources.base import Inputs, cast_floats
+from inspectr.core.sources.build_guard import available_for
 from inspectr.core.state import preserved
 from inspectr.core.values import iter_tensors
 from inspectr.core.walk import ModelWalk, copies_on

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from inspectr.core.sources.base import Inputs
 from inspectr.core.memory.estimate import (
     AMP_DTYPES,
     LINEAR_TOLERANCE,
@@ -26,6 +25,7 @@ from inspectr.core.memory.estimate import (
 from inspectr.core.memory.passes import CountingPasses, device_is_cheaper
 from inspectr.core.optim import OptimizerChoice
 from inspectr.core.result import ModelInfo, ModuleRow
+from inspectr.core.sources.base import Inputs
 from inspectr.core.values import iter_tensors
 from inspectr.core.walk import ModelWalk
 

@@ -24,15 +24,14 @@ import torch
 from torch import nn
 
 from inspectr.core.probe.backward_seed import seed_gradients
+from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
-from inspectr.core.sources.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
+from inspectr.core.sources.quantized import backward_stops, is_quantized
 from inspectr.core.state import gc_paused, preserved
-from inspectr.core.values import dtype_name
-from inspectr.core.values import describe, iter_tensors, structure
+from inspectr.core.values import describe, dtype_name, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
-from inspectr.core.probe.functional import FunctionalWatch
 
 __all__ = ["ModuleMeasure", "ProbeCancelled", "ProbeOptions", "ProbeResult", "run_probe"]
 

@@ -28,9 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.sources.base import Inputs
+from inspectr.core.sources.base import Inputs, LoadedModel
 from inspectr.core.sources.loader import load_weights
-from inspectr.core.sources.base import LoadedModel
 from inspectr.errors import InspectrError
 
 TORCHSCRIPT = "TorchScript"

@@ -12,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from inspectr.errors import InspectrError
 
 # torch functions that make a new tensor of their own: what a constructor allocates goes through
 # them (``nn.Linear``'s ``torch.empty``, ``nn.Parameter(torch.zeros(...))``, buffers, tables)

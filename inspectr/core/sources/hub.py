@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.sources.base import Inputs, cast_floats, param_float_dtype
+from inspectr.core.sources.base import Inputs, LoadedModel, cast_floats, param_float_dtype
 from inspectr.core.sources.build_guard import available_for, build_checked, needed_bytes
-from inspectr.core.sources.base import LoadedModel
 from inspectr.errors import InspectrError
 
 HF_INSTALL = "pip install 'inspectr[hf]' (or pip install transformers safetensors)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.sources.build_guard import AllocationGuard, BuildTooBig
+from inspectr.core.sources.base import LoadedModel
+from inspectr.core.sources.build_guard import build_checked
 
 # moved to checkpoints; importable from here as before
 from inspectr.core.sources.checkpoints import CHECKPOINT_KEYS as CHECKPOINT_KEYS

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from inspectr.core.findings.rules import nonfinite_culprit
-from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
-from inspectr.core.training.loss import Objective, objective_for
 from inspectr.core.optim import DEFAULT_STEPS, OptimizerChoice
+from inspectr.core.probe.functional import FunctionalWatch
+from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.probe.run import ProbeOptions, run_probe
 from inspectr.core.state import preserved
+from inspectr.core.training.loss import Objective, objective_for
 from inspectr.core.walk import ModelWalk, walk
-from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.errors import InspectrError
 
 __all__ = ["DEFAULT_STEPS", "TrainingOptions", "TrainingRun", "frozen_batchnorm_in_train", "train_steps"]
