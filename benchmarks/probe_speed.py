@@ -23,7 +23,8 @@ import torchinfo
 from torch import nn
 
 import inspectr
-from inspectr.core.probe.run import ProbeOptions, run_probe
+from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.run import run_probe
 
 
 def interleaved(fns: list, repeat: int) -> list[float]:

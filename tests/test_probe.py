@@ -12,7 +12,8 @@ from torch import nn
 
 import inspectr
 from inspectr.core.probe.backward_seed import seed_gradients
-from inspectr.core.probe.run import ProbeOptions, run_probe
+from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.run import run_probe
 from inspectr.core.result import ModuleRow
 
 Pair = collections.namedtuple("Pair", "logits aux")

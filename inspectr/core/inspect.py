@@ -16,7 +16,8 @@ from inspectr.core.findings.training import end_dead_fraction, frozen_batchnorm,
 from inspectr.core.memory.estimate import batch_size_of, parse_size
 from inspectr.core.memory.plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
-from inspectr.core.probe.run import ProbeOptions, run_probe
+from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.run import run_probe
 from inspectr.core.result import ModuleRow, ProbeInfo, Report, TrainingInfo, fast_new
 from inspectr.core.sources.base import LoadedModel
 from inspectr.core.sources.hub import config_inputs

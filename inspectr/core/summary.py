@@ -1,14 +1,22 @@
-"""Provides the module tree with exact parameter counts, read from a live model without running it."""
+"""Provides the module tree with exact parameter counts, read from a live model without running it.
+
+A probe's measures, when there are some, go into the same rows in the same sweep. The summary
+sits below the probe in the stage order, so it names what it reads of a probe as protocols
+(``Measured``, ``Probed``) that the probe's ``ModuleMeasure`` and ``ProbeResult`` satisfy.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from inspectr.core.result import (
+    ActivationStats,
+    FunctionalActivation,
     ModelInfo,
     ModuleRow,
     ParamInfo,
@@ -19,8 +27,48 @@ from inspectr.core.sources.quantized import PACKED, packed_weights
 from inspectr.core.values import dtype_name
 from inspectr.core.walk import ModelWalk, walk
 
-if TYPE_CHECKING:
-    from inspectr.core.probe.run import ProbeResult
+
+class Measured(Protocol):
+    """What a row reads of one module's probe measures."""
+
+    @property
+    def calls(self) -> int: ...
+    @property
+    def order(self) -> int | None: ...
+    @property
+    def input_shapes(self) -> tuple[Any, ...]: ...
+    @property
+    def output_shapes(self) -> tuple[tuple[int, ...], ...]: ...
+    @property
+    def output_structure(self) -> str: ...
+    @property
+    def stats(self) -> ActivationStats | None: ...
+    @property
+    def functional(self) -> tuple[FunctionalActivation, ...]: ...
+    @property
+    def grad_norm(self) -> float | None: ...
+    @property
+    def grad_rms(self) -> float | None: ...
+    @property
+    def time_ms(self) -> float | None: ...
+    @property
+    def saved_bytes(self) -> int | None: ...
+    @property
+    def output_bytes(self) -> int | None: ...
+
+
+class Probed(Protocol):
+    """What the rows read of a probe pass: measures per module path, gradient norms per
+    parameter name, FLOPs per module path."""
+
+    @property
+    def measures(self) -> Mapping[str, Measured]: ...
+    @property
+    def param_grad_norms(self) -> Mapping[str, float | None]: ...
+    @property
+    def flops_forward(self) -> Mapping[str, int]: ...
+    @property
+    def flops_backward(self) -> Mapping[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -111,7 +159,7 @@ _UNPROBED = _Unprobed()
 
 
 def summarize(model: nn.Module, name: str, source: str, description: str = "",
-              tree: ModelWalk | None = None, result: ProbeResult | None = None) -> Structure:
+              tree: ModelWalk | None = None, result: Probed | None = None) -> Structure:
     """Count every module's parameters, each tensor once however often it is shared or tied.
 
     Args:

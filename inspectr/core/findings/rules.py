@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
-from inspectr.core.probe.run import ModuleMeasure, ProbeResult
+from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
 DEAD_WARN = 0.7
@@ -95,14 +95,6 @@ def _errors(result: ProbeResult) -> list[Finding]:
     return [Finding(kind, "error", e.module or "",
                     f"{e.phase.capitalize()} pass failed in {where}{shapes}: {e.exception}: {e.message}; {advice}.",
                     {"exception": e.exception, "input_shapes": list(e.input_shapes)})]
-
-
-def nonfinite_culprit(measures: dict[str, ModuleMeasure]) -> str | None:
-    """The first module (completion order) whose output is non-finite while its inputs were
-    finite; None when no module made a NaN/Inf itself."""
-    cands = [(m.nonfinite_done, p) for p, m in measures.items()
-             if m.nonfinite_done is not None and m.nonfinite_input is False]
-    return min(cands)[1] if cands else None
 
 
 def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding]:

@@ -39,7 +39,7 @@ from inspectr.core.state import ParamGuard
 from inspectr.core.values import describe, iter_tensors, measurable, structure
 
 if TYPE_CHECKING:
-    from inspectr.core.probe.run import ProbeOptions
+    from inspectr.core.probe.options import ProbeOptions
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 # modules whose [B, C, L] outputs make the next 3-D output channel-first too

@@ -16,7 +16,6 @@ import random
 import time
 import traceback
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,29 +26,14 @@ from inspectr.core.probe.backward_seed import seed_gradients
 from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.result import ProbeError
 from inspectr.core.sources.quantized import backward_stops, is_quantized
 from inspectr.core.state import gc_paused, preserved
 from inspectr.core.values import describe, dtype_name, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
 
-__all__ = ["ModuleMeasure", "ProbeCancelled", "ProbeOptions", "ProbeResult", "run_probe"]
-
-
-@dataclass
-class ProbeOptions:
-    """What the probe does; mirrors the CLI flags."""
-
-    backward: bool = True
-    mode: str = "own"  # "own" | "train" | "eval"
-    seed: int = 0
-    flops: bool = True
-    timing: bool = False
-    histograms: bool = False
-    cancelled: Callable[[], bool] | None = None  # checked between phases (app workers)
-    # told (phase, modules run so far, modules in all) every 64 modules and between phases
-    progress: Callable[[str, int, int], None] | None = None
-
+__all__ = ["ModuleMeasure", "ProbeCancelled", "ProbeResult", "run_probe"]
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.findings.rules import nonfinite_culprit
 from inspectr.core.optim import DEFAULT_STEPS, OptimizerChoice
+from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
-from inspectr.core.probe.run import ProbeOptions, run_probe
+from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.run import run_probe
 from inspectr.core.state import preserved
 from inspectr.core.training.loss import Objective, objective_for
 from inspectr.core.walk import ModelWalk, walk
