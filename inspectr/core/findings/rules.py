@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from operator import itemgetter
 
+from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
