@@ -22,9 +22,9 @@ import torchvision
 
 import inspectr
 from inspectr.core import inspect as inspect_mod
-from inspectr.core.memory import estimate as memory
 from inspectr.core.memory.estimate import parse_size
 from inspectr.core.memory.plan import MemoryRequest
+from inspectr.core.probe.saved_bytes import SavedBytes
 from inspectr.core.state import gc_paused
 
 
@@ -37,10 +37,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    counting, plan = memory.SavedBytes.counting, inspect_mod.plan_memory
+    counting, plan = SavedBytes.counting, inspect_mod.plan_memory
 
     def accounting(on: bool) -> None:
-        memory.SavedBytes.counting = counting if on else (lambda self: contextlib.nullcontext())
+        SavedBytes.counting = counting if on else (lambda self: contextlib.nullcontext())
         inspect_mod.plan_memory = plan if on else (lambda *a, **k: None)
 
     print(f"torch {torch.__version__} · {args.threads} threads · median of {args.repeat}, interleaved")

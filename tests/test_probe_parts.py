@@ -15,10 +15,10 @@ from conftest import live_tensors
 from torch import nn
 
 import inspectr
-from inspectr.core.memory.estimate import SavedBytes
 from inspectr.core.probe.backward_seed import seed_gradients
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import ProbeCancelled, run_probe
+from inspectr.core.probe.saved_bytes import SavedBytes
 from inspectr.core.probe.stats import STAT_SAMPLE, OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.state import gc_paused
 

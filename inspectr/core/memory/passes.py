@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
 
-from inspectr.core.memory.estimate import Footprint, SavedBytes, batch_size_of
+from inspectr.core.memory.estimate import Footprint, batch_size_of
+from inspectr.core.probe.saved_bytes import SavedBytes
 from inspectr.core.result import ModuleRow
 from inspectr.core.sources.base import Inputs, cast_floats
 from inspectr.core.sources.build_guard import available_for

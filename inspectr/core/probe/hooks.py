@@ -22,7 +22,6 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from inspectr.core.memory.estimate import SavedBytes
 from inspectr.core.probe.activations import (
     ACTIVATION_MODULES,
     CHANNEL_FIRST_1D,
@@ -33,6 +32,7 @@ from inspectr.core.probe.activations import (
 )
 from inspectr.core.probe.flops import leaf_flops
 from inspectr.core.probe.grad_stats import GradSquares
+from inspectr.core.probe.saved_bytes import SavedBytes
 from inspectr.core.probe.stats import OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.result import ActivationStats, FunctionalActivation, fast_new
 from inspectr.core.state import ParamGuard
