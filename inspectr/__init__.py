@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 __all__ = ["InspectrError", "Report", "__version__", "inspect"]
 
 if TYPE_CHECKING:
-    from inspectr.core.result import Report
+    from inspectr.core.inspection import Report
 
 
 def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
@@ -39,7 +39,7 @@ def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
 
 def __getattr__(name: str) -> Any:
     if name == "Report":
-        from inspectr.core.result import Report
+        from inspectr.core.inspection import Report
 
         return Report
     raise AttributeError(name)

@@ -18,7 +18,7 @@ from conftest import REPO, assert_clean_error, run_cli, run_cli_peak_rss, strict
 from test_layering import loaded_after
 
 import inspectr
-from inspectr.core.result import Report
+from inspectr.core.inspection import Report
 from inspectr.core.sources import hub
 from inspectr.core.sources.build_guard import available_memory
 from inspectr.core.sources.loader import parse_spec

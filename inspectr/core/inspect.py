@@ -13,12 +13,13 @@ from torch import nn
 from inspectr.core import inputs as inputs_mod
 from inspectr.core.findings.rules import SEVERITY_ORDER, find_problems
 from inspectr.core.findings.training import end_dead_fraction, frozen_batchnorm, training_problems
+from inspectr.core.inspection import Report
 from inspectr.core.memory.estimate import batch_size_of, parse_size
 from inspectr.core.memory.plan import MemoryRequest, plan_memory
 from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
-from inspectr.core.result import ModuleRow, ProbeInfo, Report, TrainingInfo, fast_new
+from inspectr.core.result import ModuleRow, ProbeInfo, TrainingInfo, fast_new
 from inspectr.core.sources.base import LoadedModel
 from inspectr.core.sources.hub import config_inputs
 from inspectr.core.sources.loader import load

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from inspectr.core.result import Report
+from inspectr.core.inspection import Report
 from inspectr.report.render import SEVERITY_MARK, SEVERITY_STYLE
 
 

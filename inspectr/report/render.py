@@ -17,7 +17,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from inspectr.core.result import Finding, ModuleRow, Report
+from inspectr.core.inspection import Report
+from inspectr.core.result import Finding, ModuleRow
 from inspectr.report.json_text import json_text
 from inspectr.report.long_table import LongTable
 

@@ -10,7 +10,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from inspectr.core.result import ModuleRow, Report
+from inspectr.core.inspection import Report
+from inspectr.core.result import ModuleRow
 from inspectr.report.render import sci
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

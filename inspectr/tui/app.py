@@ -46,7 +46,8 @@ from inspectr.tui.widgets.search_bar import SearchBar
 from inspectr.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from inspectr.core.result import ModuleRow, Report
+    from inspectr.core.inspection import Report
+    from inspectr.core.result import ModuleRow
     from inspectr.core.sources.base import LoadedModel
     from inspectr.tui.trainable import TrainableState
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from inspectr.core.result import Report
+    from inspectr.core.inspection import Report
     from inspectr.core.sources.base import LoadedModel
     from inspectr.errors import InspectrError
     from inspectr.tui.trainable import TrainableState

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from inspectr.core.result import ModelInfo, ModuleRow, ProbeInfo, Report
+from inspectr.core.inspection import Report
+from inspectr.core.result import ModelInfo, ModuleRow, ProbeInfo
 from inspectr.core.summary import trainable_state
 
 if TYPE_CHECKING:

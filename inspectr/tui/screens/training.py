@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from inspectr.core.result import Report
+from inspectr.core.inspection import Report
 from inspectr.report.training import training_view
 
 

@@ -17,7 +17,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from inspectr.core.result import ModuleRow, Report
+from inspectr.core.inspection import Report
+from inspectr.core.result import ModuleRow
 from inspectr.report.render import module_detail, sci, sparkline
 from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 

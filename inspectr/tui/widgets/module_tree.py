@@ -11,7 +11,8 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from inspectr.core.result import Finding, ModuleRow, Report
+from inspectr.core.inspection import Report
+from inspectr.core.result import Finding, ModuleRow
 from inspectr.report.render import SEVERITY_MARK, human, sci, shape_text
 from inspectr.tui.trainable import TrainableState
 
