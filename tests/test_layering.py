@@ -27,14 +27,16 @@ def loaded_after(code: str, full: bool = False) -> set[str]:
     return set(json.loads(line[len("MODULES="):]))
 
 
-CORE_MODULES = sorted(p.stem for p in (REPO / "inspectr" / "core").glob("*.py") if p.stem != "__init__")
+CORE_MODULES = sorted(".".join(p.relative_to(REPO / "inspectr" / "core").with_suffix("").parts)
+                      for p in (REPO / "inspectr" / "core").rglob("*.py") if p.stem != "__init__")
 # the rooms the probe is made of, which training and memory reuse: none of them reaches up
-# into the probe's orchestration (probe) or its module hooks (hooks)
-PROBE_PARTS = ("activations", "stats", "grad_stats", "state", "values", "flops", "result")
+# into the probe's orchestration (probe.run) or its module hooks (probe.hooks)
+PROBE_PARTS = ("probe.activations", "probe.stats", "probe.grad_stats", "probe.flops", "probe.saved_bytes",
+               "state", "values", "result")
 
 
 def test_core_imports_neither_rich_nor_textual() -> None:
-    assert {"probe", "hooks", "watch", "stats", "state", "values"} <= set(CORE_MODULES)
+    assert {"probe.run", "probe.hooks", "probe.functional", "probe.stats", "state", "values"} <= set(CORE_MODULES)
     mods = loaded_after("import " + ", ".join(f"inspectr.core.{m}" for m in CORE_MODULES))
     assert "torch" in mods  # sanity: the core was really imported
     assert "rich" not in mods

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from inspectr.core.sources.base import Inputs, LoadedModel
-from inspectr.core.sources.loader import load_weights
+from inspectr.core.sources.checkpoints import load_weights
 from inspectr.errors import InspectrError
 
 TORCHSCRIPT = "TorchScript"
