@@ -20,7 +20,7 @@ from inspectr.core.optim import DTYPE_CHOICES, OptimizerChoice, choose_optimizer
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
 from inspectr.core.result import ModuleRow, ProbeInfo, TrainingInfo, fast_new
-from inspectr.core.sources.base import LoadedModel
+from inspectr.core.sources.base import Inputs, LoadedModel, cast_floats, move_to, param_float_dtype
 from inspectr.core.sources.hub import config_inputs
 from inspectr.core.sources.loader import load
 from inspectr.core.sources.quantized import packed_note
@@ -101,7 +101,7 @@ def pick_inputs(
     input_specs: list[Any] | None,
     batch_size: int | None,
     device: str,
-) -> tuple[inputs_mod.Inputs, str | None]:
+) -> tuple[Inputs, str | None]:
     """Choose probe inputs in the documented order; returns (inputs, forced mode or None)."""
     model = loaded.model
     b = batch_size or inputs_mod.DEFAULT_BATCH
@@ -133,21 +133,21 @@ def pick_inputs(
         return loaded.example(b), None
     if loaded.source == "torchvision" and loaded.registry_family:
         inp, forced = inputs_mod.torchvision_inputs(loaded.name, loaded.registry_family, batch_size)
-        return inputs_mod.cast_floats(inp, inputs_mod.param_float_dtype(model)), forced
+        return cast_floats(inp, param_float_dtype(model)), forced
     from_config = config_inputs(model, batch_size, loaded.on_meta or device == "meta")  # Hugging Face, timm
     if from_config is not None:
         return from_config, None
     return guess_inputs(model, b, device, loaded.on_meta), None
 
 
-def guess_inputs(model: nn.Module, batch_size: int, device: str, on_meta: bool) -> inputs_mod.Inputs:
+def guess_inputs(model: nn.Module, batch_size: int, device: str, on_meta: bool) -> Inputs:
     """Guess from the first layer; several candidate sizes are tried with a quiet forward."""
     required = inputs_mod.required_positional(model)
     if inputs_mod.required_keyword_only(model):
         raise inputs_mod.no_input_error(model, "its forward has keyword-only arguments")
     cands, label = inputs_mod.guess_candidates(model, batch_size)
-    dtype = inputs_mod.param_float_dtype(model)
-    cands = [inputs_mod.cast_floats(c, dtype) for c in cands]
+    dtype = param_float_dtype(model)
+    cands = [cast_floats(c, dtype) for c in cands]
     if not cands:
         raise inputs_mod.no_input_error(model, "no first layer inspectr can read a shape from")
     if len(required) > len(cands[0].args):
@@ -412,7 +412,7 @@ def training_defaults(loaded: LoadedModel) -> dict[str, Any]:
     return dict(value)
 
 
-def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_mod.Inputs,
+def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: Inputs,
            param_map: dict[str, torch.Tensor] | None, probe_dev: str, mode: str, seed: int,
            opt: OptimizerChoice | None, req: TrainRequest, cancelled: Callable[[], bool] | None,
            progress: Callable[[str, int, int], None] | None) -> tuple[TrainingRun, TrainingInfo]:
@@ -441,7 +441,7 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_
                                     "Fix it, or pass target= (Python API).") from exc
             given = target is not None
     if given:
-        target = inputs_mod.move_to(target, probe_dev)
+        target = move_to(target, probe_dev)
     trained = model
     if param_map is not None:  # the probe ran on copies on another device: train a copy there
         import copy
@@ -477,7 +477,7 @@ def _order(rows: tuple[ModuleRow, ...]) -> dict[str, int]:
 
 
 def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch_size: int | None,
-          dev: str, seed: int, lazy: list[str] | None = None) -> tuple[inputs_mod.Inputs, str | None]:
+          dev: str, seed: int, lazy: list[str] | None = None) -> tuple[Inputs, str | None]:
     """``pick_inputs`` with the seed, leaving the user's RNG stream where it was. With ``lazy``
     modules only an input the user gave counts: a first layer of unknown size guesses nothing."""
     fm = loaded.file_module
@@ -494,7 +494,7 @@ def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch
         return pick_inputs(loaded, inputs, input_specs, batch_size, dev)
 
 
-def _materialized(model: nn.Module, inp: inputs_mod.Inputs, lazy: list[str]) -> nn.Module:
+def _materialized(model: nn.Module, inp: Inputs, lazy: list[str]) -> nn.Module:
     """A copy of a model with lazy modules, initialised by one forward on ``inp``."""
     import copy
 
@@ -511,5 +511,5 @@ def _materialized(model: nn.Module, inp: inputs_mod.Inputs, lazy: list[str]) -> 
     return twin
 
 
-def _batch_of(inp: inputs_mod.Inputs) -> int | None:
+def _batch_of(inp: Inputs) -> int | None:
     return batch_size_of((inp.args, inp.kwargs))
