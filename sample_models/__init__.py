@@ -25,6 +25,7 @@ from sample_models import (  # noqa: F401
     sick,
     sick_training,
     vision_transformer,
+    zero_init,
 )
 from sample_models._gallery import GALLERY, SampleModel, register
 

@@ -27,6 +27,8 @@ nothing of severity warning or error):
 - ``unused_parameters``: trainable parameters that got no gradient, grouped to the largest
   module whose trainable parameters all got none. Warning in train mode; info in eval mode,
   where skipped branches (auxiliary heads, early exits) are by design.
+- ``dead_units`` leaves out outputs that are zero because a parameter is initialised to zero
+  (``findings.zero_init``: quiet in a residual branch, ``zero_init_blocks`` without a skip).
 - ``zero_gradient`` (info): the gradient reaching a module is exactly zero, e.g. behind a
   zero-initialised head (torchvision's ViT): not a defect at step 0, worth knowing.
 """
@@ -35,6 +37,11 @@ from __future__ import annotations
 
 from operator import itemgetter
 
+from inspectr.core.findings.zero_init import (
+    behind_zero_init,
+    explained_by_zero_init,
+    zero_init_blocks,
+)
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
@@ -73,7 +80,8 @@ def find_problems(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Find
     out += _errors(result)
     nonfinite = _nonfinite(result, rows)
     out += nonfinite
-    out += _dead(rows)
+    out += _dead(rows, explained_by_zero_init(rows, result), behind_zero_init(rows, result))
+    out += zero_init_blocks(result)
     if result.backward == "ran":
         if not nonfinite:  # gradients through NaN/Inf say nothing more
             out += _gradients(rows, result)
@@ -119,9 +127,11 @@ def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding
     return out
 
 
-def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
+def _dead(rows: tuple[ModuleRow, ...], zero_by_init: set[str], behind: dict[str, str]) -> list[Finding]:
     out = []
     for r in rows:
+        if r.path in zero_by_init:
+            continue  # zero because a parameter starts at zero, not units the input keeps below zero
         st = r.stats
         functional = r.functional
         if (st is None or st.dead_fraction is None) and not functional:
@@ -140,7 +150,10 @@ def _dead(rows: tuple[ModuleRow, ...]) -> list[Finding]:
             out.append(Finding(
                 "dead_units", sev, r.path,
                 f"{_label(r.path)}{inside}: {dead:.0%} of {units:,} units are zero for every sample; "
-                "look at the layer before it (bias initialisation, learning rate) or use LeakyReLU.",
+                + (f"an earlier output is zero because {behind[r.path]} starts at 0, which may be why "
+                   "(without a backward pass inspectr cannot tell whether a skip path goes around it); "
+                   if r.path in behind else "")
+                + "look at the layer before it (bias initialisation, learning rate) or use LeakyReLU.",
                 {"dead_fraction": round(dead, 4), "units": units, "op": op},
             ))
     return out

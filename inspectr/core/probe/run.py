@@ -27,6 +27,7 @@ from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.zero_init import ZeroInit, zero_inits
 from inspectr.core.result import ProbeError
 from inspectr.core.sources.quantized import backward_stops, is_quantized
 from inspectr.core.state import gc_paused, preserved
@@ -53,6 +54,7 @@ class ProbeResult:
     input_grad_rms: float | None
     output_structure: str
     input_grad_norm: float | None = None
+    zero_init: tuple[ZeroInit, ...] = ()  # outputs that are zero because a parameter starts at zero
 
 
 
@@ -261,8 +263,9 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         flops_f, flops_b = probe.inclusive_flops()
         if backward != "ran":
             flops_b = {}
+    measures = probe.measures()
     return ProbeResult(
-        measures=probe.measures(),
+        measures=measures,
         param_grad_norms=param_norms,
         unused_params=tuple(unused),
         flops_forward=flops_f,
@@ -275,6 +278,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         input_grad_rms=input_grad_rms,
         output_structure=out_structure,
         input_grad_norm=input_grad_norm,
+        zero_init=() if meta else zero_inits(measures, tree, backward == "ran", param_map),
     )
 
 
