@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inspectr.core.result import ModuleRow, Report
-from inspectr.report.render import sci
+from inspectr.report.formatting import sci
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 BAR = 24  # cells of a log-scale bar

@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.widgets import Static
 
 from inspectr.core.result import ModuleRow, Report
-from inspectr.report.render import module_detail, sci, sparkline
+from inspectr.report.formatting import sci, sparkline
+from inspectr.report.module_detail import module_detail
 from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 
 NEUTRAL = (48, 48, 56)

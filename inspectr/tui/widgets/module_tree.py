@@ -12,7 +12,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from inspectr.core.result import Finding, ModuleRow, Report
-from inspectr.report.render import SEVERITY_MARK, human, sci, shape_text
+from inspectr.report.formatting import SEVERITY_MARK, human, sci, shape_text
 from inspectr.tui.trainable import TrainableState
 
 TOGGLE = Style(meta={"toggle": True})  # Tree's click-on-the-arrow marker
