@@ -3,7 +3,9 @@
 The app is one ``App`` put together from parts, each in the room of its job: ``Loader``
 (tui/loading.py), ``Prober`` (tui/probing.py), ``Trainer`` (beside the Training screen) and
 ``Exporter`` (beside the export dialog); ``InspectrApp`` (tui/app.py) wires them to the widgets.
-Every part subclasses this class, so the state they share is declared once, here.
+Every part subclasses this class, so the state they share is declared once, here. The parts
+share one namespace too: their methods and messages take distinct names (``Loader.LoadFailed``,
+``Prober.ProbeFailed``), or one would silently hide another's (tests/test_app_parts.py).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class Loader(InspectorBase):
             self.generation = generation
             self.report = report
 
-    class Failed(Message):
+    class LoadFailed(Message):
         """Building the model failed: the app exits with the CLI's message and exit code."""
 
         def __init__(self, generation: int, error: InspectrError) -> None:
@@ -122,14 +122,14 @@ class Loader(InspectorBase):
                 report = inspect(None, loaded=loaded, probe=False, device=device)
                 trainable.apply()  # toggles made meanwhile
         except InspectrError as err:
-            self.post_message(Loader.Failed(generation, err))
+            self.post_message(Loader.LoadFailed(generation, err))
             return
         except Exception as exc:  # a user's model can raise anything while it is built
             wrapped = InspectrError(
                 f"Loading {spec or 'the model'} failed: {type(exc).__name__}: {exc}.",
                 "Run `inspectr SPEC --report --debug` to see the traceback.",
             )
-            self.post_message(Loader.Failed(generation, wrapped))
+            self.post_message(Loader.LoadFailed(generation, wrapped))
             return
         self.post_message(Loader.StructureReady(generation, report))
 
@@ -180,7 +180,7 @@ class Loader(InspectorBase):
         self.timings["first_paint"] = time.perf_counter() - message.built_at
         message.painted.set()
 
-    def on_loader_failed(self, message: Loader.Failed) -> None:
+    def on_loader_load_failed(self, message: Loader.LoadFailed) -> None:
         if message.generation != self._load_gen:
             return
         if self._from_gallery:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Prober(InspectorBase):
     """Probes the loaded model with the freeze state as it is; the latest request wins."""
 
-    class Finished(Message):
+    class ProbeFinished(Message):
         """A probe landed; the app drops it when ``generation`` is older than the latest request."""
 
         def __init__(self, generation: int, report: Report, version: int) -> None:
@@ -31,7 +31,7 @@ class Prober(InspectorBase):
             self.report = report
             self.version = version  # the TrainableState version the probe ran with
 
-    class Failed(Message):
+    class ProbeFailed(Message):
         """The probe could not run at all (no inputs, bad options): shown in the app, which stays up."""
 
         def __init__(self, generation: int, message: str) -> None:
@@ -78,16 +78,16 @@ class Prober(InspectorBase):
             except ProbeCancelled:
                 return
             except InspectrError as err:
-                self.post_message(Prober.Failed(generation, str(err)))
+                self.post_message(Prober.ProbeFailed(generation, str(err)))
                 return
             except Exception as exc:  # the probe reports model errors itself; this is anything else
-                self.post_message(Prober.Failed(generation, f"{type(exc).__name__}: {exc}"))
+                self.post_message(Prober.ProbeFailed(generation, f"{type(exc).__name__}: {exc}"))
                 return
             finally:
                 trainable.apply()  # toggles made while the probe held the model
-        self.post_message(Prober.Finished(generation, report, version))
+        self.post_message(Prober.ProbeFinished(generation, report, version))
 
-    def on_prober_finished(self, message: Prober.Finished) -> None:
+    def on_prober_probe_finished(self, message: Prober.ProbeFinished) -> None:
         if message.generation != self._probe_gen or self._trainable is None:
             return
         report = message.report
@@ -113,7 +113,7 @@ class Prober(InspectorBase):
             )
         self._refresh_detail()
 
-    def on_prober_failed(self, message: Prober.Failed) -> None:
+    def on_prober_probe_failed(self, message: Prober.ProbeFailed) -> None:
         if message.generation != self._probe_gen:
             return
         self.status_bar.set_probe("failed", "")

@@ -101,7 +101,7 @@ class Trainer(InspectorBase):
 
     training_screen: TrainingScreen | None = None  # while it is open
 
-    class Progressed(Message):
+    class TrainingProgressed(Message):
         """One training step finished (``t``): its number and loss."""
 
         def __init__(self, generation: int, step: int, total: int, loss: float) -> None:
@@ -111,7 +111,7 @@ class Trainer(InspectorBase):
             self.total = total
             self.loss = loss
 
-    class Finished(Message):
+    class TrainingFinished(Message):
         """The probe and the training steps landed: ``report.training`` is set."""
 
         def __init__(self, generation: int, report: Report) -> None:
@@ -119,7 +119,7 @@ class Trainer(InspectorBase):
             self.generation = generation
             self.report = report
 
-    class Failed(Message):
+    class TrainingFailed(Message):
         """Training could not run (no trainable parameters, a loss that does not fit...)."""
 
         def __init__(self, generation: int, message: str) -> None:
@@ -174,7 +174,7 @@ class Trainer(InspectorBase):
             return generation != self._train_gen or worker.is_cancelled
 
         def on_step(step: int, total: int, loss: float) -> None:
-            self.post_message(Trainer.Progressed(generation, step, total, loss))
+            self.post_message(Trainer.TrainingProgressed(generation, step, total, loss))
 
         options = {k: v for k, v in self._probe_options().items() if k != "steps"}
         with self._model_lock:
@@ -185,26 +185,26 @@ class Trainer(InspectorBase):
                 report = inspect(None, loaded=loaded, histograms=True, cancelled=cancelled,
                                  steps=steps, on_step=on_step, **options)
             except ProbeCancelled:
-                self.post_message(Trainer.Failed(generation, "cancelled; the model is as it was"))
+                self.post_message(Trainer.TrainingFailed(generation, "cancelled; the model is as it was"))
                 return
             except InspectrError as err:
-                self.post_message(Trainer.Failed(generation, str(err)))
+                self.post_message(Trainer.TrainingFailed(generation, str(err)))
                 return
             except Exception as exc:  # the user's model or loss can raise anything
-                self.post_message(Trainer.Failed(generation, f"{type(exc).__name__}: {exc}"))
+                self.post_message(Trainer.TrainingFailed(generation, f"{type(exc).__name__}: {exc}"))
                 return
             finally:
                 trainable.apply()
-        self.post_message(Trainer.Finished(generation, report))
+        self.post_message(Trainer.TrainingFinished(generation, report))
 
-    def on_trainer_progressed(self, message: Trainer.Progressed) -> None:
+    def on_trainer_training_progressed(self, message: Trainer.TrainingProgressed) -> None:
         if message.generation != self._train_gen:
             return
         self.status_bar.set_probe("training", f"step {message.step} of {message.total} · loss {message.loss:.4g}")
         if self.training_screen is not None:
             self.training_screen.show_progress(message.step, message.total, message.loss)
 
-    def on_trainer_finished(self, message: Trainer.Finished) -> None:
+    def on_trainer_training_finished(self, message: Trainer.TrainingFinished) -> None:
         if message.generation != self._train_gen or self._trainable is None:
             return
         self._training = False
@@ -226,7 +226,7 @@ class Trainer(InspectorBase):
             self.training_screen.show_report(report)
         self._refresh_detail()
 
-    def on_trainer_failed(self, message: Trainer.Failed) -> None:
+    def on_trainer_training_failed(self, message: Trainer.TrainingFailed) -> None:
         if message.generation != self._train_gen:
             return
         self._training = False
