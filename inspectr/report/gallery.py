@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inspectr.core.inspection import Report
-from inspectr.report.render import SEVERITY_MARK, SEVERITY_STYLE
+from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE
 
 
 def print_list(console: Console | None = None) -> None:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from inspectr.core.inspection import Report
 from inspectr.core.result import ModuleRow
-from inspectr.report.render import sci
+from inspectr.report.formatting import sci
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 BAR = 24  # cells of a log-scale bar

@@ -1,15 +1,20 @@
-"""Provides the export dialog: pick a report format; the app writes the file."""
+"""Provides the export dialog (pick a report format) and ``Exporter``, the app's part that
+writes the file in a worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
+
+from inspectr.tui.base import InspectorBase
 
 EXTENSIONS = {"text": "txt", "markdown": "md", "json": "json", "html": "html", "svg": "svg"}
 ABOUT = {
@@ -52,3 +57,41 @@ class ExportDialog(ModalScreen[str | None]):
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)
+
+
+class Exporter(InspectorBase):
+    """Writes the report, with the freeze state as it is now, in the format the dialog returns."""
+
+    def action_export(self) -> None:
+        if self.report is None:
+            self.notify("Nothing to export yet: the model is still loading.", severity="warning")
+            return
+
+        def chosen(fmt: str | None) -> None:
+            if fmt:
+                self._export(fmt, Path.cwd() / f"{self._file_stem()}.{EXTENSIONS[fmt]}")
+
+        self.push_screen(ExportDialog(self._file_stem()), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _export(self, fmt: str, path: Path) -> None:
+        from inspectr.report.render import write_export
+
+        report, trainable = self.report, self._trainable
+        if report is None or trainable is None:
+            return
+        try:
+            write_export(trainable.report_view(report), fmt, path)
+        except OSError as exc:
+            self.call_from_thread(
+                self.notify, f"Could not write {path}: {exc}", severity="error", markup=False
+            )
+            return
+        note = "" if report.probe.ran else " (structure only: the probe had not finished)"
+        self.call_from_thread(
+            self.notify,
+            f"Wrote the {fmt} report to {path}{note}",
+            title="Exported",
+            markup=False,
+            timeout=8,
+        )

@@ -10,7 +10,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from inspectr.core.result import Finding
-from inspectr.report.render import SEVERITY_MARK, SEVERITY_STYLE
+from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 

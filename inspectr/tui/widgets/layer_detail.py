@@ -19,7 +19,8 @@ from textual.widgets import Static
 
 from inspectr.core.inspection import Report
 from inspectr.core.result import ModuleRow
-from inspectr.report.render import module_detail, sci, sparkline
+from inspectr.report.formatting import sci, sparkline
+from inspectr.report.module_detail import module_detail
 from inspectr.tui.pictures import CHEAP_NUMEL, WeightPicture, pick_weight, weight_picture
 
 NEUTRAL = (48, 48, 56)

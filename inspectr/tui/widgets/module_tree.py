@@ -13,7 +13,7 @@ from textual.widgets.tree import TreeNode
 
 from inspectr.core.inspection import Report
 from inspectr.core.result import Finding, ModuleRow
-from inspectr.report.render import SEVERITY_MARK, human, sci, shape_text
+from inspectr.report.formatting import SEVERITY_MARK, human, sci, shape_text
 from inspectr.tui.trainable import TrainableState
 
 TOGGLE = Style(meta={"toggle": True})  # Tree's click-on-the-arrow marker
