@@ -55,6 +55,7 @@ def test_gallery_has_every_family() -> None:
         "sick_exploding", "sick_nan", "sick_overflow", "sick_unused",
         # sick once they train (``--steps``), and the seeds' frozen-backbone recipe
         "sick_diverging", "sick_dying_relu", "sick_not_learning", "sick_frozen_bn",
+        "sick_zero_gate",
     }
 
 

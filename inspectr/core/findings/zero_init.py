@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from inspectr.core.probe.run import ProbeResult
+from inspectr.core.probe.zero_init import ZeroInit
 from inspectr.core.result import Finding, ModuleRow
 
 
@@ -42,22 +43,26 @@ def behind_zero_init(rows: tuple[ModuleRow, ...], result: ProbeResult) -> dict[s
 
 
 def zero_init_blocks(result: ProbeResult) -> list[Finding]:
-    """One warning per zero-initialised parameter that blocks the only path through it."""
-    out = []
-    seen: set[str] = set()
+    """A warning on the first zero-initialised parameter (run order) that blocks the only path
+    through it; any later ones are named in it (the culprit only: one finding)."""
+    blocking: list[ZeroInit] = []
     for z in result.zero_init:
-        if not z.blocked or z.parameter in seen:
-            continue
-        seen.add(z.parameter)
-        first, last = z.blocked[0], z.blocked[-1]
-        span = first if first == last else f"{first} … {last}"
-        out.append(Finding(
-            "zero_init_blocks", "warning", z.owner,
-            f"{z.parameter} is initialised to exactly 0 and no skip path goes around it: "
-            f"{z.output or '(root)'} outputs only zeros, so nothing reaches the layers after it, and the "
-            f"{len(z.blocked):,} module(s) before it ({span}) get no gradient until that parameter moves; "
-            "initialise it to a non-zero value (ones for a norm weight), or add the residual "
-            "connection around it if it is meant to start as the identity.",
-            {"parameter": z.parameter, "output": z.output, "blocked": len(z.blocked), "first_blocked": first},
-        ))
-    return out
+        if z.blocked and all(z.parameter != b.parameter for b in blocking):
+            blocking.append(z)
+    if not blocking:
+        return []
+    z, later = blocking[0], [b.parameter for b in blocking[1:]]
+    first, last = z.blocked[0], z.blocked[-1]
+    span = first if first == last else f"{first} … {last}"
+    more = (f" ({len(later)} more zero-initialised parameter(s) after it block the same way: "
+            f"{', '.join(later[:3])}{', …' if len(later) > 3 else ''})" if later else "")
+    return [Finding(
+        "zero_init_blocks", "warning", z.owner,
+        f"{z.parameter} is initialised to exactly 0 and no skip path goes around it: "
+        f"{z.output or '(root)'} outputs only zeros, so nothing reaches the layers after it, and the "
+        f"{len(z.blocked):,} module(s) before it ({span}) get no gradient until that parameter moves{more}; "
+        "initialise it to a non-zero value (ones for a norm weight), or add the residual "
+        "connection around it if it is meant to start as the identity.",
+        {"parameter": z.parameter, "output": z.output, "blocked": len(z.blocked), "first_blocked": first,
+         "later": later},
+    )]
