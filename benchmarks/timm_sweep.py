@@ -78,10 +78,12 @@ def main() -> None:
     ap.add_argument("--max-params", type=float, default=40e6)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", help="write every result here")
+    ap.add_argument("--also", nargs="*", default=[], help="architectures to run besides the sample")
     args = ap.parse_args()
     import timm
 
     picked = sample(timm, args.models, args.max_params)
+    picked += [(n, meta_params(timm, n) or 0) for n in args.also if n not in dict(picked)]
     print(f"timm {timm.__version__} · torch {torch.__version__} · {len(picked)} models under "
           f"{args.max_params:,.0f} parameters", flush=True)
     results = []
