@@ -44,7 +44,9 @@ def test_core_imports_neither_rich_nor_textual() -> None:
 
 
 def test_report_imports_no_textual() -> None:
-    mods = loaded_after("import inspectr.report.render")
+    report = sorted(p.stem for p in (REPO / "inspectr" / "report").glob("*.py") if p.stem != "__init__")
+    assert {"render", "formatting", "module_detail"} <= set(report)
+    mods = loaded_after("import " + ", ".join(f"inspectr.report.{m}" for m in report))
     assert "rich" in mods
     assert "textual" not in mods
 
