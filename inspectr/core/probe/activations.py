@@ -1,7 +1,10 @@
 """Provides the tables that say which outputs are activations and how their dead units look.
 
-"rectifier": a dead unit is exactly 0 (ReLU family); "smooth": |y| stays below
-``SMOOTH_DEAD_TOL`` (GELU/SiLU of inputs below about -5.3).
+"rectifier": a dead unit is exactly 0 (ReLU family); "smooth": y stays in
+(-``SMOOTH_DEAD_TOL``, 0], the saturated negative region of GELU/SiLU/Mish (inputs below about
+-5 for GELU, -20 for SiLU). A positive output, however small, comes from a positive input
+where the slope is at least 0.5: a network whose signal is tiny (fresh BatchNorm statistics in
+eval mode) is not dead.
 """
 
 from __future__ import annotations

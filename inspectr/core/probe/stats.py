@@ -17,7 +17,7 @@ import torch
 
 from inspectr.core.result import ActivationStats, fast_new
 
-SMOOTH_DEAD_TOL = 1e-6  # |y| below this counts as zero for GELU/SiLU-like outputs
+SMOOTH_DEAD_TOL = 1e-6  # GELU/SiLU-like outputs in (-tol, 0] are the saturated negative region
 HISTOGRAM_BINS = 24
 
 
@@ -321,7 +321,7 @@ class OutputStats:
         v = x.reshape(-1, units, inner)
         hi_u = _unit_max(v, True)
         sample = sample_of(x)
-        alive = hi_u > tol
+        alive = hi_u > 0  # a positive output is a live unit, however small (GELU/SiLU of a tiny input)
         parts = [hi_u.max(), sample.sum(), sum_sq(sample)]
         if not nonneg:
             lo_u = _unit_max(v, False)
@@ -374,10 +374,11 @@ _BATCHED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _add_units(acc: StatsAccumulator, x: torch.Tensor, layout: tuple[int, int], tol: float) -> None:
-    """Count the units of one call that are nonzero somewhere (|y| > tol) in ``acc.calls_units``."""
+    """Count the units of one call that are alive somewhere (y > 0 or y < -tol) in ``acc.calls_units``."""
     units, inner = layout
-    unit_max = x.reshape(-1, units, inner).abs().amax(dim=(0, 2))
-    alive = int((~(unit_max <= tol)).sum())  # a unit of NaN is not dead: the NaN finding says what it is
+    v = x.reshape(-1, units, inner)
+    lo, hi = v.amin(dim=(0, 2)), v.amax(dim=(0, 2))
+    alive = int((~((hi <= 0) & (lo >= -tol))).sum())  # a unit of NaN is not dead: the NaN finding says what it is
     acc.calls_units.append((alive, units, x.numel() // max(units, 1)))
 
 
@@ -404,9 +405,11 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
     if layout is not None and with_units:
         units, inner = layout
         sel = rows if len(with_units) == k else rows[with_units]
-        umax = sel.view(len(with_units), -1, units, inner).abs().amax(dim=(1, 3))
+        per_unit = sel.view(len(with_units), -1, units, inner)
+        umax, umin = per_unit.amax(dim=(1, 3)), per_unit.amin(dim=(1, 3))
         tols = torch.tensor([entries[i].tol for i in with_units], dtype=rows.dtype, device=rows.device)
-        for i, alive in zip(with_units, (~(umax <= tols[:, None])).sum(1).tolist()):
+        dead = (umax <= 0) & (umin >= -tols[:, None])
+        for i, alive in zip(with_units, (~dead).sum(1).tolist()):
             entries[i].units.calls_units.append((alive, units, n // max(units, 1)))  # type: ignore[union-attr]
     return out
 
