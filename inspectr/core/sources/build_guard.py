@@ -95,6 +95,13 @@ def available_for(device: str) -> int:
 
 NEED_FACTOR = 2.5  # a probe needs about this many times its parameters' bytes (``needed_bytes``)
 
+# Bytes of tensors a real build may make before the loader stops it and sizes the model on the
+# meta device. Small and fixed, not what a probe could use (available / NEED_FACTOR, 9.6 GB of
+# 24 GB): a model too big for memory then costs at most this much before it goes to meta (a
+# 6.7B model file peaked at 9.7 GB, now at 1.7 GB), and a model that fits but passes it pays a
+# partial build no bigger than its own, a meta build, and its real build.
+BUILD_BUDGET = 1 << 30
+
 
 def needed_bytes(model: nn.Module) -> int:
     """A rough peak for a probe: parameters + gradients + buffers, plus activation headroom."""
@@ -107,10 +114,11 @@ def needed_bytes(model: nn.Module) -> int:
 def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> tuple[nn.Module, bool]:
     """Build a model, going to the meta device when it would not fit in memory (or was asked for).
 
-    The build runs under an ``AllocationGuard``: a model that fits (nearly every one) is built
-    once; one whose tensors outgrow the memory a probe needs stops early and is sized exactly on
-    the meta device. Each build runs with the RNG seeded (``seed``) and put back afterwards, so
-    random initialisation, and therefore the report, is the same on every run.
+    The build runs under an ``AllocationGuard``: a model whose tensors stay within
+    ``BUILD_BUDGET`` (nearly every one) is built once. A bigger one stops there and is sized
+    exactly on the meta device, then built for real only if a probe fits. Each build runs with
+    the RNG seeded (``seed``) and put back afterwards, so random initialisation, and therefore
+    the report, is the same on every run.
 
     Returns:
         (model, on_meta)
@@ -130,9 +138,8 @@ def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> t
             )
         return m, True
     avail = available_for(device)
-    guard = AllocationGuard(int(avail / NEED_FACTOR))
     try:
-        with guard:
+        with AllocationGuard(min(BUILD_BUDGET, int(avail / NEED_FACTOR))):
             model = seeded(build)
         if needed_bytes(model) <= avail:
             return model, False
@@ -140,8 +147,8 @@ def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> t
     except BuildTooBig:
         pass
     meta = seeded(lambda: _meta_build(build))
-    if meta is None:  # its constructor cannot run on meta: build it for real, as asked
-        return seeded(build), False
+    if meta is None:  # its constructor cannot run on meta: build it for real, as far as a probe fits
+        return _build_unsized(seeded, build, avail), False
     need = needed_bytes(meta)
     if need > avail:
         total = sum(t.numel() for t in meta.parameters())
@@ -152,4 +159,19 @@ def build_checked(build: Any, device: str, notes: list[str], seed: int = 0) -> t
         )
         return meta, True
     del meta
-    return seeded(build), False  # the guard counted temporaries: it fits after all
+    return seeded(build), False  # it fits: past the budget, or the guard counted temporaries
+
+
+def _build_unsized(seeded: Any, build: Any, avail: int) -> nn.Module:
+    """A real build of a model the meta device cannot size, stopped where a probe cannot fit."""
+    try:
+        with AllocationGuard(int(avail / NEED_FACTOR)):
+            return seeded(build)
+    except BuildTooBig as exc:
+        made = exc.made
+    raise InspectrError(
+        f"Building the model made over {made / 2**30:.1f} GiB of tensors, more than a probe can have of the "
+        f"{avail / 2**30:.1f} GiB available, and its constructor cannot run on the meta device (it reads "
+        "tensor values), so it cannot be sized without building it.",
+        "Inspect a smaller configuration (--kwargs), or run where more memory is free.",
+    )
