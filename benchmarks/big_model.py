@@ -10,8 +10,6 @@ RSS (the child's own VmHWM) of a subprocess running
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,38 +53,20 @@ def big7b() -> nn.Module:
     return Big60B(d=4096, ff=4 * 4096, layers=32, heads=32)
 
 
-# the CLI, writing its own peak resident memory (VmHWM, KiB) to the file named first at its exit:
-# ru_maxrss of a child would fold in this process's size at the fork
-_PEAK = """
-import atexit, runpy, sys
-out = sys.argv.pop(1)
-def peak():
-    with open("/proc/self/status") as f:
-        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    with open(out, "w") as f:
-        f.write(kib)
-atexit.register(peak)
-sys.argv[0] = "inspectr"
-runpy.run_module("inspectr", run_name="__main__", alter_sys=True)
-"""
-
-
 def main() -> None:
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import run_cli_peak_rss  # the CLI's own peak (VmHWM), as the tests read it
+
     for name in ("big7b", "Big60B"):
         with tempfile.TemporaryDirectory() as tmp:
-            peak_file, out = Path(tmp) / "peak", Path(tmp) / "report.json"
+            out = Path(tmp) / "report.json"
             t = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-c", _PEAK, str(peak_file), f"{__file__}:{name}", "--format", "json", "-o", str(out)],
-                capture_output=True, text=True, env=env,
-            )
+            proc, kib = run_cli_peak_rss(f"{__file__}:{name}", "--format", "json", "-o", str(out), out_dir=Path(tmp))
             wall = time.perf_counter() - t
             if proc.returncode not in (0, 1):
                 print(proc.stderr)
                 continue
-            peak = int(peak_file.read_text()) / 2**20
+            peak = kib / 2**20
             doc = json.loads(out.read_text())
         print(f"{name}: exit {proc.returncode}, {wall:.1f} s, peak RSS {peak:.2f} GiB, "
               f"params {doc['model']['total_params']:,}, shape_only={doc['probe']['shape_only']}, "
