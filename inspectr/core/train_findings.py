@@ -16,6 +16,10 @@ Thresholds (documented in the README; chosen so healthy torchvision and sample m
   non-finite at that step, found by replaying it under the probe), or climbs above
   DIVERGE_FACTOR times its start (named: the step, and the layer with the largest update ratio
   in the update before it).
+- ``nonfinite_grad``: the loss of a step was finite but a gradient was not (the run stops
+  before that update): the step, and the op whose backward first turned finite gradients into
+  NaN/Inf with its module and line, found by replaying the step under ``grad_origin`` (as the
+  probe's finding of the same kind at step 0).
 - ``dying_units``: an activation (module or functional) where at least DEAD_WARN of the units
   are dead on the last step's forward, while fewer were at step 0; error from DEAD_ERROR. Same
   minimum units and samples per unit as ``dead_units``. Activations after the last layer with
@@ -45,6 +49,7 @@ from inspectr.core.findings import (
     DEAD_MIN_UNITS,
     DEAD_WARN,
     common_ancestor,
+    nonfinite_grad,
 )
 from inspectr.core.result import Finding, ModuleRow
 from inspectr.core.training import TrainingRun
@@ -67,6 +72,7 @@ def training_problems(rows: tuple[ModuleRow, ...], run: TrainingRun, unused: Ite
     """Every training finding for one run; ``unused``: parameters the probe reported unused."""
     out: list[Finding] = []
     out += diverging(run)
+    out += nonfinite_gradients(rows, run)
     if not run.stopped:
         out += not_learning(rows, run)
         out += dying_units(rows, run)
@@ -144,6 +150,19 @@ def diverging(run: TrainingRun) -> list[Finding]:
                 {"step": i + 1, "start": start, "loss": x},
             )]
     return []
+
+
+def nonfinite_gradients(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
+    k = run.nonfinite_grad_step
+    if k is None:
+        return []
+    # without an origin: of the modules whose parameters got NaN/Inf, the latest in the forward
+    # is the first that backward reached with them
+    order = {r.path: r.order if r.order is not None else -1 for r in rows}
+    hit = run.nonfinite_grad_modules
+    first = max(hit, key=lambda p: order.get(p, -1)) if hit else ""
+    return nonfinite_grad(run.grad_origin, len(hit), first, where=f"Step {k}'s backward pass",
+                          detail={"step": k, "loss": run.loss[k - 1] if len(run.loss) >= k else None})
 
 
 def _fastest_layer(run: TrainingRun, step_index: int) -> str:
