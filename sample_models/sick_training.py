@@ -147,6 +147,41 @@ class SqrtFeatureRegressor(nn.Module):
 
 
 @register(
+    "sick_relu_output",
+    "regressor of log-probabilities whose nn.Sequential ends in ReLU: targets below 0, every output unit dies",
+    "002 PyTorch nn basics: Sequential and MSELoss",
+    healthy=False,
+    expected=("dying_units", "net.3"),
+    needs_steps=True,
+)
+class ReLUOutputRegressor(nn.Module):
+    """An MLP regressor whose ``nn.Sequential`` repeats ``Linear, ReLU`` once too often: the ReLU
+    after the last Linear (``net.3``) clips every output at 0, while its targets, 8
+    log-probabilities, are all below 0. One output unit in 8 is 0 for every sample at step 0; AdamW
+    at lr 0.003 pushes the others below zero too, where ReLU passes no gradient back: after 20
+    steps every output is 0 for every sample, and the loss stays near the mean squared target."""
+
+    example_training: dict[str, Any] = {"optimizer": "adamw", "lr": 0.003, "steps": 20}
+
+    def __init__(self, in_features: int = 16, hidden: int = 64, outputs: int = 8) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.outputs = outputs
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def example_input(self, batch_size: int = 4) -> torch.Tensor:
+        # at least 16 samples per unit: dead units are judged only then
+        return torch.randn(max(batch_size, 32), self.in_features)
+
+    def example_target(self, batch_size: int = 4) -> torch.Tensor:
+        # log-probabilities: all below 0
+        return torch.log(torch.rand(max(batch_size, 32), self.outputs) * 0.9 + 0.05)
+
+
+@register(
     "sick_not_learning",
     "classifier ending in nn.Softmax, trained with cross-entropy: softmax twice, the loss barely moves",
     "002 PyTorch nn basics: Sequential and CrossEntropyLoss",

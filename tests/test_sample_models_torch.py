@@ -57,6 +57,8 @@ def test_gallery_has_every_family() -> None:
         "sick_diverging", "sick_dying_relu", "sick_not_learning", "sick_frozen_bn",
         # a finite forward whose backward makes NaN / Inf, at step 0 and once trained
         "sick_nan_grad", "sick_inf_grad", "sick_nan_grad_training",
+        # an output ReLU trained toward targets below 0
+        "sick_relu_output",
     }
 
 

@@ -343,6 +343,59 @@ def test_sick_dying_relu_alive_at_step_0_dead_after() -> None:
     assert r.module("act1").end_dead_fraction < 0.5
 
 
+class ReLUOut(nn.Module):
+    """Linear, ReLU, Linear, ReLU: the last ReLU clips the outputs at 0."""
+
+    def __init__(self, final: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8)]
+        self.net = nn.Sequential(*layers, *([nn.ReLU()] if final else []))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_dying_output_relu_names_the_targets_range() -> None:
+    r = inspectr.inspect("sick_relu_output", steps=True)
+    (f,) = [f for f in r.findings if f.kind == "dying_units"]
+    assert (f.module, f.severity, f.detail["output"]) == ("net.3", "error", True)
+    assert f.detail["end_dead_fraction"] == 1.0 and f.detail["start_dead_fraction"] < 0.7
+    lo, hi = f.detail["target_range"]
+    assert lo < hi < 0 and f.detail["activation_range"] == [0.0, math.inf]
+    assert "output units are dead" in f.message and "[0, ∞)" in f.message and f"{lo:.3g}" in f.message
+    assert r.module("net.3").end_dead_fraction == 1.0 and r.training.target_range == (lo, hi)
+    # the same network returning the last Linear's values fits the same targets: nothing to say
+    twin = sample_models.GALLERY["sick_relu_output"].factory()
+    twin.net = twin.net[:-1]
+    r = inspectr.inspect(twin, steps=True)
+    assert problems(r) == [] and r.training.loss[-1] < 0.5 * r.training.loss[0]
+
+
+def test_dying_output_under_inspectrs_random_targets_says_so() -> None:
+    # an image-to-image net ending in ReLU, no target given: mean squared error to N(0, 1) targets
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.ReLU())
+    r = inspectr.inspect(model, inputs=torch.randn(4, 3, 8, 8), steps=20, lr=0.1)
+    (f,) = [f for f in r.findings if f.kind == "dying_units"]
+    assert f.module == "3" and "random targets inspectr drew" in f.message and "example_target" in f.message
+    assert f.detail["target_range"][0] < 0 < f.detail["target_range"][1]
+
+
+def test_dying_output_toward_reachable_targets_is_quiet() -> None:
+    # regressed toward 0 everywhere: units that die output exactly their target
+    torch.manual_seed(0)
+    r = inspectr.inspect(ReLUOut(), inputs=torch.randn(32, 16), steps=20, lr=0.01, target=torch.zeros(32, 8))
+    assert r.training.target_range == (0.0, 0.0) and r.module("net.3").end_dead_fraction >= 0.7
+    assert [f for f in r.findings if f.kind == "dying_units"] == []
+
+
+def test_squeezenet_relu_on_class_scores_stays_quiet() -> None:
+    # its classifier ends Conv, ReLU, pool: under cross-entropy the ReLU dies on purpose
+    r = inspectr.inspect("squeezenet1_1", steps=20, input_specs=["2,3,64,64"])
+    assert r.training.target_range is None and r.module("classifier.2").end_dead_fraction >= 0.7
+    assert problems(r) == []
+
+
 def test_sick_not_learning_blames_the_softmax() -> None:
     r = inspectr.inspect("sick_not_learning", steps=True)
     (f,) = [f for f in r.findings if f.kind == "not_learning"]

@@ -460,6 +460,7 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: inputs_
         nonfinite_module=run.nonfinite_module, ratio_modules=run.ratio_modules, step_ratios=run.step_ratios,
         nonfinite_grad_step=run.nonfinite_grad_step,
         nonfinite_grad_module=run.grad_origin.module if run.grad_origin is not None else None,
+        target_range=run.target_range,
     )
     return run, info
 

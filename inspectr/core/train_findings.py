@@ -23,8 +23,11 @@ Thresholds (documented in the README; chosen so healthy torchvision and sample m
 - ``dying_units``: an activation (module or functional) where at least DEAD_WARN of the units
   are dead on the last step's forward, while fewer were at step 0; error from DEAD_ERROR. Same
   minimum units and samples per unit as ``dead_units``. Activations after the last layer with
-  parameters are not judged: they shape the output, and the loss pushes the wrong classes
-  below zero on purpose (SqueezeNet's ReLU on its class scores).
+  parameters shape the output: under a classification loss they are not judged (SqueezeNet's
+  ReLU on its class scores: the loss pushes the wrong classes below zero on purpose). Under a
+  regression toward targets that leave the activation's range (a ReLU output, targets below 0),
+  dying output units are an error from DEAD_WARN: each one is an output stuck at 0 for every
+  sample, which the loss cannot move because the activation passes no gradient there.
 - ``update_ratio``: a layer whose median ||dw||/||w|| lies outside [UPDATE_LOW, UPDATE_HIGH]
   (the rule of thumb is about 1e-3) and at least UPDATE_SPREAD times away from the median
   layer, while most layers are inside the band. Layers whose weights start near zero
@@ -194,20 +197,44 @@ def end_dead_fraction(run: TrainingRun, path: str) -> float | None:
     return max(values) if values else None
 
 
+INF = math.inf
+# what each rectifier-like activation can output (rounded outward), module types and functional ops
+OUTPUT_RANGE: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("ReLU", "F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_",
+                     "aten.relu", "aten.relu_"), (0.0, INF)),
+    **dict.fromkeys(("ReLU6", "F.relu6"), (0.0, 6.0)),
+    **dict.fromkeys(("Hardswish", "F.hardswish", "aten.hardswish"), (-0.375, INF)),
+    **dict.fromkeys(("GELU", "F.gelu", "aten.gelu"), (-0.17, INF)),
+    **dict.fromkeys(("SiLU", "F.silu", "aten.silu"), (-0.28, INF)),
+    **dict.fromkeys(("Mish", "F.mish", "aten.mish"), (-0.31, INF)),
+}
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {'∞)' if hi == INF else f'{hi:.3g}]'}"
+
+
 def dying_units(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
     out = []
-    # an activation after the last layer with parameters shapes the output itself (SqueezeNet's
-    # ReLU on the class scores): the loss pushes the wrong classes below zero on purpose
+    # an activation after the last layer with parameters shapes the output itself: judged only
+    # against a regression target (SqueezeNet's ReLU on class scores under cross-entropy: the loss
+    # pushes the wrong classes below zero on purpose)
     last_weighted = max((r.order for r in rows if r.own_params and r.order is not None), default=-1)
     for r in rows:
         m = run.end_measures.get(r.path)
-        if m is None or (r.order is not None and r.order > last_weighted):
+        if m is None:
+            continue
+        at_output = r.order is not None and r.order > last_weighted
+        if at_output and run.target_range is None:
             continue
         end = _dead_items(m.stats, m.functional, r.type)
         start = _dead_items(r.stats, r.functional, r.type)
         for op, (dead, units, _) in end.items():
             before = start.get(op, (0.0, 0, 0))[0]
             if dead < DEAD_WARN or before >= DEAD_WARN:
+                continue
+            if at_output:
+                out += _dying_output(r, op, dead, before, units, run)
                 continue
             inside = "" if op == r.type else f" ({op} inside its forward)"
             out.append(Finding(
@@ -219,6 +246,32 @@ def dying_units(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
                  "op": op},
             ))
     return out
+
+
+def _dying_output(r: ModuleRow, op: str, dead: float, before: float, units: int, run: TrainingRun) -> list[Finding]:
+    """Dead units of the output activation, when the regression targets leave its range."""
+    span = OUTPUT_RANGE.get(op)
+    if span is None or run.target_range is None:
+        return []
+    lo, hi = span
+    t_lo, t_hi = run.target_range
+    if t_lo >= lo and t_hi <= hi:
+        return []  # the targets are reachable: units that died there may rightly output 0
+    side = f"reach {t_lo:.3g}" if t_lo < lo else f"reach {t_hi:.3g}"
+    drawn = ("; these are the random targets inspectr drew, give example_target (or target=) for yours"
+             if "random target" in run.loss_name else "")
+    inside = "" if op == r.type else f" ({op} inside its forward)"
+    return [Finding(
+        "dying_units", "error", r.path,
+        f"{_label(r.path)}{inside}: {dead:.0%} of {units:,} output units are dead after {run.steps_run} steps "
+        f"({before:.0%} at step 0), so the model outputs {'0' if lo == 0 else 'about 0'} there for every sample. {op} comes after "
+        f"the last layer with weights, its outputs lie in {_interval(lo, hi)}, and the targets {side} (they span "
+        f"{_interval(t_lo, t_hi)}{drawn}): the loss pushes those units out of the range, where {op} passes no "
+        "gradient back. Return the last layer's values without the activation, use one whose range covers "
+        "the targets, or rescale the targets into its range.",
+        {"end_dead_fraction": round(dead, 4), "start_dead_fraction": round(before, 4), "units": units, "op": op,
+         "output": True, "activation_range": [lo, hi], "target_range": [t_lo, t_hi]},
+    )]
 
 
 def update_ratio(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:

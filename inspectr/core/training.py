@@ -87,6 +87,7 @@ class TrainingRun:
     nonfinite_grad_step: int | None = None
     nonfinite_grad_modules: tuple[str, ...] = ()
     grad_origin: GradOrigin | None = None
+    target_range: tuple[float, float] | None = None  # the loss's regression target, min and max
 
     @property
     def steps_run(self) -> int:
@@ -233,7 +234,7 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
             0, owner_index, grad_rows[-1].double().cpu().square())
         bad = tuple(o for o, v in zip(owners, per_owner.tolist()) if not math.isfinite(v))
     return replace(run, final_loss=final_loss, nonfinite_grad_step=grad_step, nonfinite_grad_modules=bad,
-                   grad_origin=grad_origin)
+                   grad_origin=grad_origin, target_range=objective.target_range)
 
 
 def _final_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
