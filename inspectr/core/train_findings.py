@@ -261,10 +261,11 @@ def _dying_output(r: ModuleRow, op: str, dead: float, before: float, units: int,
     drawn = ("; these are the random targets inspectr drew, give example_target (or target=) for yours"
              if "random target" in run.loss_name else "")
     inside = "" if op == r.type else f" ({op} inside its forward)"
+    zero = "0" if lo == 0 else "about 0"
     return [Finding(
         "dying_units", "error", r.path,
         f"{_label(r.path)}{inside}: {dead:.0%} of {units:,} output units are dead after {run.steps_run} steps "
-        f"({before:.0%} at step 0), so the model outputs {'0' if lo == 0 else 'about 0'} there for every sample. {op} comes after "
+        f"({before:.0%} at step 0), so the model outputs {zero} there for every sample. {op} comes after "
         f"the last layer with weights, its outputs lie in {_interval(lo, hi)}, and the targets {side} (they span "
         f"{_interval(t_lo, t_hi)}{drawn}): the loss pushes those units out of the range, where {op} passes no "
         "gradient back. Return the last layer's values without the activation, use one whose range covers "

@@ -6,8 +6,8 @@ measure the last step's forward (dead units at the end), and when the loss turns
 step's forward is replayed by ``run_probe`` with the same seed to name the first module whose
 output went non-finite; when the loss is finite but a gradient is not, the step is replayed
 under ``grad_origin`` to name the op whose backward made it (the run stops there, before the
-update spreads NaN into the weights). Per step, only a handful of ``torch._foreach`` reductions run over the
-parameters: gradient norms before the update, update and weight norms after it.
+update spreads NaN into the weights). Per step, only a handful of ``torch._foreach`` reductions
+run over the parameters: gradient norms before the update, update and weight norms after it.
 """
 
 from __future__ import annotations
