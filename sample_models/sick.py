@@ -346,6 +346,81 @@ class OverflowEnergyNet(nn.Module):
         return 3.0 * torch.randn(batch_size, self.in_features)
 
 
+class GuardedSqrt(nn.Module):
+    """Square-root feature compression, "made safe" for negative inputs with ``torch.where``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0, torch.sqrt(x), torch.zeros_like(x))
+
+
+@register(
+    "sick_nan_grad",
+    "MLP compressing features with torch.where(x > 0, sqrt(x), 0): finite forward, NaN gradients",
+    "002 PyTorch nn basics: custom nn.Module",
+    healthy=False,
+    expected=("nonfinite_grad", "compress"),
+)
+class SqrtFeatureMLP(nn.Module):
+    """An MLP whose ``compress`` (GuardedSqrt) takes the square root of a Linear's signed output
+    where it is positive and returns 0 elsewhere. The forward is finite, but ``torch.where``
+    differentiates both branches: sqrt's gradient at the negative inputs is NaN, multiplied by
+    the zero gradient of the branch not taken it stays NaN, and ``fc``, ``fc.weight`` and the
+    input end all get NaN gradients."""
+
+    def __init__(self, in_features: int = 32, hidden: int = 64, num_classes: int = 10) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.fc = nn.Linear(in_features, hidden)
+        self.compress = GuardedSqrt()
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.compress(self.fc(x)))
+
+    def example_input(self, batch_size: int = 4) -> torch.Tensor:
+        return torch.randn(batch_size, self.in_features)
+
+
+class GatedBranch(nn.Module):
+    """A residual branch scaled by a learned non-negative gain, written ``sqrt(gain_sq)`` and
+    started at 0 so that the branch starts switched off (ReZero's idea)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.branch = nn.Sequential(nn.Linear(width, width), nn.Tanh())
+        self.gain_sq = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.sqrt(self.gain_sq) * self.branch(x)
+
+
+@register(
+    "sick_inf_grad",
+    "residual MLP whose branch gain is sqrt(gain_sq) with gain_sq initialised to 0: Inf gradient",
+    "002 PyTorch nn basics: custom nn.Module and init_weights",
+    healthy=False,
+    expected=("nonfinite_grad", "gated"),
+)
+class GatedResidualMLP(nn.Module):
+    """An MLP with a gated residual block. ``gated.gain_sq`` starts at exactly 0, where the
+    forward is finite (sqrt(0) = 0, the block passes its input through) but the derivative of
+    sqrt is infinite: ``gated.gain_sq`` gets an Inf gradient at the first backward, and one
+    optimizer step makes it Inf or NaN."""
+
+    def __init__(self, in_features: int = 32, hidden: int = 64, num_classes: int = 10) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.embed = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU())
+        self.gated = GatedBranch(hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gated(self.embed(x)))
+
+    def example_input(self, batch_size: int = 4) -> torch.Tensor:
+        return torch.randn(batch_size, self.in_features)
+
+
 @register(
     "sick_unused",
     "classifier with an auxiliary head that is built but never called",

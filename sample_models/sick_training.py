@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sample_models._gallery import register
+from sample_models.sick import GuardedSqrt
 
 
 class Exp(nn.Module):
@@ -106,6 +107,78 @@ class DyingReLURegressor(nn.Module):
     def example_input(self, batch_size: int = 4) -> torch.Tensor:
         # at least 16 samples per unit: dead units are judged only then
         return torch.randn(max(batch_size, 32), self.in_features)
+
+
+@register(
+    "sick_nan_grad_training",
+    "MLP with a torch.where-guarded sqrt, positive at step 0: a unit crosses zero and gradients turn NaN at step 15",
+    "002 PyTorch nn basics: custom nn.Module and training loop",
+    healthy=False,
+    expected=("nonfinite_grad", "compress"),
+    needs_steps=True,
+)
+class SqrtFeatureRegressor(nn.Module):
+    """An MLP regressor that compresses its hidden features with ``GuardedSqrt``
+    (``torch.where(x > 0, sqrt(x), 0)``). ``fc2``'s bias starts at 2, so every input of
+    ``compress`` is positive and step 0 is healthy; AdamW at lr 0.005 lowers the loss for 14
+    steps, then one pre-activation falls below zero, and sqrt's NaN gradient there (the branch
+    torch.where did not pick still gets 0 times it) makes ``fc2``'s and ``fc1``'s gradients NaN at
+    step 15 while the loss is finite. ``inspectr sick_nan_grad_training --steps`` names the step
+    and ``compress``."""
+
+    example_training: dict[str, Any] = {"optimizer": "adamw", "lr": 0.005, "steps": 20}
+
+    def __init__(self, in_features: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.act1 = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.compress = GuardedSqrt()
+        self.head = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.fc2.bias.fill_(2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.compress(self.fc2(self.act1(self.fc1(x)))))
+
+    def example_input(self, batch_size: int = 4) -> torch.Tensor:
+        return torch.randn(max(batch_size, 32), self.in_features)
+
+
+@register(
+    "sick_relu_output",
+    "regressor of log-probabilities whose nn.Sequential ends in ReLU: targets below 0, every output unit dies",
+    "002 PyTorch nn basics: Sequential and MSELoss",
+    healthy=False,
+    expected=("dying_units", "net.3"),
+    needs_steps=True,
+)
+class ReLUOutputRegressor(nn.Module):
+    """An MLP regressor whose ``nn.Sequential`` repeats ``Linear, ReLU`` once too often: the ReLU
+    after the last Linear (``net.3``) clips every output at 0, while its targets, 8
+    log-probabilities, are all below 0. One output unit in 8 is 0 for every sample at step 0; AdamW
+    at lr 0.003 pushes the others below zero too, where ReLU passes no gradient back: after 20
+    steps every output is 0 for every sample, and the loss stays near the mean squared target."""
+
+    example_training: dict[str, Any] = {"optimizer": "adamw", "lr": 0.003, "steps": 20}
+
+    def __init__(self, in_features: int = 16, hidden: int = 64, outputs: int = 8) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.outputs = outputs
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def example_input(self, batch_size: int = 4) -> torch.Tensor:
+        # at least 16 samples per unit: dead units are judged only then
+        return torch.randn(max(batch_size, 32), self.in_features)
+
+    def example_target(self, batch_size: int = 4) -> torch.Tensor:
+        # log-probabilities: all below 0
+        return torch.log(torch.rand(max(batch_size, 32), self.outputs) * 0.9 + 0.05)
 
 
 @register(

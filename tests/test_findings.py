@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections import OrderedDict
 
 import pytest
@@ -109,3 +111,107 @@ def test_headless_gpt2_model_has_no_vanishing_gradient(mode):
     assert r.probe.ok and r.probe.backward == "ran"
     assert "vanishing_gradient" not in [f.kind for f in r.findings]
     assert problems(r) == []
+
+
+# ---------------------------------------------------------------- NaN/Inf born in backward
+
+
+class WhereSqrt(nn.Module):
+    """The issue's model: the root's own forward guards sqrt with torch.where (no module of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = torch.where(h > 0, torch.sqrt(h), torch.zeros_like(h))
+        return self.out(h)
+
+
+def test_nan_born_in_backward_is_named_at_the_op_not_where_it_arrives():
+    r = inspectr.inspect("sick_nan_grad")
+    assert r.probe.ok and r.probe.backward == "ran"
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert (f.severity, f.module) == ("error", "compress")
+    d = f.detail
+    assert (d["op"], d["node"], d["nonfinite"]) == ("sqrt", "SqrtBackward0", "NaN")
+    assert 0 < d["count"] < d["numel"] == 4 * 64
+    assert d["location"].endswith("sick.py:" + d["location"].rsplit(":", 1)[1]) and "torch.where" in d["code"]
+    assert "torch.where differentiates both branches" in f.message and "clamp_min" in f.message
+    # the gradient arrives as NaN at fc, which only passes it on: not blamed
+    assert math.isnan(r.module("fc").grad_norm) and math.isnan(r.module("fc").param_grad_norm)
+    assert math.isfinite(r.module("compress").grad_norm) and math.isfinite(r.module("head").param_grad_norm)
+    assert problems(r) == [("nonfinite_grad", "error", "compress")]  # no vanishing/exploding from NaN norms
+
+
+def test_inf_born_in_backward_of_a_parameter():
+    r = inspectr.inspect("sick_inf_grad")
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert (f.module, f.detail["nonfinite"], f.detail["count"], f.detail["numel"]) == ("gated", "Inf", 1, 1)
+    assert "sqrt(self.gain_sq)" in f.detail["code"] and "Inf" in f.message
+    assert math.isinf(r.module("gated").param_grad_norm)
+    assert problems(r) == [("nonfinite_grad", "error", "gated")]
+
+
+def test_nan_born_in_the_roots_own_forward_names_the_root_and_line():
+    torch.manual_seed(0)
+    model = WhereSqrt()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = inspectr.inspect(model, inputs=torch.randn(4, 16))
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert f.module == "" and "(root) (WhereSqrt)" in f.message
+    assert f.detail["location"] == f"{__file__}:{WhereSqrt.forward.__code__.co_firstlineno + 2}"
+    # the replay leaves no trace: no hook, no gradient, the same values
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class NaNGrad(torch.autograd.Function):
+    """Identity forward; a backward that returns NaN (a hand-written derivative gone wrong)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+class HandWritten(nn.Module):
+    def forward(self, x):
+        return NaNGrad.apply(x)
+
+
+def test_nan_from_a_custom_autograd_function_is_blamed_on_its_module():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Sequential(nn.ReLU(), HandWritten()), nn.Linear(8, 2))
+    r = inspectr.inspect(model, inputs=torch.randn(4, 8))
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert f.module == "1.1" and f.detail["node"] == "NaNGradBackward"
+
+
+def test_finite_gradients_trace_nothing():
+    from inspectr.core.probe.run import run_probe
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert run_probe(model, (torch.randn(4, 8),), {}).grad_origin is None
+    # a forward that is already NaN is the forward finding's, not a gradient one
+    r = inspectr.inspect("sick_nan")
+    assert [f.kind for f in r.findings if f.kind in ("nan", "nonfinite_grad")] == ["nan"]
+
+
+def test_cli_check_fails_on_a_nan_born_in_backward():
+    from conftest import run_cli
+
+    proc = run_cli("sick_nan_grad", "--check")
+    assert proc.returncode == 1, proc.stderr
+    assert "nonfinite_grad" in proc.stdout and "compress" in proc.stdout and "SqrtBackward0" in proc.stdout
+    proc = run_cli("sick_inf_grad", "--format", "json")
+    doc = json.loads(proc.stdout)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "nonfinite_grad"]
+    assert f["module"] == "gated" and f["detail"]["nonfinite"] == "Inf" and f["detail"]["op"] == "sqrt"

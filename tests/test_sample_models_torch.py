@@ -56,6 +56,10 @@ def test_gallery_has_every_family() -> None:
         # sick once they train (``--steps``), and the seeds' frozen-backbone recipe
         "sick_diverging", "sick_dying_relu", "sick_not_learning", "sick_frozen_bn",
         "sick_zero_gate",
+        # a finite forward whose backward makes NaN / Inf, at step 0 and once trained
+        "sick_nan_grad", "sick_inf_grad", "sick_nan_grad_training",
+        # an output ReLU trained toward targets below 0
+        "sick_relu_output",
     }
 
 
@@ -176,6 +180,25 @@ def test_sick_overflow_output_has_inf_from_finite_input() -> None:
     output = call(model, inputs)
     assert torch.isfinite(seen["input"]).all()
     assert output.isinf().any()
+
+
+@pytest.mark.parametrize(("name", "victim", "bad"), [("sick_nan_grad", "fc.weight", torch.isnan),
+                                                      ("sick_inf_grad", "gated.gain_sq", torch.isinf)])
+def test_sick_grad_models_have_a_finite_forward_and_nonfinite_gradients(name: str, victim: str, bad: Any) -> None:
+    model, inputs = build(name)
+    output = call(model, inputs)
+    assert torch.isfinite(output).all()
+    output.sum().backward()
+    assert bad(dict(model.named_parameters())[victim].grad).any()
+
+
+def test_sick_nan_grad_training_is_finite_at_step_0() -> None:
+    model, inputs = build("sick_nan_grad_training")
+    seen: dict[str, torch.Tensor] = {}
+    model.get_submodule("compress").register_forward_hook(lambda m, i, o: seen.update(input=i[0]))
+    call(model, inputs).sum().backward()
+    assert (seen["input"] > 0).all()  # no unit at or below 0: sqrt's gradient is finite everywhere
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_sick_unused_aux_head_gets_no_gradient() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from typing import Any
 
@@ -298,12 +299,101 @@ def test_sick_diverging_names_the_step_and_the_module() -> None:
     assert r.training.stopped == "the loss turned Inf at step 16"
 
 
+def test_nan_gradients_from_a_finite_loss_name_the_step_and_the_op() -> None:
+    r = inspectr.inspect("sick_nan_grad_training", steps=True)
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert (f.module, f.severity, f.detail["step"], f.detail["op"]) == ("compress", "error", 15, "sqrt")
+    assert f.message.startswith("Step 15's backward pass") and "torch.where" in f.detail["code"]
+    tr = r.training
+    # the run stops before step 15's update: every loss it ran is finite, the weights never saw NaN
+    assert tr.steps_run == 15 and all(math.isfinite(x) for x in tr.loss)
+    assert math.isnan(tr.grad_norm[-1]) and all(math.isfinite(x) for x in tr.grad_norm[:-1])
+    assert (tr.nonfinite_grad_step, tr.nonfinite_grad_module, tr.nonfinite_step) == (15, "compress", None)
+    assert tr.stopped == "the gradients turned NaN at step 15 (the loss was finite)"
+    assert problems(r) == [("nonfinite_grad", "error", "compress")]  # nothing diverged: no second alarm
+
+
+def test_nan_gradients_at_step_0_are_reported_once() -> None:
+    r = inspectr.inspect("sick_nan_grad", steps=3)
+    assert [f.module for f in r.findings if f.kind == "nonfinite_grad"] == ["compress"]
+    assert "step" not in [f for f in r.findings if f.kind == "nonfinite_grad"][0].detail  # the probe's, at step 0
+    assert r.training.nonfinite_grad_step == 1 and r.training.steps_run == 1
+    assert "training stopped: the gradients turned NaN at step 1 (the loss was finite)" in r.probe.notes
+
+
+def test_nan_gradients_born_in_the_loss() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # sqrt at exactly 0 (a residual that cancels): infinite derivative, from the loss itself
+        return torch.nn.functional.mse_loss(output, target) + torch.sqrt((output - output.detach()).square().mean())
+
+    r = inspectr.inspect(model, inputs=torch.randn(8, 8), steps=3, loss_fn=loss_fn, target=torch.randn(8, 2))
+    (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
+    assert f.module == "" and "the loss (outside every module)" in f.message and f.detail["op"] == "sqrt"
+    assert r.training.nonfinite_grad_step == 1 and r.training.nonfinite_grad_module is None
+
+
 def test_sick_dying_relu_alive_at_step_0_dead_after() -> None:
     r = inspectr.inspect("sick_dying_relu", steps=True)
     (f,) = [f for f in r.findings if f.kind == "dying_units"]
     assert (f.module, f.severity) == ("act2", "error")
     assert r.module("act2").stats.dead_fraction == 0.0 and r.module("act2").end_dead_fraction == 1.0
     assert r.module("act1").end_dead_fraction < 0.5
+
+
+class ReLUOut(nn.Module):
+    """Linear, ReLU, Linear, ReLU: the last ReLU clips the outputs at 0."""
+
+    def __init__(self, final: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8)]
+        self.net = nn.Sequential(*layers, *([nn.ReLU()] if final else []))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_dying_output_relu_names_the_targets_range() -> None:
+    r = inspectr.inspect("sick_relu_output", steps=True)
+    (f,) = [f for f in r.findings if f.kind == "dying_units"]
+    assert (f.module, f.severity, f.detail["output"]) == ("net.3", "error", True)
+    assert f.detail["end_dead_fraction"] == 1.0 and f.detail["start_dead_fraction"] < 0.7
+    lo, hi = f.detail["target_range"]
+    assert lo < hi < 0 and f.detail["activation_range"] == [0.0, math.inf]
+    assert "output units are dead" in f.message and "[0, ∞)" in f.message and f"{lo:.3g}" in f.message
+    assert r.module("net.3").end_dead_fraction == 1.0 and r.training.target_range == (lo, hi)
+    # the same network returning the last Linear's values fits the same targets: nothing to say
+    twin = sample_models.GALLERY["sick_relu_output"].factory()
+    twin.net = twin.net[:-1]
+    r = inspectr.inspect(twin, steps=True)
+    assert problems(r) == [] and r.training.loss[-1] < 0.5 * r.training.loss[0]
+
+
+def test_dying_output_under_inspectrs_random_targets_says_so() -> None:
+    # an image-to-image net ending in ReLU, no target given: mean squared error to N(0, 1) targets
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.ReLU())
+    r = inspectr.inspect(model, inputs=torch.randn(4, 3, 8, 8), steps=20, lr=0.1)
+    (f,) = [f for f in r.findings if f.kind == "dying_units"]
+    assert f.module == "3" and "random targets inspectr drew" in f.message and "example_target" in f.message
+    assert f.detail["target_range"][0] < 0 < f.detail["target_range"][1]
+
+
+def test_dying_output_toward_reachable_targets_is_quiet() -> None:
+    # regressed toward 0 everywhere: units that die output exactly their target
+    torch.manual_seed(0)
+    r = inspectr.inspect(ReLUOut(), inputs=torch.randn(32, 16), steps=20, lr=0.01, target=torch.zeros(32, 8))
+    assert r.training.target_range == (0.0, 0.0) and r.module("net.3").end_dead_fraction >= 0.7
+    assert [f for f in r.findings if f.kind == "dying_units"] == []
+
+
+def test_squeezenet_relu_on_class_scores_stays_quiet() -> None:
+    # its classifier ends Conv, ReLU, pool: under cross-entropy the ReLU dies on purpose
+    r = inspectr.inspect("squeezenet1_1", steps=20, input_specs=["2,3,64,64"])
+    assert r.training.target_range is None and r.module("classifier.2").end_dead_fraction >= 0.7
+    assert problems(r) == []
 
 
 def test_sick_not_learning_blames_the_softmax() -> None:
@@ -438,6 +528,16 @@ def test_cli_steps_json_and_check() -> None:
     assert proc.returncode == 1, proc.stderr
     assert "diverging" in proc.stdout and "head.variance" in proc.stdout and "step 16" in proc.stdout
     assert "training: 16 of 20 steps" in proc.stdout
+
+
+def test_cli_steps_names_nan_gradients() -> None:
+    proc = run_cli("sick_nan_grad_training", "--check", "--steps")
+    assert proc.returncode == 1, proc.stderr
+    assert "nonfinite_grad" in proc.stdout and "compress" in proc.stdout and "Step 15" in proc.stdout
+    proc = run_cli("sick_nan_grad_training", "--steps", "--format", "json")
+    doc = strict_json(proc.stdout)
+    assert (doc["training"]["nonfinite_grad_step"], doc["training"]["nonfinite_grad_module"]) == (15, "compress")
+    assert doc["training"]["grad_norm"][-1] == "nan"
 
 
 def test_cli_bad_steps_are_clean_errors() -> None:

@@ -349,7 +349,10 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
             run, training = _train(loaded, model, tree, run_inputs, param_map, probe_dev, mode, seed, opt, train,
                                    cancelled, progress)
             rows = _with_training(rows, run)
-            findings += training_problems(rows, run, result.unused_params)
+            found = training_problems(rows, run, result.unused_params)
+            if any(f.kind == "nonfinite_grad" for f in findings):  # the probe's step-0 finding says it already
+                found = [f for f in found if f.kind != "nonfinite_grad"]
+            findings += found
             if run.stopped and run.nonfinite_step is None:
                 notes.append(f"training stopped: {run.stopped}")
             findings += frozen_batchnorm(rows, bn_paths, run.bn_drift, run.steps_run)
@@ -458,6 +461,9 @@ def _train(loaded: LoadedModel, model: nn.Module, tree: Any, run_inputs: Inputs,
         optimizer_label=choice.label, lr=choice.lr, momentum=choice.momentum, mode=run.mode,
         seconds=run.seconds, stopped=run.stopped, nonfinite_step=run.nonfinite_step,
         nonfinite_module=run.nonfinite_module, ratio_modules=run.ratio_modules, step_ratios=run.step_ratios,
+        nonfinite_grad_step=run.nonfinite_grad_step,
+        nonfinite_grad_module=run.grad_origin.module if run.grad_origin is not None else None,
+        target_range=run.target_range,
     )
     return run, info
 

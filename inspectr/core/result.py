@@ -259,6 +259,10 @@ class TrainingInfo:
     stopped: str = ""  # why it ended before ``steps``
     nonfinite_step: int | None = None
     nonfinite_module: str | None = None
+    # the step whose loss was finite but whose gradients were not (the run stopped before its update)
+    nonfinite_grad_step: int | None = None
+    nonfinite_grad_module: str | None = None  # where backward made them (None: unknown, or the loss)
+    target_range: tuple[float, float] | None = None  # min and max of the loss's regression target
     # per step, the update ratio of each module with trainable parameters (``ratio_modules``)
     ratio_modules: tuple[str, ...] = ()
     step_ratios: tuple[tuple[float, ...], ...] = ()
@@ -282,6 +286,9 @@ class TrainingInfo:
             "stopped": self.stopped,
             "nonfinite_step": self.nonfinite_step,
             "nonfinite_module": self.nonfinite_module,
+            "nonfinite_grad_step": self.nonfinite_grad_step,
+            "nonfinite_grad_module": self.nonfinite_grad_module,
+            "target_range": list(self.target_range) if self.target_range is not None else None,
         }
 
 

@@ -130,7 +130,8 @@ def training_view(report: Report | None, live: Sequence[float] = (), total: int 
         head.append(f"\nstopped: {tr.stopped}", style="bold red")
     parts += [head, Text("\nLoss per step", style="bold"), loss_chart(tr.loss)]
     problems = [f for f in report.findings if f.kind in (
-        "not_learning", "diverging", "dying_units", "update_ratio", "stuck_parameters", "frozen_batchnorm_updating")]
+        "not_learning", "diverging", "nonfinite_grad", "dying_units", "update_ratio", "stuck_parameters",
+        "frozen_batchnorm_updating")]
     if problems:
         parts.append(Text("\nTraining findings", style="bold"))
         for f in problems:

@@ -24,6 +24,10 @@ nothing of severity warning or error):
   with fresh BatchNorm running statistics an eval-mode pass is not how the network trains.
 - ``nan`` / ``inf``: the first module (completion order) whose output is non-finite while
   its inputs were finite. Downstream modules are not blamed.
+- ``nonfinite_grad``: the forward is finite but a gradient came out NaN/Inf. Blamed on the
+  module whose forward called the op whose backward first (in backward order) turned finite
+  incoming gradients into NaN/Inf, found by replaying the pass under ``grad_origin``; named with
+  the op and the user's line. The modules before it only inherit the NaN. Error.
 - ``unused_parameters``: trainable parameters that got no gradient, grouped to the largest
   module whose trainable parameters all got none. Warning in train mode; info in eval mode,
   where skipped branches (auxiliary heads, early exits) are by design.
@@ -35,6 +39,7 @@ nothing of severity warning or error):
 
 from __future__ import annotations
 
+import math
 from operator import itemgetter
 
 from inspectr.core.findings.zero_init import (
@@ -43,6 +48,7 @@ from inspectr.core.findings.zero_init import (
     zero_init_blocks,
 )
 from inspectr.core.probe.culprits import nonfinite_culprit
+from inspectr.core.probe.grad_origin import GradOrigin, short_location
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
@@ -83,7 +89,9 @@ def find_problems(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Find
     out += _dead(rows, explained_by_zero_init(rows, result), behind_zero_init(rows, result))
     out += zero_init_blocks(result)
     if result.backward == "ran":
-        if not nonfinite:  # gradients through NaN/Inf say nothing more
+        bad_grads = [] if nonfinite else _nonfinite_grad(rows, result)
+        out += bad_grads
+        if not nonfinite and not bad_grads:  # gradients through NaN/Inf say nothing more
             out += _gradients(rows, result)
         out += _unused(rows, result)
     if len(out) > 1:
@@ -125,6 +133,70 @@ def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding
                 {"count": count, "numel": st.numel},
             ))
     return out
+
+
+def _bad(x: float | None) -> bool:
+    return x is not None and not math.isfinite(x)
+
+
+def _nonfinite_grad(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
+    hit = [r for r in rows if _bad(r.grad_norm) or _bad(r.param_grad_norm)]
+    if result.grad_origin is None and not hit and not _bad(result.input_grad_norm):
+        return []
+    # without an origin (the replay could not tell): the latest module in forward order whose
+    # gradient is non-finite is the first that backward reached with NaN/Inf
+    last = max(hit, key=lambda r: r.order if r.order is not None else -1).path if hit else ""
+    return nonfinite_grad(result.grad_origin, len(hit), last)
+
+
+def nonfinite_grad(origin: GradOrigin | None, modules: int, first_reached: str = "",
+                   where: str = "The backward pass", detail: dict[str, object] | None = None) -> list[Finding]:
+    """The finding for NaN/Inf gradients from a finite forward, blamed on where backward first made them.
+
+    Args:
+        origin: what the replay found; None when it could not tell.
+        modules: how many modules got non-finite gradients.
+        first_reached: without ``origin``, the module backward first reached with NaN/Inf.
+        where: names the pass in the message ("Step 3's backward pass").
+        detail: added to the finding's detail.
+    """
+    extra = detail or {}
+    if origin is None:
+        return [Finding(
+            "nonfinite_grad", "error", first_reached,
+            f"{where} produced NaN/Inf gradients from a finite forward, first reaching {_label(first_reached)}; "
+            "an op after its output has a derivative that is infinite or overflows there (sqrt or a fractional "
+            "pow at 0, log or division near 0, torch.where over NaN/Inf in the branch it does not pick). Keep "
+            "that op's input inside its safe range.",
+            {"modules": modules, **extra},
+        )]
+    bad = "NaN" if origin.kind == "nan" else "Inf"
+    loc = short_location(origin.location)
+    at = f"`{origin.op}` ({origin.node}" + (f", {loc}: {origin.code}" if loc and origin.code else
+                                            f", {loc}" if loc else "") + ")"
+    more = (f" ({origin.later} more op{'s' if origin.later != 1 else ''} did the same later in backward)"
+            if origin.later else "")
+    inherit = (f"{modules} module{'s' if modules != 1 else ''} end{'' if modules != 1 else 's'} up with "
+               "non-finite gradients" if modules else "the gradients before it inherit them")
+    if "where(" in origin.code:
+        advice = ("torch.where differentiates both branches: the branch it does not pick gets a zero gradient, and "
+                  f"0 times the infinite or NaN derivative of {origin.op} at those inputs is NaN. Make the input safe "
+                  "before the op (e.g. torch.sqrt(h.clamp_min(1e-12)), or torch.where on the input: "
+                  "torch.sqrt(torch.where(h > 0, h, 1))) instead of masking its output.")
+    else:
+        advice = (f"The derivative of {origin.op} is infinite or overflows at some of its inputs (sqrt or a "
+                  "fractional pow at 0, log or division near 0, acos/asin at ±1, exp of large values): keep "
+                  "its input inside the safe range (clamp_min(eps), + eps, a parametrisation that stays away "
+                  "from 0) or use the stable form (F.logsigmoid, torch.log_softmax, torch.linalg.vector_norm).")
+    mtype = f" ({origin.module_type})" if origin.module_type else ""
+    place = _label(origin.module) if origin.module is not None else "the loss (outside every module)"
+    return [Finding(
+        "nonfinite_grad", "error", origin.module or "",
+        f"{where} turned finite gradients into {origin.count:,} {bad} value{'s' if origin.count != 1 else ''} "
+        f"of {origin.numel:,} in {place}{mtype} at {at}, while the forward stayed finite{more}; {inherit}. {advice}",
+        {"op": origin.op, "node": origin.node, "nonfinite": bad, "count": origin.count, "numel": origin.numel,
+         "location": origin.location, "code": origin.code, "later": origin.later, "modules": modules, **extra},
+    )]
 
 
 def _dead(rows: tuple[ModuleRow, ...], zero_by_init: set[str], behind: dict[str, str]) -> list[Finding]:

@@ -16,11 +16,18 @@ Thresholds (documented in the README; chosen so healthy torchvision and sample m
   non-finite at that step, found by replaying it under the probe), or climbs above
   DIVERGE_FACTOR times its start (named: the step, and the layer with the largest update ratio
   in the update before it).
+- ``nonfinite_grad``: the loss of a step was finite but a gradient was not (the run stops
+  before that update): the step, and the op whose backward first turned finite gradients into
+  NaN/Inf with its module and line, found by replaying the step under ``grad_origin`` (as the
+  probe's finding of the same kind at step 0).
 - ``dying_units``: an activation (module or functional) where at least DEAD_WARN of the units
   are dead on the last step's forward, while fewer were at step 0; error from DEAD_ERROR. Same
   minimum units and samples per unit as ``dead_units``. Activations after the last layer with
-  parameters are not judged: they shape the output, and the loss pushes the wrong classes
-  below zero on purpose (SqueezeNet's ReLU on its class scores).
+  parameters shape the output: under a classification loss they are not judged (SqueezeNet's
+  ReLU on its class scores: the loss pushes the wrong classes below zero on purpose). Under a
+  regression toward targets that leave the activation's range (a ReLU output, targets below 0),
+  dying output units are an error from DEAD_WARN: each one is an output stuck at 0 for every
+  sample, which the loss cannot move because the activation passes no gradient there.
 - ``update_ratio``: a layer whose median ||dw||/||w|| lies outside [UPDATE_LOW, UPDATE_HIGH]
   (the rule of thumb is about 1e-3) and at least UPDATE_SPREAD times away from the median
   layer, while most layers are inside the band. Layers whose weights start near zero
@@ -45,6 +52,7 @@ from inspectr.core.findings.rules import (
     DEAD_MIN_UNITS,
     DEAD_WARN,
     common_ancestor,
+    nonfinite_grad,
 )
 from inspectr.core.result import Finding, ModuleRow
 from inspectr.core.training.steps import TrainingRun
@@ -67,6 +75,7 @@ def training_problems(rows: tuple[ModuleRow, ...], run: TrainingRun, unused: Ite
     """Every training finding for one run; ``unused``: parameters the probe reported unused."""
     out: list[Finding] = []
     out += diverging(run)
+    out += nonfinite_gradients(rows, run)
     if not run.stopped:
         out += not_learning(rows, run)
         out += dying_units(rows, run)
@@ -146,6 +155,19 @@ def diverging(run: TrainingRun) -> list[Finding]:
     return []
 
 
+def nonfinite_gradients(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
+    k = run.nonfinite_grad_step
+    if k is None:
+        return []
+    # without an origin: of the modules whose parameters got NaN/Inf, the latest in the forward
+    # is the first that backward reached with them
+    order = {r.path: r.order if r.order is not None else -1 for r in rows}
+    hit = run.nonfinite_grad_modules
+    first = max(hit, key=lambda p: order.get(p, -1)) if hit else ""
+    return nonfinite_grad(run.grad_origin, len(hit), first, where=f"Step {k}'s backward pass",
+                          detail={"step": k, "loss": run.loss[k - 1] if len(run.loss) >= k else None})
+
+
 def _fastest_layer(run: TrainingRun, step_index: int) -> str:
     if not 0 <= step_index < len(run.step_ratios):
         return ""
@@ -175,20 +197,44 @@ def end_dead_fraction(run: TrainingRun, path: str) -> float | None:
     return max(values) if values else None
 
 
+INF = math.inf
+# what each rectifier-like activation can output (rounded outward), module types and functional ops
+OUTPUT_RANGE: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("ReLU", "F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "Tensor.relu_",
+                     "aten.relu", "aten.relu_"), (0.0, INF)),
+    **dict.fromkeys(("ReLU6", "F.relu6"), (0.0, 6.0)),
+    **dict.fromkeys(("Hardswish", "F.hardswish", "aten.hardswish"), (-0.375, INF)),
+    **dict.fromkeys(("GELU", "F.gelu", "aten.gelu"), (-0.17, INF)),
+    **dict.fromkeys(("SiLU", "F.silu", "aten.silu"), (-0.28, INF)),
+    **dict.fromkeys(("Mish", "F.mish", "aten.mish"), (-0.31, INF)),
+}
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {'∞)' if hi == INF else f'{hi:.3g}]'}"
+
+
 def dying_units(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
     out = []
-    # an activation after the last layer with parameters shapes the output itself (SqueezeNet's
-    # ReLU on the class scores): the loss pushes the wrong classes below zero on purpose
+    # an activation after the last layer with parameters shapes the output itself: judged only
+    # against a regression target (SqueezeNet's ReLU on class scores under cross-entropy: the loss
+    # pushes the wrong classes below zero on purpose)
     last_weighted = max((r.order for r in rows if r.own_params and r.order is not None), default=-1)
     for r in rows:
         m = run.end_measures.get(r.path)
-        if m is None or (r.order is not None and r.order > last_weighted):
+        if m is None:
+            continue
+        at_output = r.order is not None and r.order > last_weighted
+        if at_output and run.target_range is None:
             continue
         end = _dead_items(m.stats, m.functional, r.type)
         start = _dead_items(r.stats, r.functional, r.type)
         for op, (dead, units, _) in end.items():
             before = start.get(op, (0.0, 0, 0))[0]
             if dead < DEAD_WARN or before >= DEAD_WARN:
+                continue
+            if at_output:
+                out += _dying_output(r, op, dead, before, units, run)
                 continue
             inside = "" if op == r.type else f" ({op} inside its forward)"
             out.append(Finding(
@@ -200,6 +246,33 @@ def dying_units(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:
                  "op": op},
             ))
     return out
+
+
+def _dying_output(r: ModuleRow, op: str, dead: float, before: float, units: int, run: TrainingRun) -> list[Finding]:
+    """Dead units of the output activation, when the regression targets leave its range."""
+    span = OUTPUT_RANGE.get(op)
+    if span is None or run.target_range is None:
+        return []
+    lo, hi = span
+    t_lo, t_hi = run.target_range
+    if t_lo >= lo and t_hi <= hi:
+        return []  # the targets are reachable: units that died there may rightly output 0
+    side = f"reach {t_lo:.3g}" if t_lo < lo else f"reach {t_hi:.3g}"
+    drawn = ("; these are the random targets inspectr drew, give example_target (or target=) for yours"
+             if "random target" in run.loss_name else "")
+    inside = "" if op == r.type else f" ({op} inside its forward)"
+    zero = "0" if lo == 0 else "about 0"
+    return [Finding(
+        "dying_units", "error", r.path,
+        f"{_label(r.path)}{inside}: {dead:.0%} of {units:,} output units are dead after {run.steps_run} steps "
+        f"({before:.0%} at step 0), so the model outputs {zero} there for every sample. {op} comes after "
+        f"the last layer with weights, its outputs lie in {_interval(lo, hi)}, and the targets {side} (they span "
+        f"{_interval(t_lo, t_hi)}{drawn}): the loss pushes those units out of the range, where {op} passes no "
+        "gradient back. Return the last layer's values without the activation, use one whose range covers "
+        "the targets, or rescale the targets into its range.",
+        {"end_dead_fraction": round(dead, 4), "start_dead_fraction": round(before, 4), "units": units, "op": op,
+         "output": True, "activation_range": [lo, hi], "target_range": [t_lo, t_hi]},
+    )]
 
 
 def update_ratio(rows: tuple[ModuleRow, ...], run: TrainingRun) -> list[Finding]:

@@ -16,7 +16,8 @@ import random
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from inspectr.core.probe.backward_seed import seed_gradients
 from inspectr.core.probe.functional import FunctionalWatch
+from inspectr.core.probe.grad_origin import GradOrigin, GradOriginTracer, has_nonfinite
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.probe.options import ProbeOptions
@@ -55,6 +57,9 @@ class ProbeResult:
     output_structure: str
     input_grad_norm: float | None = None
     zero_init: tuple[ZeroInit, ...] = ()  # outputs that are zero because a parameter starts at zero
+    # where backward first made a NaN/Inf from finite gradients (traced only when some gradient
+    # came out non-finite while the forward stayed finite)
+    grad_origin: GradOrigin | None = None
 
 
 
@@ -107,7 +112,74 @@ def run_probe(
     if param_map is None and not meta:
         probe.guard_params()
     with gc_paused():
-        return _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
+        result = _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
+        if _grads_nonfinite(result, meta):
+            result = replace(result, grad_origin=_trace_grad_origin(model, args, kwargs, opts, param_map, tree, extra))
+        return result
+
+
+def _grads_nonfinite(result: ProbeResult, meta: bool) -> bool:
+    """Backward ran from a finite forward and some gradient came out NaN/Inf."""
+    if result.backward != "ran" or meta:
+        return False
+    measures = result.measures.values()
+    # C-level loops (20,000-module models): completion orders start at 1, so any() sees every
+    # one; a sum is non-finite when any term is (or, harmlessly, when finite terms overflow)
+    if any(map(attrgetter("nonfinite_done"), measures)):
+        return False  # a non-finite forward: its gradients are non-finite too, the forward finding says why
+    total = (sum(filter(None, result.param_grad_norms.values()))
+             + sum(filter(None, map(attrgetter("grad_norm"), measures))))
+    return not math.isfinite(total) or has_nonfinite([result.input_grad_norm])
+
+
+def _trace_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
+                       param_map: dict[str, torch.Tensor] | None, tree: ModelWalk,
+                       extra: list[torch.Tensor]) -> GradOrigin | None:
+    """Replay the pass (same mode, seeds, inputs and output weights) under ``GradOriginTracer``:
+    the backward op that first turned finite gradients into NaN/Inf. None when the replay could
+    not tell (it raised, or its gradients stayed finite)."""
+    tracer = GradOriginTracer(list(tree.modules), [p for _, p in tree.params] if param_map is None else [])
+    try:
+        with preserved(model, extra, tracer.guard.backups, tree), torch.enable_grad():
+            if opts.mode == "train":
+                model.train()
+            elif opts.mode == "eval":
+                model.eval()
+            torch.manual_seed(opts.seed)
+            random.seed(opts.seed)
+            # as in the pass: inputs get a gradient only when no parameter trains
+            want = not any(p.requires_grad for _, p in tree.params)
+
+            def prepare(x: Any) -> Any:
+                if isinstance(x, torch.Tensor):
+                    return x.detach().requires_grad_(True).clone() if (
+                        x.is_floating_point() and (want or x.requires_grad)) else x
+                if isinstance(x, dict):
+                    return {k: prepare(v) for k, v in x.items()}
+                if isinstance(x, list):
+                    return [prepare(v) for v in x]
+                if isinstance(x, tuple) and not hasattr(x, "_fields"):
+                    return tuple(prepare(v) for v in x)
+                return x
+
+            p_args, p_kwargs = prepare(args), prepare(kwargs)
+            with tracer.watching():
+                if param_map is not None:
+                    output = torch.func.functional_call(model, param_map, p_args, p_kwargs)
+                else:
+                    output = model(*p_args, **p_kwargs)
+            floats = list({id(t): t for t in iter_tensors(output)
+                           if (t.is_floating_point() or t.is_complex()) and t.requires_grad}.values())
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*autograd kernel was not registered")
+                torch.autograd.backward(floats, seed_gradients(floats, opts.seed))
+            del output, floats
+    except (KeyboardInterrupt, ProbeCancelled):
+        raise
+    except Exception:  # the probe already ran this pass: a replay that cannot is no new finding
+        tracer.close()
+        return None
+    return tracer.close()
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,

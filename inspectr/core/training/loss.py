@@ -31,6 +31,9 @@ class Objective:
 
     compute: Callable[[Any], torch.Tensor]
     name: str
+    # (min, max) of the float target the output is regressed toward (given or drawn); None for
+    # labels, the model's own loss, or a loss_fn(output) with no target
+    target_range: tuple[float, float] | None = None
 
 def find_hook(model: nn.Module, file_module: Any, name: str) -> Any:
     """``name`` on the model (method, callable or value), else module-level in its file."""
@@ -154,7 +157,7 @@ def objective_for(output: Any, loss_fn: Callable[..., Any] | None, target: Any,
         else:
             name_t = f"{name}(output, target)"
         fixed = target
-        return Objective(lambda out: _check_scalar(loss_fn(out, fixed), name), name_t)
+        return Objective(lambda out: _check_scalar(loss_fn(out, fixed), name), name_t, _range([fixed]))
     if not target_given and own_loss(output) is not None:
         return Objective(lambda out: _own_or_fail(out), "the model's own loss (output.loss)")
     outs = trainable_outputs(output)
@@ -180,7 +183,8 @@ def objective_for(output: Any, loss_fn: Callable[..., Any] | None, target: Any,
         n = outs[0].shape[-1]
         return Objective(with_target, _NAMES[kind].format(n=n).replace("fixed random labels", "the given target")
                          .replace("fixed random tokens", "the given target")
-                         .replace("a fixed random target", "the given target"))
+                         .replace("a fixed random target", "the given target"),
+                         _range([fixed]) if kind == "mse" else None)
     rules = [_rule(t, gen) for t in outs]
     names = []
     for (kind, _), t in zip(rules, outs):
@@ -201,7 +205,16 @@ def objective_for(output: Any, loss_fn: Callable[..., Any] | None, target: Any,
             total = total + _apply(kind, t, tgt)
         return total
 
-    return Objective(inferred, name)
+    kinds = {kind for kind, _ in rules}
+    return Objective(inferred, name, _range([tgt for _, tgt in rules]) if kinds == {"mse"} else None)
+
+
+def _range(targets: list[Any]) -> tuple[float, float] | None:
+    """(min, max) over real floating-point targets; None when any is not one (labels, complex)."""
+    if not targets or not all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()
+                              for t in targets):
+        return None
+    return min(float(t.min()) for t in targets), max(float(t.max()) for t in targets)
 
 
 def _first(out: Any) -> torch.Tensor:

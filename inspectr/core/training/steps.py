@@ -4,8 +4,10 @@ The run reuses the probe's rooms: ``state.preserved`` puts back everything the u
 copies of every parameter, which the optimizer changes in place), the probe's ``ModuleHooks``
 measure the last step's forward (dead units at the end), and when the loss turns non-finite the
 step's forward is replayed by ``run_probe`` with the same seed to name the first module whose
-output went non-finite. Per step, only a handful of ``torch._foreach`` reductions run over the
-parameters: gradient norms before the update, update and weight norms after it.
+output went non-finite; when the loss is finite but a gradient is not, the step is replayed
+under ``grad_origin`` to name the op whose backward made it (the run stops there, before the
+update spreads NaN into the weights). Per step, only a handful of ``torch._foreach`` reductions
+run over the parameters: gradient norms before the update, update and weight norms after it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 from inspectr.core.optim import DEFAULT_STEPS, OptimizerChoice
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.functional import FunctionalWatch
+from inspectr.core.probe.grad_origin import GradOrigin, GradOriginTracer
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
@@ -80,6 +83,12 @@ class TrainingRun:
     bn_drift: dict[str, float] = field(default_factory=dict)  # frozen BN in train mode -> change
     start_norm: dict[str, float] = field(default_factory=dict)  # ||w|| of its own trainable params
     final_loss: float | None = None  # after the last update, with step 1's dropout masks
+    # the first step whose loss was finite but some gradient was not (the run stopped before its
+    # update), the modules whose own parameters got NaN/Inf, and where backward made them
+    nonfinite_grad_step: int | None = None
+    nonfinite_grad_modules: tuple[str, ...] = ()
+    grad_origin: GradOrigin | None = None
+    target_range: tuple[float, float] | None = None  # the loss's regression target, min and max
 
     @property
     def steps_run(self) -> int:
@@ -163,6 +172,8 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
     stopped = ""
     nonfinite_step: int | None = None
     nonfinite_module: str | None = None
+    grad_step: int | None = None
+    grad_origin: GradOrigin | None = None
     end_measures: dict[str, ModuleMeasure] = {}
     device = params[0].device
     n = len(params)
@@ -195,6 +206,12 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
             norms = torch._foreach_norm([params[i].grad for i in present])
             g[torch.tensor(present, device=device)] = torch.stack([x.float().to(device) for x in norms])
         grad_rows.append(g)
+        if not bool(torch.isfinite(g).all()):  # one sync, on a vector of norms
+            grad_step = step + 1
+            grad_origin = _replay_grad_origin(model, args, kwargs, objective, seed, device, tree, params)
+            bad = "NaN" if bool(torch.isnan(g).any()) else "Inf"
+            stopped = f"the gradients turned {bad} at step {step + 1} (the loss was finite)"
+            break
         before = [p.detach().clone() for p in params]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -212,7 +229,13 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
     run = _summarise(opts, tree, names, owners, owner_index, losses, grad_rows, delta_rows, weight_rows,
                      backups, params, objective.name, mode_name, start, stopped, nonfinite_step,
                      nonfinite_module, end_measures, {p: _running(modules[p]) for p in bn_paths}, bn_start)
-    return replace(run, final_loss=final_loss)
+    bad = ()
+    if grad_step is not None:
+        per_owner = torch.zeros(len(owners), dtype=torch.float64).index_add_(
+            0, owner_index, grad_rows[-1].double().cpu().square())
+        bad = tuple(o for o, v in zip(owners, per_owner.tolist()) if not math.isfinite(v))
+    return replace(run, final_loss=final_loss, nonfinite_grad_step=grad_step, nonfinite_grad_modules=bad,
+                   grad_origin=grad_origin, target_range=objective.target_range)
 
 
 def _final_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
@@ -263,6 +286,33 @@ def _replay_culprit(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
     result = run_probe(model, args, kwargs, ProbeOptions(backward=False, mode="own", seed=seed, flops=False),
                        None, tree)
     return nonfinite_culprit(result.measures)
+
+
+def _replay_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
+                        seed: int, device: torch.device, tree: ModelWalk,
+                        params: list[nn.Parameter]) -> GradOrigin | None:
+    """Replay one step's forward, loss and backward (same parameters, same seed) under
+    ``GradOriginTracer``: the op whose backward first turned finite gradients into NaN/Inf
+    (None when the replay could not tell). The loss is traced too: a NaN may be born there."""
+    for p in params:
+        p.grad = None
+    tracer = GradOriginTracer(list(tree.modules), [])
+    try:
+        _seed(seed, device)
+        random.seed(seed)
+        with tracer.watching():
+            output = model(*args, **kwargs)
+            loss = _compute(objective, output)
+        del output
+        loss.backward()
+        del loss
+    except (KeyboardInterrupt, ProbeCancelled):
+        tracer.close()
+        raise
+    except Exception:  # the step itself ran: a replay that cannot is no new finding
+        tracer.close()
+        return None
+    return tracer.close()
 
 
 def _median(x: torch.Tensor) -> list[float]:
