@@ -7,7 +7,7 @@ Thresholds (documented in the README, "Watch a training run"):
   replays that step's forward on the same inputs with the pre-update weights under the probe
   and names the first module that made the non-finite value itself; when the input batch
   already held it, the finding says so (a bad sample, not a bad layer). Made live by the watch.
-- ``grad_spike`` (warning): the global gradient norm of a step above SPIKE_FACTOR times the
+- ``grad_spike`` (warning): the first step whose global gradient norm is above SPIKE_FACTOR times the
   median of the previous SPIKE_WINDOW steps (at least SPIKE_MIN_HISTORY of them), naming the
   module whose parameter gradients dominate that step. Made live by the watch (CPU: every step;
   other devices: at sampled steps, where the per-step norms are read without a sync per step).

@@ -91,7 +91,7 @@ class Watch:
         self.pending_scalars: list[tuple[int, str, Any]] = []
         self.batch = Batch()
         self.history: list[float] = []  # global gradient norms, for the spike rule
-        self.last_spike = -10**9
+        self.spiked = False
         self.first_nonfinite: int | None = None
         self.last_inputs: tuple[Any, Any] | None = None
         self.before: list[torch.Tensor] | None = None
@@ -356,9 +356,9 @@ class Watch:
         self.history.append(value)
         if len(self.history) > 256:
             del self.history[:128]
-        if median is None or median <= 0 or value <= SPIKE_FACTOR * median or s - self.last_spike < self.every:
+        if median is None or median <= 0 or value <= SPIKE_FACTOR * median or self.spiked:
             return
-        self.last_spike = s
+        self.spiked = True  # the first spike is where it went wrong; later ones follow from it
         module, share = "", 0.0
         if norms is not None:
             per = self.layout.per_module(norms.square(), idx)
