@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 import inspectr
-from conftest import REPO
 from inspectr.core.runs.store import db_path
 
 F = nn.functional

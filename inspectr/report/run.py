@@ -5,6 +5,7 @@ with their history, and the findings by step (rich only)."""
 from __future__ import annotations
 
 import math
+
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table

@@ -16,7 +16,12 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from inspectr.core.probe.activations import CHANNEL_FIRST_1D, DENSE_OUTPUT, NONNEG_MODULES, dead_kind_of
+from inspectr.core.probe.activations import (
+    CHANNEL_FIRST_1D,
+    DENSE_OUTPUT,
+    NONNEG_MODULES,
+    dead_kind_of,
+)
 from inspectr.core.probe.grad_stats import GradSquares
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.stats import OutputStats, StatsAccumulator, finish_stats

@@ -37,7 +37,12 @@ from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
 from inspectr.core.result import Finding
-from inspectr.core.runs.findings import SPIKE_FACTOR, grad_spike_finding, nonfinite_finding, spike_median
+from inspectr.core.runs.findings import (
+    SPIKE_FACTOR,
+    grad_spike_finding,
+    nonfinite_finding,
+    spike_median,
+)
 from inspectr.core.runs.sampler import ActivationWatch, ParamLayout
 from inspectr.core.runs.store import Batch, RunWriter
 from inspectr.core.values import iter_tensors
