@@ -82,17 +82,6 @@ class ParamLayout:
         values = sums.sqrt().tolist()
         return {i: values[i] for i in self.owners if i in has}
 
-    def grad_squares(self) -> tuple[torch.Tensor, list[int]]:
-        """Per-parameter squared gradient norms (one tensor, parameter order; NaN where
-        ``.grad`` is None) and the indices that had a gradient."""
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        out = torch.full((len(self.params),), math.nan, dtype=torch.float64)
-        if idx:
-            grads = [self.params[i].grad for i in idx]
-            n = tensor_norms([g.detach() for g in grads if g is not None])  # type: ignore[union-attr]
-            out[torch.tensor(idx)] = n.to("cpu", torch.float64).square()
-        return out, idx
-
     def snapshot(self) -> list[torch.Tensor]:
         with torch.no_grad():
             return [p.detach().clone() for p in self.params]
