@@ -192,6 +192,20 @@ def test_halt_on_error_raises_at_the_step_after_saving(tmp_path: Path) -> None:
     assert kinds(report)[0] == ("nonfinite", "", 7)
 
 
+def test_halt_on_error_without_an_optimizer_raises_from_log(tmp_path: Path) -> None:
+    model = exp_net()
+    with pytest.raises(inspectr.TrainingProblem) as info:
+        with inspectr.watch(model, run=tmp_path / "r", every=4, halt_on="error") as w:
+            for i, (x, y) in enumerate(batches(12)):
+                loss = F.cross_entropy(model(x * 1e4 if i == 5 else x), y)
+                model.zero_grad()
+                loss.backward()
+                w.log(loss=loss)
+    f = info.value.finding
+    assert (f.kind, f.module, f.detail["step"], f.detail["source"]) == ("nonfinite", "1", 5, "module")
+    assert inspectr.load_run(tmp_path / "r").run["status"] == "halted"
+
+
 def test_a_layer_left_out_of_the_optimizer_is_stuck(tmp_path: Path) -> None:
     model = mlp()
     opt = torch.optim.AdamW([*model[0].parameters(), *model[5].parameters()], 1e-3)

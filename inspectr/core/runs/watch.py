@@ -102,6 +102,7 @@ class Watch:
         self.before: list[torch.Tensor] | None = None
         self.sample_parts: dict[str, Any] = {}
         self.halted: Finding | None = None
+        self.raised = False
         self.warned: set[str] = set()
         total = sum(p.numel() for p in {id(p): p for p in self.model.parameters()}.values())
         meta = {"model": type(self.model).__name__,
@@ -143,10 +144,8 @@ class Watch:
         self.start = []
         self.before = None
         self.last_inputs = None
-        if exc_type is None and self.halt_on == "error" and self.halted is None:
-            late = next((f for f in self.findings if f.severity == "error"), None)
-            if late is not None:  # found when the device values were read at the end
-                raise TrainingProblem(late)
+        if exc_type is None and self.halted is not None and not self.raised:
+            raise TrainingProblem(self.halted)  # found when the device values were read at the end
 
     # ----------------------------------------------------------------- the user's calls
     def log(self, loss: Any = None, **scalars: Any) -> None:
@@ -274,6 +273,8 @@ class Watch:
         if self._sampled(s) or (self.eager and now - self.last_flush > FLUSH_SECONDS):
             self._flush()
             self.last_flush = now
+            if self.halted is not None and not self.raised:  # found when the device values were read
+                self._raise_halt()
         self.t_step = time.perf_counter()
 
     # ----------------------------------------------------------------- sampled steps
@@ -349,12 +350,18 @@ class Watch:
         self.findings.append(finding)
         self.batch.findings.append((finding.detail.get("step"), finding.kind, finding.severity, finding.module,
                                     finding.message, json.dumps(finding.detail)))
-        if finding.severity == "error" and self.halt_on == "error" and self.eager:
+        if finding.severity == "error" and self.halt_on == "error" and self.halted is None:
             self.halted = finding
             self.batch.meta["status"] = "halted"
-            self._flush()
-            self.writer.wait()
-            raise TrainingProblem(finding)
+            if self.eager:  # at the step itself, before its update; else once the flush is done
+                self._flush()
+                self._raise_halt()
+
+    def _raise_halt(self) -> None:
+        assert self.halted is not None
+        self.raised = True
+        self.writer.wait()  # the run is saved before training stops
+        raise TrainingProblem(self.halted)
 
     def _check_spike(self, s: int, value: float, norms: torch.Tensor | None, idx: list[int]) -> None:
         median = spike_median(self.history)
