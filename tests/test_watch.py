@@ -264,6 +264,54 @@ def test_healthy_runs_stay_quiet(tmp_path: Path, case: str) -> None:
     assert report.events == () and len(report.samples) == 9
 
 
+class Square(torch.autograd.Function):
+    """A custom autograd Function: no module to hook inside it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class OddNet(nn.Module):
+    """A dict output holding a non-tensor, an in-place ReLU, a custom Function, an unused layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.act = nn.ReLU(inplace=True)
+        self.unused = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        h = self.act(self.fc(x))
+        return {"logits": self.head(Square.apply(h) * 0.1), "note": "not a tensor", "n": 3}
+
+
+def test_odd_models_are_watched(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = OddNet()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    with inspectr.watch(model, opt, run=tmp_path / "r", every=3) as w:
+        for x, y in batches(9):
+            loss = F.cross_entropy(model(x)["logits"], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            w.log(loss=loss)
+    report = inspectr.load_run(tmp_path / "r")
+    assert report.events == () and report.findings == ()
+    last = report.samples[-1][1]
+    assert last["act"]["dead_fraction"] is not None and last["head"]["update_ratio"] > 0
+    # no gradient (param_grad_norm None), so it never moved: measured, not judged stuck
+    assert (last["unused"]["param_grad_norm"], last["unused"]["update_ratio"]) == (None, 0.0)
+
+
 # ----------------------------------------------------------------------------- never harm training
 def _state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple:
     return ({k: v.clone() for k, v in model.state_dict().items()},

@@ -9,6 +9,7 @@ what ``inspectr MODEL`` means by them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,14 +70,15 @@ class ParamLayout:
         self.owners = sorted(set(owner))
 
     def per_module(self, squares: torch.Tensor, present: list[int] | None = None) -> dict[int, float]:
-        """Square roots of per-module sums of per-parameter squares (a 1-D tensor in parameter
-        order): module index -> norm, for modules with at least one parameter in ``present``
-        (all when None). A NaN or Inf among a module's squares makes its norm NaN or Inf."""
+        """Square roots of per-module sums of per-parameter squares: module index -> norm.
+
+        ``squares`` holds one value per parameter in order, or, with ``present`` (parameter
+        indices), one per parameter named there (those that had a gradient). A NaN or Inf among a
+        module's squares makes its norm NaN or Inf."""
         sq = squares.detach().to("cpu", torch.float64)
         owner = self.owner
         if present is not None:
-            keep = torch.tensor(present, dtype=torch.long)
-            sq, owner = sq[keep], owner[keep]
+            owner = owner[torch.tensor(present, dtype=torch.long)]
         sums = torch.zeros(len(self.modules), dtype=torch.float64).index_add_(0, owner, sq)
         has = set(owner.tolist())
         values = sums.sqrt().tolist()
@@ -132,6 +134,7 @@ class ActivationWatch:
         self.accs: dict[str, StatsAccumulator] = {}
         self.grads = GradSquares()
         self.channel_first_1d = False
+        self.seconds = 0.0  # time spent in these hooks: part of the watch's own cost
 
     @property
     def armed(self) -> bool:
@@ -156,6 +159,7 @@ class ActivationWatch:
         path = self.paths.get(id(module))
         if path is None or not torch.is_grad_enabled():
             return
+        t0 = time.perf_counter()
         try:
             kind, c1d, zeros, nonneg = _facts(type(module))
             acc = self.accs.get(path)
@@ -173,14 +177,17 @@ class ActivationWatch:
         except Exception as exc:  # never let the watch break the user's forward
             self.disarm()
             self.on_error(exc)
+        self.seconds += time.perf_counter() - t0
 
     def _grad_hook(self, path: str) -> Callable[[torch.Tensor], None]:
         def hook(g: torch.Tensor) -> None:
+            t0 = time.perf_counter()
             try:
                 if g is not None and g.is_floating_point():
                     self.grads.add(path, g)
             except Exception as exc:  # the watch's failure must not become the backward's
                 self.on_error(exc)
+            self.seconds += time.perf_counter() - t0
         return hook
 
     def collect(self) -> tuple[dict[str, ActivationStats], dict[str, float]]:

@@ -236,6 +236,8 @@ class Watch:
         sampled = self._sampled(s)
         if self.acts.armed:
             stats, out_grads = self.acts.collect()
+            self.overhead += self.acts.seconds  # its hooks ran inside the user's forward and backward
+            self.acts.seconds = 0.0
             self.sample_parts = {"stats": stats, "out_grads": out_grads}
         params = self.layout.params
         idx = [i for i, p in enumerate(params) if p.grad is not None]
