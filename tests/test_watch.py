@@ -206,6 +206,39 @@ def test_halt_on_error_without_an_optimizer_raises_from_log(tmp_path: Path) -> N
     assert inspectr.load_run(tmp_path / "r").run["status"] == "halted"
 
 
+@pytest.mark.parametrize("halt", [None, "error"])
+def test_values_read_late_still_find_the_exact_step(tmp_path: Path, halt: str | None) -> None:
+    """The path a GPU takes (per-step values stay on the device, read at sampled steps), run on
+    CPU: the NaN of step 7 is recorded at step 7 when step 10 reads it, and halts there."""
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    w = inspectr.watch(model, opt, run=tmp_path / "r", every=10, halt_on=halt)
+    stopped_at = None
+    try:
+        with w:
+            w.eager = False  # what __enter__ sets for a model on an accelerator
+            for i, (x, y) in enumerate(batches(30)):
+                if i == 7:
+                    x[3, 2] = float("nan")
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                stopped_at = i
+                opt.step()
+                w.log(loss=loss)
+    except inspectr.TrainingProblem as problem:
+        assert problem.finding.detail["step"] == 7
+    report = inspectr.load_run(tmp_path / "r")
+    (f,) = [f for f in report.findings if f.kind == "nonfinite"]
+    assert (f.detail["step"], f.detail["source"]) == (7, "unreplayed")
+    assert [s["step"] for s in report.steps if s["nonfinite"]][0] == 7
+    assert [s for s, v in report.loss if v is not None and math.isnan(v)][0] == 7
+    if halt:
+        assert stopped_at == 10 and report.run["status"] == "halted"
+    else:
+        assert stopped_at == 29 and report.run["status"] == "finished"
+
+
 def test_a_layer_left_out_of_the_optimizer_is_stuck(tmp_path: Path) -> None:
     model = mlp()
     opt = torch.optim.AdamW([*model[0].parameters(), *model[5].parameters()], 1e-3)

@@ -43,9 +43,14 @@ def _label(path: str) -> str:
 
 
 def nonfinite_finding(step: int, module: str | None, input_nonfinite: bool, replayed: bool,
-                      grad_modules: Sequence[str], note: str = "") -> Finding:
-    """The first non-finite step: ``module`` made it (None: no module output went non-finite)."""
-    if input_nonfinite:
+                      grad_modules: Sequence[str], note: str = "", late: bool = False) -> Finding:
+    """The first non-finite step: ``module`` made it (None: no module output went non-finite).
+    ``late``: found when the per-step values were read at a later sampled step (a GPU), when
+    the step's inputs and weights are gone: nothing more is known."""
+    if late:
+        source = "unreplayed"
+        text = f"step {step}: the gradients or the loss went non-finite."
+    elif input_nonfinite:
         source = "input"
         text = (f"step {step}: the input batch already held NaN/Inf: a bad sample, not a bad layer. "
                 "Check the data pipeline for that batch (the loader, augmentations, division by zero).")

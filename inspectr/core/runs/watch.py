@@ -335,9 +335,9 @@ class Watch:
                 if nonfinite and self.first_nonfinite is None:
                     self.first_nonfinite = s
                     self._record(nonfinite_finding(
-                        s, None, False, False, [],
-                        note=f"(On {self.device.type} the check is read at sampled steps, so the step was not "
-                             "replayed; rerun on CPU or with every=1 around it to name the module.)"))
+                        s, None, False, False, [], late=True,
+                        note=f"On {self.device.type} the per-step check is read at the sampled steps (no sync per "
+                             "step), so this step was not replayed: rerun it on CPU to name the module."))
                 elif norm_v is not None and math.isfinite(norm_v):
                     self._check_spike(s, norm_v, None, [])
             self.batch.steps.append((s, loss_v, norm_v, seconds, int(nonfinite)))
