@@ -534,6 +534,21 @@ def test_the_store_is_plain_sqlite(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM steps WHERE loss IS NOT NULL").fetchone() == (10,)
 
 
+def test_growth_is_bounded_by_thinning_older_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspectr.core.runs import store
+
+    monkeypatch.setattr(store, "MAX_SAMPLES", 8)
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    with inspectr.watch(model, opt, run=tmp_path / "r", every=1) as w:
+        train(model, opt, w, steps=30)
+    report = inspectr.load_run(tmp_path / "r")
+    steps = [s for s, _ in report.samples]
+    assert len(steps) <= 8 and steps[0] == 0
+    assert steps[-4:] == [26, 27, 28, 29]  # the recent past at full resolution
+    assert len(report.steps) == 30 and len(report.loss) == 30  # per-step rows are all kept
+
+
 # ----------------------------------------------------------------------------- the CLI on a run
 def test_cli_on_a_run_folder(tmp_path: Path) -> None:
     model = mlp()

@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS findings(id INTEGER PRIMARY KEY, step INTEGER, kind T
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, part TEXT NOT NULL, message TEXT NOT NULL);
 """
 
+# Growth is bounded: once more than MAX_SAMPLES sampled steps are stored, every second one of the
+# older ones (all but the newest MAX_SAMPLES // 2; step 0 stays) is deleted from ``samples``. The
+# recent past stays at full resolution and older history gets coarser by halves; ``steps`` and
+# ``scalars`` (one row per step) are kept whole.
+MAX_SAMPLES = 2048
+
 SAMPLE_FIELDS = ("param_grad_norm", "update_ratio", "distance", "grad_norm", "mean", "std",
                  "zero_fraction", "dead_fraction", "nonfinite")
 
@@ -95,6 +101,7 @@ class RunWriter:
             self.conn.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             self._fail(exc)
+        self.sampled: list[int] = []  # the sampled steps stored, in order
         self.thread = threading.Thread(target=self._loop, name="inspectr-run-writer", daemon=True)
         self.thread.start()
 
@@ -171,10 +178,25 @@ class RunWriter:
             conn.executemany("INSERT INTO findings(step, kind, severity, module, message, detail) "
                              "VALUES (?, ?, ?, ?, ?, ?)", b.findings)
             conn.executemany("INSERT INTO events(step, part, message) VALUES (?, ?, ?)", b.events)
+            if b.samples:
+                self._thin(sorted({row[0] for row in b.samples}))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+    def _thin(self, new_steps: list[int]) -> None:
+        """Keep at most MAX_SAMPLES sampled steps (the policy above), inside the open transaction."""
+        assert self.conn is not None
+        self.sampled.extend(new_steps)
+        if len(self.sampled) <= MAX_SAMPLES:
+            return
+        keep_recent = MAX_SAMPLES // 2
+        older, recent = self.sampled[:-keep_recent], self.sampled[-keep_recent:]
+        drop = older[1::2]
+        self.conn.executemany("DELETE FROM samples WHERE step = ?", [(s,) for s in drop])
+        self.sampled = older[0::2] + recent
 
 
 def read_tables(folder: str | Path) -> dict[str, list[tuple[Any, ...]]]:
