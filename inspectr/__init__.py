@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from inspectr.errors import InspectrError
+from inspectr.errors import InspectrError, TrainingProblem
 
 __version__ = "0.1.0"
-__all__ = ["InspectrError", "Report", "__version__", "inspect"]
+__all__ = ["InspectrError", "Report", "RunReport", "TrainingProblem", "__version__", "inspect", "load_run", "watch"]
 
 if TYPE_CHECKING:
     from inspectr.core.inspection import Report
+    from inspectr.core.runs.report import RunReport
+    from inspectr.core.runs.watch import Watch
 
 
 def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
@@ -37,9 +39,47 @@ def inspect(model_or_spec: Any, inputs: Any = None, **options: Any) -> Report:
     return _inspect(model_or_spec, inputs=inputs, **options)
 
 
+def watch(model: Any, optimizer: Any = None, run: str = "runs/exp1", every: int = 50,
+          halt_on: str | None = None) -> Watch:
+    """Watch a training run in your own loop; a context manager that records into ``run``.
+
+    Args:
+        model: the ``nn.Module`` being trained (never changed: same weights, optimizer state
+            and RNG as without the watch).
+        optimizer: a ``torch.optim.Optimizer``; its step hooks count the steps and read the
+            gradients just before the update (after clipping and AMP unscaling). Without one,
+            each ``w.log(...)`` marks the end of a step.
+        run: the run folder; it holds one SQLite database (``run.sqlite``), replaced if present.
+        every: the sampling period in steps: per-module statistics at steps 0, every, 2*every...
+        halt_on: ``"error"`` raises ``inspectr.TrainingProblem`` at the step an error finding
+            appears, after the run is saved; None (default) records and lets training go on.
+
+    Returns:
+        A ``Watch``: use it as ``with inspectr.watch(...) as w:`` and call ``w.log(loss=...)``.
+    """
+    from inspectr.core.runs.watch import Watch
+
+    return Watch(model, optimizer, run=run, every=every, halt_on=halt_on)
+
+
+def load_run(path: Any) -> RunReport:
+    """Read a run folder written by ``inspectr.watch`` (also while it is still being written).
+
+    Returns:
+        A frozen ``RunReport``; ``.to_dict()`` is the JSON document (schema ``inspectr-run/1``).
+    """
+    from inspectr.core.runs.report import load_run as _load_run
+
+    return _load_run(path)
+
+
 def __getattr__(name: str) -> Any:
     if name == "Report":
         from inspectr.core.inspection import Report
 
         return Report
+    if name == "RunReport":
+        from inspectr.core.runs.report import RunReport
+
+        return RunReport
     raise AttributeError(name)

@@ -55,6 +55,7 @@ examples:
   inspectr model.py:Net --format json -o report.json
   inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
   inspectr lenet --report --steps 20       train 20 steps on one batch: does it learn, layer by layer
+  inspectr runs/exp1 --report              a run recorded by inspectr.watch (--format json, --check)
 """
 
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", nargs="?", help="the model: a registered name or path/to/model.py:Name")
+    p.add_argument("spec", nargs="?", help="the model (a registered name or path/to/model.py:Name), "
+                   "or a run folder written by inspectr.watch")
     p.add_argument("--list", action="store_true", help="list registered models, grouped by source")
     out = p.add_argument_group("output")
     out.add_argument("--report", action="store_true", help="print a report instead of opening the app")
@@ -207,11 +209,57 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print_list()
         sys.stdout.write("\nRun `inspectr NAME` to open one, or `inspectr NAME --report` to print its report.\n")
         return EXIT_OK
+    if _is_run_folder(args.spec):
+        return _run_folder_report(args)
     if interactive and not wants_report:
         from inspectr.tui.app import run_app
 
         return run_app(args.spec, inspect_options(args))
     return _report(args)
+
+
+def _is_run_folder(spec: str) -> bool:
+    """A folder written by ``inspectr.watch`` (it holds run.sqlite); checked without importing torch."""
+    from pathlib import Path
+
+    return (Path(spec) / "run.sqlite").is_file()
+
+
+def _run_folder_report(args: argparse.Namespace) -> int:
+    """``inspectr RUN``: the report of a watched run (text, or JSON with --format json); --check
+    prints one line per finding. Exit 1 when an error finding is present."""
+    from inspectr.core.runs.report import load_run
+
+    fmt = args.format or "text"
+    if fmt not in ("text", "json"):
+        raise InspectrError(f"--format {fmt} is not available for a run folder ({args.spec}).",
+                            "Use --format text (the default) or --format json.")
+    report = load_run(args.spec)
+    if fmt == "json":
+        text = report.to_json()
+    else:
+        from inspectr.report.run import render_run_text
+
+        tty = sys.stdout.isatty() and not args.output
+        width = args.width or (None if tty else int(os.environ.get("COLUMNS", 0)) or 120) or 120
+        text = render_run_text(report, width)
+    if args.check and args.format is None and not args.output:
+        from inspectr.report.run import print_run_check
+
+        print_run_check(report)
+    elif args.output:
+        from pathlib import Path
+
+        try:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InspectrError(f"-o {args.output}: the report could not be written ({exc.strerror or exc}).",
+                                "Give a file path in a folder you can write to, e.g. -o run.json.") from None
+        sys.stderr.write(f"wrote {fmt} report of the run to {args.output}\n")
+    else:
+        sys.stdout.write(text)
+    return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 EXIT_OK = 0
 EXIT_MODEL_PROBLEM = 1
@@ -35,3 +36,14 @@ def print_error(err: InspectrError) -> None:
         stream.write(f"\x1b[1;31merror:\x1b[0m {err}\n")
     else:
         stream.write(f"error: {err}\n")
+
+
+class TrainingProblem(Exception):
+    """Raised by ``inspectr.watch(..., halt_on="error")`` at the step an error finding appears,
+    after the run is saved; ``.finding`` is the ``Finding`` (kind, module, ``detail["step"]``)."""
+
+    def __init__(self, finding: Any) -> None:
+        step = finding.detail.get("step") if isinstance(finding.detail, dict) else None
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(f"{finding.kind}{where}: {finding.message}")
+        self.finding = finding

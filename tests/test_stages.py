@@ -29,10 +29,12 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("training", 4, ("inspectr.core.training",)),
     ("memory", 4, ("inspectr.core.memory",)),
     ("findings", 5, ("inspectr.core.findings",)),
-    ("inspect", 6, ("inspectr.core.inspect", "inspectr.core.inspection")),
-    ("report", 7, ("inspectr.report",)),
-    ("tui", 8, ("inspectr.tui",)),
-    ("entry", 9, ("inspectr", "inspectr.cli", "inspectr.__main__", "inspectr.freeze")),
+    # inspectr.watch in the user's own loop, its run store and the RunReport read back from it
+    ("runs", 6, ("inspectr.core.runs",)),
+    ("inspect", 7, ("inspectr.core.inspect", "inspectr.core.inspection")),
+    ("report", 8, ("inspectr.report",)),
+    ("tui", 9, ("inspectr.tui",)),
+    ("entry", 10, ("inspectr", "inspectr.cli", "inspectr.__main__", "inspectr.freeze")),
 )
 
 
@@ -138,7 +140,8 @@ def test_no_import_cycles() -> None:
 def test_the_stage_table_is_honest() -> None:
     """The checks above can fail: an upward import and a cycle are both caught."""
     assert stage_of("inspectr.core.probe.hooks") == ("probe", 3)
-    assert stage_of("inspectr.core.inspect") == ("inspect", 6)
+    assert stage_of("inspectr.core.inspect") == ("inspect", 7)
+    assert stage_of("inspectr.core.runs.watch") == ("runs", 6)
     assert stage_of("inspectr.core.inputs") == ("inputs", 2)
     assert "inspectr.core.sources.base" in GRAPH["inspectr.core.sources.hub"]
     assert "inspectr.core.sources.loader" not in GRAPH["inspectr.core.sources.hub"]

@@ -1,0 +1,130 @@
+"""Provides ``RunReport``, a run read back from its store (also while it is written), and its
+JSON (schema ``inspectr-run/1``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspectr.core.result import Finding
+from inspectr.core.runs.findings import diverging, stuck_parameters
+from inspectr.core.runs.store import SAMPLE_FIELDS, SCHEMA, db_path, read_tables
+from inspectr.errors import InspectrError
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A watched run: its facts, the loss and scalars per step, the per-module samples and the
+    findings (stored ones, made live by the watch, and the rules over the whole run)."""
+
+    path: str
+    run: dict[str, Any]
+    steps: tuple[dict[str, Any], ...]  # step, loss, grad_norm, seconds, nonfinite
+    scalars: dict[str, tuple[tuple[int, float | None], ...]]
+    modules: tuple[dict[str, Any], ...]  # path, type, params, trainable, in_optimizer
+    samples: tuple[tuple[int, dict[str, dict[str, Any]]], ...]
+    findings: tuple[Finding, ...]
+    events: tuple[dict[str, Any], ...]  # the watch's own failures (a part switched off)
+
+    @property
+    def loss(self) -> list[tuple[int, float | None]]:
+        return [(s["step"], s["loss"]) for s in self.steps if s["logged"]]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "run": jsonable(dict(self.run, path=self.path, steps=len(self.steps), sampled_steps=len(self.samples),
+                                  events=list(self.events))),
+            "loss": [{"step": s, "value": jsonable(v)} for s, v in self.loss],
+            "steps": [jsonable({k: v for k, v in s.items() if k != "logged"}) for s in self.steps],
+            "scalars": {name: [{"step": s, "value": jsonable(v)} for s, v in rows]
+                        for name, rows in self.scalars.items()},
+            "samples": [{"step": s, "modules": jsonable(mods)} for s, mods in self.samples],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def is_run(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding a run store."""
+    p = Path(path)
+    return p.is_dir() and db_path(p).is_file()
+
+
+def load_run(path: str | Path) -> RunReport:
+    """Read the run in folder ``path``; raises ``InspectrError`` when it holds none."""
+    folder = Path(path)
+    try:
+        tables = read_tables(folder)
+    except FileNotFoundError:
+        raise InspectrError(
+            f"{folder} holds no inspectr run (no {db_path(folder).name} in it).",
+            "Give the folder passed as run= to inspectr.watch, e.g. inspectr.load_run(\"runs/exp1\").",
+        ) from None
+    except sqlite3.Error as exc:
+        raise InspectrError(f"The run in {folder} cannot be read ({exc}).",
+                            "Check that the file is an inspectr run store and that you can read it.") from None
+    meta = {k: json.loads(v) for k, v in tables["meta"]}
+    modules = tuple({"path": p, "type": t, "params": n, "trainable": tr, "in_optimizer": bool(io)}
+                    for _, p, t, n, tr, io in tables["modules"])
+    path_of = {row[0]: row[1] for row in tables["modules"]}
+    logged = {s for s, name, _ in tables["scalars"] if name == "loss"}
+    steps = tuple({"step": s, "loss": _loss(loss, bad, s in logged), "grad_norm": _float(g), "seconds": sec,
+                   "nonfinite": bool(bad), "logged": s in logged}
+                  for s, loss, g, sec, bad in tables["steps"])
+    scalars: dict[str, list[tuple[int, float | None]]] = {}
+    for s, name, value in tables["scalars"]:
+        if name != "loss":
+            scalars.setdefault(name, []).append((s, _float(value)))
+    by_step: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in tables["samples"]:
+        values = dict(zip(SAMPLE_FIELDS, row[2:]))
+        values["nonfinite"] = None if values["nonfinite"] is None else bool(values["nonfinite"])
+        by_step.setdefault(row[0], {})[path_of.get(row[1], str(row[1]))] = values
+    samples = tuple(sorted(by_step.items()))
+    stored = tuple(Finding(kind, sev, module, msg, json.loads(detail))
+                   for _, _, kind, sev, module, msg, detail in tables["findings"])
+    losses = [(s["step"], s["loss"]) for s in steps if s["logged"]]
+    rules = [*stuck_parameters(modules, samples, optimizer=meta.get("optimizer") is not None),
+             *([] if any(f.kind == "nonfinite" for f in stored) else diverging(losses, samples))]
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings = tuple(sorted((*stored, *rules), key=lambda f: (order.get(f.severity, 3), f.detail.get("step", 0))))
+    events = tuple({"step": s, "part": part, "message": msg} for _, s, part, msg in tables["events"])
+    return RunReport(str(folder), meta, steps, {k: tuple(v) for k, v in scalars.items()}, modules, samples,
+                     findings, events)
+
+
+def jsonable(x: Any) -> Any:
+    """JSON has no NaN/Infinity: non-finite floats become "nan"/"inf"/"-inf", as in ``inspectr/1``."""
+    if isinstance(x, float):
+        if math.isfinite(x):
+            return x
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _loss(v: Any, bad: int, logged: bool) -> float | None:
+    """SQLite stores NaN as NULL: a logged loss that is NULL on a non-finite step was NaN."""
+    if not logged:
+        return None
+    if v is None:
+        return math.nan if bad else None
+    return float(v)

@@ -1,0 +1,219 @@
+"""Provides the run store: one SQLite database per run folder (WAL mode), written by one
+background thread, one transaction per batch, and read by any process while it grows.
+
+SQLite (standard library) because a run must be queryable with ``sqlite3``, pandas or DuckDB,
+readable while it is written (WAL: readers never block the writer) and intact after ``kill -9``
+(each committed transaction is in the WAL file; ``synchronous=NORMAL`` may lose the last
+transactions on a power cut, never on a process crash). The schema is documented in the README
+("The run store"); bump ``SCHEMA`` when it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "inspectr-run/1"
+DB_NAME = "run.sqlite"
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    params INTEGER NOT NULL, trainable INTEGER NOT NULL, in_optimizer INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS steps(step INTEGER PRIMARY KEY, loss REAL, grad_norm REAL, seconds REAL,
+    nonfinite INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS scalars(step INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
+    PRIMARY KEY(step, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples(step INTEGER NOT NULL, module INTEGER NOT NULL REFERENCES modules(id),
+    param_grad_norm REAL, update_ratio REAL, distance REAL, grad_norm REAL, mean REAL, std REAL,
+    zero_fraction REAL, dead_fraction REAL, nonfinite INTEGER, PRIMARY KEY(step, module)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS findings(id INTEGER PRIMARY KEY, step INTEGER, kind TEXT NOT NULL,
+    severity TEXT NOT NULL, module TEXT NOT NULL, message TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, part TEXT NOT NULL, message TEXT NOT NULL);
+"""
+
+# Growth is bounded: once more than MAX_SAMPLES sampled steps are stored, every second one of the
+# older ones (all but the newest MAX_SAMPLES // 2; step 0 stays) is deleted from ``samples``. The
+# recent past stays at full resolution and older history gets coarser by halves; ``steps`` and
+# ``scalars`` (one row per step) are kept whole.
+MAX_SAMPLES = 2048
+
+SAMPLE_FIELDS = ("param_grad_norm", "update_ratio", "distance", "grad_norm", "mean", "std",
+                 "zero_fraction", "dead_fraction", "nonfinite")
+
+
+@dataclass
+class Batch:
+    """Rows for one transaction: what the watch gathered since its last write."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    steps: list[tuple[int, float | None, float | None, float | None, int]] = field(default_factory=list)
+    scalars: list[tuple[int, str, float | None]] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)  # (step, module id, *SAMPLE_FIELDS)
+    findings: list[tuple[int | None, str, str, str, str, str]] = field(default_factory=list)
+    events: list[tuple[int | None, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.meta or self.steps or self.scalars or self.samples or self.findings or self.events)
+
+
+def db_path(folder: str | Path) -> Path:
+    return Path(folder) / DB_NAME
+
+
+def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class RunWriter:
+    """Writes ``Batch``es to a run's database on a background thread.
+
+    ``put`` never blocks the caller. A folder that cannot be created or written, or a full disk,
+    gives one warning and the writer drops everything after it: the training goes on.
+    """
+
+    def __init__(self, folder: str | Path, modules: Iterable[tuple[int, str, str, int, int, int]],
+                 meta: dict[str, Any]) -> None:
+        self.folder = Path(folder)
+        self.failed: str | None = None
+        self.queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self.conn: sqlite3.Connection | None = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = db_path(self.folder)
+            for old in (path, path.with_name(DB_NAME + "-wal"), path.with_name(DB_NAME + "-shm")):
+                old.unlink(missing_ok=True)  # a new run in the same folder replaces the old one
+            self.conn = connect(path)
+            self.conn.executescript(TABLES)
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?)", list(modules))
+            self._write_meta(dict(meta, schema=SCHEMA))
+            self.conn.execute("COMMIT")
+        except (OSError, sqlite3.Error) as exc:
+            self._fail(exc)
+        self.sampled: list[int] = []  # the sampled steps stored, in order
+        self.thread = threading.Thread(target=self._loop, name="inspectr-run-writer", daemon=True)
+        self.thread.start()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"inspectr.watch: the run folder {self.folder} cannot be written ({exc}); the run is not "
+                "recorded from here on, and training goes on. Give run= a folder you can write to.",
+                RuntimeWarning, stacklevel=3)
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        assert self.conn is not None
+        self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              [(k, json.dumps(v)) for k, v in meta.items()])
+
+    def put(self, batch: Batch) -> None:
+        if batch and self.failed is None:
+            self.queue.put(batch)
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until everything put so far is written (used before halting, and at the end)."""
+        done = threading.Event()
+        self.queue.put(done)
+        done.wait(timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            if self.conn is None:
+                continue
+            try:
+                self._write(item)
+            except (OSError, sqlite3.Error) as exc:
+                self._fail(exc)
+        if self.conn is not None:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+
+    def _write(self, b: Batch) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        try:
+            if b.meta:
+                self._write_meta(b.meta)
+            # a step's row may come in two writes (its loss is logged after the sample that wrote it)
+            conn.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?) ON CONFLICT(step) DO UPDATE SET "
+                             "loss = coalesce(excluded.loss, loss), grad_norm = coalesce(excluded.grad_norm, grad_norm), "
+                             "seconds = coalesce(excluded.seconds, seconds), "
+                             "nonfinite = max(nonfinite, excluded.nonfinite)", b.steps)
+            conn.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?)", b.scalars)
+            conn.executemany(f"INSERT OR REPLACE INTO samples VALUES ({', '.join('?' * (2 + len(SAMPLE_FIELDS)))})",
+                             b.samples)
+            conn.executemany("INSERT INTO findings(step, kind, severity, module, message, detail) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", b.findings)
+            conn.executemany("INSERT INTO events(step, part, message) VALUES (?, ?, ?)", b.events)
+            if b.samples:
+                self._thin(sorted({row[0] for row in b.samples}))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+    def _thin(self, new_steps: list[int]) -> None:
+        """Keep at most MAX_SAMPLES sampled steps (the policy above), inside the open transaction."""
+        assert self.conn is not None
+        self.sampled.extend(new_steps)
+        if len(self.sampled) <= MAX_SAMPLES:
+            return
+        keep_recent = MAX_SAMPLES // 2
+        older, recent = self.sampled[:-keep_recent], self.sampled[-keep_recent:]
+        drop = older[1::2]
+        self.conn.executemany("DELETE FROM samples WHERE step = ?", [(s,) for s in drop])
+        self.sampled = older[0::2] + recent
+
+
+def read_tables(folder: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of a run's database as rows, read in one transaction (a consistent view while
+    the writer goes on). Raises ``FileNotFoundError`` when the folder holds no run."""
+    path = db_path(folder)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    # read-only URI: a reader never creates or changes the run (the WAL's -shm is shared, not written)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        out = {name: conn.execute(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
+               for name, order in (("meta", "key"), ("modules", "id"), ("steps", "step"),
+                                   ("scalars", "step, name"), ("samples", "step, module"),
+                                   ("findings", "id"), ("events", "id"))}
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return out
