@@ -146,9 +146,10 @@ class ModuleHooks:
         self.guard = ParamGuard([])
         self.saved: SavedBytes | None = None  # set when the pass records what backward needs
 
-    def count_saved(self) -> SavedBytes:
-        """Start counting the bytes autograd saves, per innermost running module."""
-        self.saved = SavedBytes(self.stack, [p for _, p in self.params])
+    def count_saved(self, keep: bool = True) -> SavedBytes:
+        """Start counting the bytes autograd saves, per innermost running module (``keep``: see
+        ``SavedBytes``)."""
+        self.saved = SavedBytes(self.stack, [p for _, p in self.params], keep)
         return self.saved
 
     def guard_params(self) -> None:

@@ -17,7 +17,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -48,6 +48,9 @@ class ProbeOptions:
     timing: bool = False
     histograms: bool = False
     cancelled: Callable[[], bool] | None = None  # checked between phases (app workers)
+    # a forward-only pass records the graph all the same, to count what backward would need
+    # (then drops it): the memory estimate needs no second forward
+    count_saved: bool = True
     # told (phase, modules run so far, modules in all) every 64 modules and between phases
     progress: Callable[[str, int, int], None] | None = None
 
@@ -70,6 +73,7 @@ class ProbeResult:
     input_grad_rms: float | None
     output_structure: str
     input_grad_norm: float | None = None
+    saved_counted: bool = False  # the measures hold the bytes autograd saved for backward
 
 
 
@@ -122,7 +126,21 @@ def run_probe(
     if param_map is None and not meta:
         probe.guard_params()
     with gc_paused():
-        return _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
+        result = _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
+        if (result.error is not None and result.error.phase == "forward" and not opts.backward
+                and opts.count_saved):
+            # a forward that fails only while autograd records (an in-place op on a leaf that
+            # requires grad, say) still gets its forward-only report; the memory block then
+            # counts in a pass of its own
+            again = ModuleHooks(list(tree.modules), list(tree.params), opts)
+            again.shape_only = meta
+            if param_map is None and not meta:
+                again.guard_params()
+            quiet = replace(opts, count_saved=False)
+            retry = _run(model, args, kwargs, quiet, param_map, again, meta, extra, tree)
+            if retry.error is None:
+                return retry
+        return result
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
@@ -138,6 +156,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
     input_grad_rms: float | None = None
     input_grad_norm: float | None = None
     out_structure = ""
+    # record the graph: for backward, or (forward-only) to count its saved bytes in this same pass
+    record = opts.backward or opts.count_saved
     start = time.perf_counter()
     mode_name = opts.mode
 
@@ -158,11 +178,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         # Inputs get requires_grad only when no parameter trains: then gradients still flow for
         # the report. Otherwise, as in training, frozen leading layers get none, and the pass
         # skips the input-gradient convolution (13% of a ResNet-50 step on CPU).
-        want_input_grad = opts.backward and not any(p.requires_grad for _, p in probe.params)
+        want_input_grad = record and not any(p.requires_grad for _, p in probe.params)
 
         def prepare(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
-                if x.is_floating_point() and opts.backward and (want_input_grad or x.requires_grad):
+                if x.is_floating_point() and record and (want_input_grad or x.requires_grad):
                     leaf = x.detach().requires_grad_(True)
                     leaves.append(leaf)
                     return leaf.clone()  # a non-leaf copy: in-place ops on it are fine
@@ -178,14 +198,14 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         probe.install()
         try:
             check_cancel()
-            with torch.set_grad_enabled(opts.backward):
+            with torch.set_grad_enabled(record):
                 p_args = prepare(args)
                 p_kwargs = prepare(kwargs)
                 if opts.progress is not None:
                     opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
                 output: Any = None
-                saved = probe.count_saved().counting() if opts.backward else contextlib.nullcontext()
+                saved = probe.count_saved(keep=opts.backward).counting() if record else contextlib.nullcontext()
                 try:
                     with FunctionalWatch(probe), saved:
                         if param_map is not None:
@@ -292,6 +312,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         input_grad_rms=input_grad_rms,
         output_structure=out_structure,
         input_grad_norm=input_grad_norm,
+        saved_counted=record and error is None,
     )
 
 
