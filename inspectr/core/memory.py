@@ -52,6 +52,7 @@ class _Saved:
         self.version = version
 
 
+NO_SAVES = "inspectr's forward-only probe keeps no saved tensors: this graph cannot run backward"
 _PARAMETER: list[Any] = []  # the record of a parameter's storage: never counted, always alive
 
 
@@ -152,7 +153,7 @@ class SavedBytes:
     def unpack(saved: _Saved) -> torch.Tensor:
         t = saved.t
         if t is None:
-            raise RuntimeError("inspectr's forward-only probe keeps no saved tensors: this graph cannot run backward")
+            raise RuntimeError(NO_SAVES)
         # with hooks installed autograd no longer checks versions itself: a model that changes a
         # saved tensor in place must fail here as it would in training
         if t._version != saved.version:

@@ -26,6 +26,7 @@ from torch import nn
 from inspectr.core.backward_seed import seed_gradients
 from inspectr.core.grad_stats import norms as stats_norms
 from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.memory import NO_SAVES as _NO_SAVES
 from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
 from inspectr.core.state import gc_paused, preserved
@@ -51,6 +52,7 @@ class ProbeOptions:
     # a forward-only pass records the graph all the same, to count what backward would need
     # (then drops it): the memory estimate needs no second forward
     count_saved: bool = True
+    keep_saved: bool = False  # hand autograd the saved tensors even when no backward runs
     # told (phase, modules run so far, modules in all) every 64 modules and between phases
     progress: Callable[[str, int, int], None] | None = None
 
@@ -127,19 +129,18 @@ def run_probe(
         probe.guard_params()
     with gc_paused():
         result = _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
-        if (result.error is not None and result.error.phase == "forward" and not opts.backward
-                and opts.count_saved):
-            # a forward that fails only while autograd records (an in-place op on a leaf that
-            # requires grad, say) still gets its forward-only report; the memory block then
-            # counts in a pass of its own
+        if result.error is not None and result.error.phase == "forward" and not opts.backward and opts.count_saved:
+            # A forward-only pass keeps no saved tensors. A forward that needs them (a gradient
+            # taken inside it) runs again keeping them; one that fails only while autograd
+            # records (an in-place op on a leaf that requires grad) runs again without recording,
+            # as a forward-only probe did before it counted, and its memory block counts apart.
+            needs_saves = _NO_SAVES in result.error.message
             again = ModuleHooks(list(tree.modules), list(tree.params), opts)
             again.shape_only = meta
             if param_map is None and not meta:
                 again.guard_params()
-            quiet = replace(opts, count_saved=False)
-            retry = _run(model, args, kwargs, quiet, param_map, again, meta, extra, tree)
-            if retry.error is None:
-                return retry
+            retry = replace(opts, keep_saved=True) if needs_saves else replace(opts, count_saved=False)
+            result = _run(model, args, kwargs, retry, param_map, again, meta, extra, tree)
         return result
 
 
@@ -205,7 +206,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                     opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
                 output: Any = None
-                saved = probe.count_saved(keep=opts.backward).counting() if record else contextlib.nullcontext()
+                keep = opts.backward or opts.keep_saved
+                saved = probe.count_saved(keep=keep).counting() if record else contextlib.nullcontext()
                 try:
                     with FunctionalWatch(probe), saved:
                         if param_map is not None:
