@@ -487,7 +487,7 @@ def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch
             "Give one with --input (or an example_input method on the model); your model stays lazy.",
         )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # fork_rng keeps only the CPU's: seed only it
         return pick_inputs(loaded, inputs, input_specs, batch_size, dev)
 
 

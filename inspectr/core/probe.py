@@ -29,7 +29,7 @@ from inspectr.core.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.memory import NO_SAVES as _NO_SAVES
 from inspectr.core.quantized import backward_stops, is_quantized
 from inspectr.core.result import ProbeError
-from inspectr.core.state import gc_paused, preserved
+from inspectr.core.state import gc_paused, preserved, seed_torch
 from inspectr.core.summary import dtype_name
 from inspectr.core.values import describe, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
@@ -172,7 +172,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         elif opts.mode == "eval":
             model.eval()
         mode_name = "train" if model.training else "eval"
-        torch.manual_seed(opts.seed)
+        seed_torch(opts.seed)
         random.seed(opts.seed)
         leaves: list[torch.Tensor] = []
 
