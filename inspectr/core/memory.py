@@ -42,8 +42,9 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose storage holds 
 
 class _Saved:
     """What autograd holds for one saved tensor while the hooks are on: the tensor (detached)
-    and its version (``unpack`` checks it), or None when the pass keeps no saves. Only the graph holds it: when the node that saved it
-    is freed (a branch the forward computed and dropped), a weak reference to it dies."""
+    and its version (``unpack`` checks it), or None when the pass keeps no saves. Only the
+    graph holds it: when the node that saved it is freed (a branch the forward computed and
+    dropped), a weak reference to it dies."""
 
     __slots__ = ("t", "version", "__weakref__")
 
