@@ -63,7 +63,9 @@ def test_sampled_statistics_are_not_biased_by_image_width():
     y = c(x).detach()
     assert r.module("").stats.mean == pytest.approx(y.mean().item(), rel=0.02)
     assert r.module("").stats.std == pytest.approx(y.std().item(), rel=0.05)
-    assert r.module("").stats.min == pytest.approx(y.min().item())
+    # the min of a large conv output comes from the sample (no finding judges it), and says so
+    st = r.module("").stats
+    assert "min" in st.sampled and y.min().item() <= st.min <= y.max().item()
 
 
 def test_parameter_changed_in_place_by_forward_is_restored():

@@ -380,7 +380,7 @@ def _inspect_loaded(loaded: LoadedModel, dev: str, inputs: Any, input_specs: lis
         if progress is not None and (request.fit is not None or request.dtype in ("bf16", "fp16")):
             progress("memory: counting at other batch sizes" if request.fit else "memory: counting under autocast", 0, 0)
         estimate = plan_memory(model, tree, rows, structure.model, run_inputs, info.batch_size,
-                               result.mode == "train", result.backward == "ran", request,
+                               result.mode == "train", result.saved_counted, request,
                                "meta" if shape_only else probe_dev, param_map)
     return Report(structure.model, inp.describe(), rows, tuple(findings), info, estimate, training)
 
@@ -496,7 +496,7 @@ def _pick(loaded: LoadedModel, inputs: Any, input_specs: list[Any] | None, batch
             "Give one with --input (or an example_input method on the model); your model stays lazy.",
         )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # fork_rng keeps only the CPU's: seed only it
         return pick_inputs(loaded, inputs, input_specs, batch_size, dev)
 
 

@@ -42,6 +42,9 @@ class ActivationStats:
     units: int | None = None
     samples_per_unit: int | None = None
     histogram: tuple[int, ...] = ()  # counts over [min, max] in equal bins (finite values)
+    # the figures (of mean, std, min, max, zero_fraction) that came from a sample of a large
+    # output (``stats.sample_of``); every other figure is exact
+    sampled: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -55,6 +58,7 @@ class ActivationStats:
             "inf": self.inf,
             "dead_fraction": _num(self.dead_fraction),
             "units": self.units,
+            "sampled": list(self.sampled),
         }
         return d
 

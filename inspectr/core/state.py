@@ -70,6 +70,19 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def seed_torch(seed: int) -> None:
+    """``torch.manual_seed`` for the generators a probe draws from: the CPU's, and those of
+    CUDA and MPS once started (``preserved`` puts the same ones back). ``torch.manual_seed``
+    also queues a seed for every device not started yet (a stack trace each, a millisecond in
+    all), which the user's program would run when it starts that device: a trace of the probe."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        torch.mps.manual_seed(seed)
+
+
 @contextmanager
 def preserved(model: nn.Module, extra_params: list[torch.Tensor] | None = None,
               backups: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,

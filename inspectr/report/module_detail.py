@@ -85,9 +85,15 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
         s = Table.grid(padding=(0, 2))
         s.add_column(style="dim")
         s.add_column()
-        s.add_row("mean ± std", f"{sci(st.mean)} ± {sci(st.std)}")
-        s.add_row("min … max", f"{sci(st.min)} … {sci(st.max)}")
-        s.add_row("zeros", f"{st.zero_fraction:.1%}")
+        # ≈: a figure taken from a sample of a large output (ActivationStats.sampled)
+        def approx(name: str) -> str:
+            return "≈" if name in st.sampled else ""
+
+        s.add_row("mean ± std", f"{approx('mean')}{sci(st.mean)} ± {approx('std')}{sci(st.std)}")
+        s.add_row("min … max", f"{approx('min')}{sci(st.min)} … {approx('max')}{sci(st.max)}")
+        s.add_row("zeros", f"{approx('zero_fraction')}{st.zero_fraction:.1%}")
+        if st.sampled:
+            s.add_row("sampled", f"≈ {', '.join(st.sampled)}: from 16,384 evenly spaced values; the rest exact")
         if st.dead_fraction is not None:
             s.add_row("dead units", Text(f"{st.dead_fraction:.1%} of {st.units:,}", style="red" if st.dead_fraction >= 0.5 else ""))
         if st.nan or st.inf:

@@ -49,8 +49,9 @@ def plan_memory(model: nn.Module, tree: ModelWalk, rows: tuple[ModuleRow, ...], 
     Args:
         rows: the probe's rows (saved and output bytes per module, run order, parameters).
         inputs: the probe inputs, on the probe device; ``batch``: their batch size.
-        training: the probe ran in train mode; ``counted``: its backward ran, so the rows hold
-            saved bytes (else one byte-counting pass at the probe batch supplies them).
+        training: the probe ran in train mode; ``counted``: the probe recorded the graph (with or
+            without its backward), so the rows hold saved bytes (else one byte-counting pass at
+            the probe batch supplies them).
         device: the probe device (``meta`` for shape-only probes); ``param_map``: the probe's
             copies of the parameters when it did not run on the model's own.
     """

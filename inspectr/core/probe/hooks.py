@@ -146,9 +146,10 @@ class ModuleHooks:
         self.guard = ParamGuard([])
         self.saved: SavedBytes | None = None  # set when the pass records what backward needs
 
-    def count_saved(self) -> SavedBytes:
-        """Start counting the bytes autograd saves, per innermost running module."""
-        self.saved = SavedBytes(self.stack, [p for _, p in self.params])
+    def count_saved(self, keep: bool = True) -> SavedBytes:
+        """Start counting the bytes autograd saves, per innermost running module (``keep``: see
+        ``SavedBytes``)."""
+        self.saved = SavedBytes(self.stack, [p for _, p in self.params], keep)
         return self.saved
 
     def guard_params(self) -> None:
@@ -247,7 +248,7 @@ class ModuleHooks:
 
     def _post(self, path: str, mod: nn.Module, leaf: Any) -> Callable[..., None]:
         a = self.acc[path]
-        kind, is_c1d, seq_layer, zeros_expected, nonneg = _type_facts(type(mod))
+        kind, is_c1d, seq_layer, _, nonneg = _type_facts(type(mod))
         sets_layout = (is_c1d or seq_layer) and any(p is not None for p in mod._parameters.values())
         timing = self.opts.timing
         flops = self.opts.flops and leaf is not None
@@ -324,7 +325,7 @@ class ModuleHooks:
                             held += x.nbytes
                         tag = (a, self.done, versions, changed)
                     try:
-                        bad = outputs.observe(a.stats, t, kind, c1d, zeros_expected, nonneg, tag, held)
+                        bad = outputs.observe(a.stats, t, kind, c1d, nonneg, tag, held)
                     except RuntimeError:  # an exotic tensor must never fail the user's forward
                         bad = False
                     if bad and a.nonfinite_done is None:
@@ -458,8 +459,7 @@ class ModuleHooks:
             a.functional[op] = entry
         entry[2][0] += 1
         with torch._C.DisableTorchFunction(), torch.no_grad():
-            self.outputs.observe(entry[1], out, kind, self.last_channel_first_1d,
-                                 zeros_expected=kind == "rectifier", nonneg=op in NONNEG_OPS)
+            self.outputs.observe(entry[1], out, kind, self.last_channel_first_1d, nonneg=op in NONNEG_OPS)
 
     # -- results
     def measures(self) -> dict[str, ModuleMeasure]:

@@ -29,10 +29,11 @@ from inspectr.core.probe.grad_origin import GradOrigin, GradOriginTracer, has_no
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
 from inspectr.core.probe.options import ProbeOptions
+from inspectr.core.probe.saved_bytes import NO_SAVES as _NO_SAVES
 from inspectr.core.probe.zero_init import ZeroInit, zero_inits
 from inspectr.core.result import ProbeError
 from inspectr.core.sources.quantized import backward_stops, is_quantized
-from inspectr.core.state import gc_paused, preserved
+from inspectr.core.state import gc_paused, preserved, seed_torch
 from inspectr.core.values import describe, dtype_name, iter_tensors, structure
 from inspectr.core.walk import ModelWalk, walk
 
@@ -60,6 +61,7 @@ class ProbeResult:
     # where backward first made a NaN/Inf from finite gradients (traced only when some gradient
     # came out non-finite while the forward stayed finite)
     grad_origin: GradOrigin | None = None
+    saved_counted: bool = False  # the measures hold the bytes autograd saved for backward
 
 
 
@@ -113,6 +115,18 @@ def run_probe(
         probe.guard_params()
     with gc_paused():
         result = _run(model, args, kwargs, opts, param_map, probe, meta, extra, tree)
+        if result.error is not None and result.error.phase == "forward" and not opts.backward and opts.count_saved:
+            # A forward-only pass keeps no saved tensors. A forward that needs them (a gradient
+            # taken inside it) runs again keeping them; one that fails only while autograd
+            # records (an in-place op on a leaf that requires grad) runs again without recording,
+            # as a forward-only probe did before it counted, and its memory block counts apart.
+            needs_saves = _NO_SAVES in result.error.message
+            again = ModuleHooks(list(tree.modules), list(tree.params), opts)
+            again.shape_only = meta
+            if param_map is None and not meta:
+                again.guard_params()
+            retry = replace(opts, keep_saved=True) if needs_saves else replace(opts, count_saved=False)
+            result = _run(model, args, kwargs, retry, param_map, again, meta, extra, tree)
         if _grads_nonfinite(result, meta):
             result = replace(result, grad_origin=_trace_grad_origin(model, args, kwargs, opts, param_map, tree, extra))
         return result
@@ -195,6 +209,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
     input_grad_rms: float | None = None
     input_grad_norm: float | None = None
     out_structure = ""
+    # record the graph: for backward, or (forward-only) to count its saved bytes in this same pass
+    record = opts.backward or opts.count_saved
     start = time.perf_counter()
     mode_name = opts.mode
 
@@ -208,18 +224,18 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         elif opts.mode == "eval":
             model.eval()
         mode_name = "train" if model.training else "eval"
-        torch.manual_seed(opts.seed)
+        seed_torch(opts.seed)
         random.seed(opts.seed)
         leaves: list[torch.Tensor] = []
 
         # Inputs get requires_grad only when no parameter trains: then gradients still flow for
         # the report. Otherwise, as in training, frozen leading layers get none, and the pass
         # skips the input-gradient convolution (13% of a ResNet-50 step on CPU).
-        want_input_grad = opts.backward and not any(p.requires_grad for _, p in probe.params)
+        want_input_grad = record and not any(p.requires_grad for _, p in probe.params)
 
         def prepare(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
-                if x.is_floating_point() and opts.backward and (want_input_grad or x.requires_grad):
+                if x.is_floating_point() and record and (want_input_grad or x.requires_grad):
                     leaf = x.detach().requires_grad_(True)
                     leaves.append(leaf)
                     return leaf.clone()  # a non-leaf copy: in-place ops on it are fine
@@ -235,14 +251,15 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         probe.install()
         try:
             check_cancel()
-            with torch.set_grad_enabled(opts.backward):
+            with torch.set_grad_enabled(record):
                 p_args = prepare(args)
                 p_kwargs = prepare(kwargs)
                 if opts.progress is not None:
                     opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
                 output: Any = None
-                saved = probe.count_saved().counting() if opts.backward else contextlib.nullcontext()
+                keep = opts.backward or opts.keep_saved
+                saved = probe.count_saved(keep=keep).counting() if record else contextlib.nullcontext()
                 try:
                     with FunctionalWatch(probe), saved:
                         if param_map is not None:
@@ -351,6 +368,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         output_structure=out_structure,
         input_grad_norm=input_grad_norm,
         zero_init=() if meta else zero_inits(measures, tree, backward == "ran", param_map),
+        saved_counted=record and error is None,
     )
 
 

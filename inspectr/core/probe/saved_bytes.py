@@ -28,17 +28,34 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor types whose storage holds 
 
 class _Saved:
     """What autograd holds for one saved tensor while the hooks are on: the tensor (detached)
-    and its version (``unpack`` checks it). Only the graph holds it: when the node that saved it
-    is freed (a branch the forward computed and dropped), a weak reference to it dies."""
+    and its version (``unpack`` checks it), or None when the pass keeps no saves. Only the
+    graph holds it: when the node that saved it is freed (a branch the forward computed and
+    dropped), a weak reference to it dies."""
 
     __slots__ = ("t", "version", "__weakref__")
 
-    def __init__(self, t: torch.Tensor, version: int) -> None:
+    def __init__(self, t: torch.Tensor | None, version: int) -> None:
         self.t = t
         self.version = version
 
 
+NO_SAVES = "inspectr's forward-only probe keeps no saved tensors: this graph cannot run backward"
 _PARAMETER: list[Any] = []  # the record of a parameter's storage: never counted, always alive
+
+
+class _StorageRef:
+    """A weak reference to a storage: ``expired`` once it is freed (its address free for reuse)."""
+
+    __slots__ = ("cdata",)
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.cdata = storage._weak_ref()
+
+    def expired(self) -> bool:
+        return bool(torch.UntypedStorage._expired(self.cdata))
+
+    def __del__(self) -> None:
+        torch.UntypedStorage._free_weak_ref(self.cdata)
 
 
 class SavedBytes:
@@ -53,11 +70,17 @@ class SavedBytes:
     Args:
         stack: the probe's stack of running modules (the path is each entry's first item).
         params: the model's parameters (their storages are never counted).
+        keep: hand the saved tensors to autograd, for a backward. False (a forward-only probe):
+            the graph holds a token in each tensor's place, so the forward frees its activations
+            as one without autograd does (holding them costs a fifth of a ResNet-50 forward in
+            fresh pages), and a weak reference to each storage tells a freed one's reused address
+            from the storage itself. Such a graph cannot run backward (``unpack`` raises).
     """
 
-    def __init__(self, stack: list[Any], params: list[torch.Tensor]) -> None:
+    def __init__(self, stack: list[Any], params: list[torch.Tensor], keep: bool = True) -> None:
         self.stack = stack
         self.param_keys = frozenset(_storage_key(p) for p in params)
+        self.keep = keep
         self.restart()
 
     def restart(self) -> None:
@@ -67,6 +90,7 @@ class SavedBytes:
         self.live: dict[Any, list[Any]] = dict.fromkeys(self.param_keys, _PARAMETER)
         self.records: list[list[Any]] = []  # every storage's record, in the order first saved
         self.by_module: dict[str, int] = {}
+        self.storages: dict[Any, _StorageRef] = {}  # without ``keep``: storage key -> weak reference
 
     def pack(self, t: torch.Tensor) -> _Saved:
         # called for every tensor autograd saves (45,000 times in a 20,000-module forward): the
@@ -77,19 +101,26 @@ class SavedBytes:
         # variable -> ``saved`` -> the output -> that node is a cycle through C++ that no collector
         # sees, so a graph never run backward (a branch the forward dropped) would leak. Detached:
         # the same storage and version counter, no grad_fn; autograd puts its own back on unpack.
-        saved = _Saved(t if t.is_leaf else t.detach(), t._version)
         key = _storage_key(t)
+        plain = type(t) in _PLAIN
+        # without ``keep`` only plain tensors with a storage give theirs up
+        if self.keep or not plain or type(key) is tuple:
+            saved = _Saved(t if t.is_leaf else t.detach(), t._version)
+        else:
+            saved = _Saved(None, 0)
         record = self.live.get(key)
         if record is _PARAMETER:
             return saved
         stack = self.stack
         path = stack[-1][0] if stack else ""
-        # the latest save first: while the graph lives it holds that one
-        if record is None or (record[-1][0]() is None and _held_by(record) is None):
+        if record is None or self._gone(key, record):
             if type(key) is tuple:  # sparse: no storage, counted by its own size
                 size = t.numel() * t.element_size()
             else:  # a wrapper subclass's storage may hold no data (the tensors it wraps do)
-                size = t.untyped_storage().nbytes() if type(t) in _PLAIN else _storage_bytes(t)
+                storage = t.untyped_storage()
+                size = storage.nbytes() if plain else _storage_bytes(t)
+                if saved.t is None:
+                    self.storages[key] = _StorageRef(storage)
             record = [size, (ref(saved), path)]
             self.live[key] = record
             self.records.append(record)
@@ -97,9 +128,19 @@ class SavedBytes:
             record.append((ref(saved), path))
         return saved
 
+    def _gone(self, key: Any, record: list[Any]) -> bool:
+        """Whether the storage a record counts is gone, its address now another storage's."""
+        weak = self.storages.get(key)
+        if weak is not None:
+            return weak.expired()
+        # the latest save first: while the graph lives it holds that one (and so the storage)
+        return record[-1][0]() is None and _held_by(record) is None
+
     @staticmethod
     def unpack(saved: _Saved) -> torch.Tensor:
         t = saved.t
+        if t is None:
+            raise RuntimeError(NO_SAVES)
         # with hooks installed autograd no longer checks versions itself: a model that changes a
         # saved tensor in place must fail here as it would in training
         if t._version != saved.version:
@@ -118,6 +159,7 @@ class SavedBytes:
             if path is not None:
                 by_module[path] = by_module.get(path, 0) + record[0]
         self.by_module = by_module
+        self.storages = {}
 
     @contextmanager
     def counting(self) -> Iterator[None]:

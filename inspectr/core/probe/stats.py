@@ -37,9 +37,12 @@ class StatsAccumulator:
     # BasicBlock calls one ReLU twice) is judged call by call, or a live call site would hide a dead one
     calls_units: list[tuple[int, int, int]] = field(default_factory=list)
     histogram: list[int] | None = None
+    sampled: int = 0  # SAMPLED_* bits: the figures some output gave from a sample
 
-    def add(self, n: int, total: float, sq: float, mn: float, mx: float, nonzero: int, nan: int, inf: int) -> None:
+    def add(self, n: int, total: float, sq: float, mn: float, mx: float, nonzero: int, nan: int, inf: int,
+            sampled: int = 0) -> None:
         self.numel += n
+        self.sampled |= sampled
         self.total += total
         self.sq_total += sq
         self.nonzero += nonzero
@@ -66,6 +69,18 @@ def unit_layout(shape: tuple[int, ...], channel_first_1d: bool) -> tuple[int, in
 
 STAT_SAMPLE = 1 << 14
 SAMPLE_RUN = 16  # values per run of the sample: one 64-byte cache line of float32
+
+# Which figures of an output came from its sample (bits of ``StatsAccumulator.sampled``), named
+# as in ``ActivationStats``: descriptive figures no finding judges. NaN/Inf counts, dead units
+# and the zero fraction of rectifiers are always exact.
+SAMPLED_MEAN, SAMPLED_STD, SAMPLED_MIN, SAMPLED_MAX, SAMPLED_ZEROS = 1, 2, 4, 8, 16
+SAMPLED_NAMES = ((SAMPLED_MEAN, "mean"), (SAMPLED_STD, "std"), (SAMPLED_MIN, "min"), (SAMPLED_MAX, "max"),
+                 (SAMPLED_ZEROS, "zero_fraction"))
+
+
+def sampled_names(bits: int) -> tuple[str, ...]:
+    """The names of the figures that ``bits`` marks as sampled."""
+    return tuple(name for bit, name in SAMPLED_NAMES if bits & bit)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -152,56 +167,60 @@ def _unit_max(v: torch.Tensor, largest: bool) -> torch.Tensor:
     return op(op(v, dim=2), dim=0)
 
 
-def reduce_tensor(x: torch.Tensor, zeros_expected: bool) -> tuple[float, float, float, float, float]:
-    """(sum, sum of squares, min, max, nonzero count) of a large float tensor, cheaply.
+def reduce_tensor(x: torch.Tensor, exact_zeros: bool) -> tuple[float, float, float, float, float, int]:
+    """(sum, sum of squares, min, max, nonzero count, SAMPLED_* bits) of a float tensor, cheaply.
 
-    Min and max (and so NaN/Inf detection) always come from a full pass (``aminmax``). For
-    tensors over STAT_SAMPLE values, the sums and the zero count come from a sample of
-    STAT_SAMPLE values in evenly spaced runs (``sample_of``), scaled up: mean and std are then
-    estimates.
-    Zeros are counted over the whole tensor where they are expected (rectifier and dropout
-    outputs, unknown modules, or any output whose min or max is exactly 0), so ``zero_fraction``
-    of rectified outputs is exact; conv/linear/norm and GELU/SiLU outputs, where an exact zero is
-    a measure-zero event, are counted on the sample. This keeps a probe near a bare training
-    step (``var_mean`` and ``count_nonzero`` alone cost 10-40x a ``sum`` on CPU).
+    Up to STAT_SAMPLE values every figure is exact. Above that, one full pass (``sum``: a third
+    of ``aminmax``'s cost on CPU) gives the exact sum, so the exact mean, and finds any NaN or
+    Inf (they make it non-finite); the sum of squares, min, max and, unless ``exact_zeros``
+    (rectifier outputs: the zero fraction is judged there), the zero count come from a sample of
+    STAT_SAMPLE values in evenly spaced runs (``sample_of``), scaled up.
     """
     n = x.numel()
     sample = sample_of(x)
-    scale = n / sample.numel()
     # few op launches and one sync: on small tensors the launches, not the arithmetic, dominate
-    lo, hi = torch.aminmax(x)
-    parts = [lo, hi, sample.sum(), sum_sq(sample)]
-    if not zeros_expected:
+    if sample.numel() == n:
+        lo, hi = torch.aminmax(sample)
+        total, sq, mn, mx = torch.stack([sample.sum(), sum_sq(sample), lo, hi]).tolist()
+        nonzero = float(n) if mn > 0 or mx < 0 else count_nonzero(x)
+        return total, sq, mn, mx, nonzero, 0
+    lo, hi = torch.aminmax(sample)
+    parts = [x.sum(), sum_sq(sample), lo, hi]
+    if not exact_zeros:
         parts.append(_nonzero_of(sample))
     values = torch.stack(parts).tolist()
-    mn, mx, total, sq = values[:4]
-    if mn > 0 or mx < 0:
-        nonzero = float(n)
-    elif zeros_expected or mn == 0 or mx == 0:
+    total, sq, mn, mx = values[:4]
+    scale = n / sample.numel()
+    sampled = SAMPLED_STD | SAMPLED_MIN | SAMPLED_MAX
+    if exact_zeros:
         nonzero = count_nonzero(x)
     else:
         nonzero = values[4] * scale
-    return total * scale, sq * scale, mn, mx, nonzero
+        sampled |= SAMPLED_ZEROS
+    return total, sq * scale, mn, mx, nonzero, sampled
 
 
-def _reduce_now(x: torch.Tensor, zeros_expected: bool) -> Reduced:
+def _reduce_now(x: torch.Tensor, exact_zeros: bool) -> Reduced:
     """``reduce_tensor`` plus NaN/Inf counts; sums, min and max then cover the finite values."""
-    total, sq, mn, mx, nz = reduce_tensor(x, zeros_expected)
+    total, sq, mn, mx, nz, sampled = reduce_tensor(x, exact_zeros)
     nan = inf = 0
-    if not (math.isfinite(mn) and math.isfinite(mx)):
-        nz = int((x != 0).sum())  # NaN and Inf are not zeros
+    if not (math.isfinite(total) and math.isfinite(mn) and math.isfinite(mx)):
         nan = int(torch.isnan(x).sum())
         inf = int(torch.isinf(x).sum())
-        finite = x[torch.isfinite(x)]
-        if finite.numel():
-            total, sq, mn, mx, _ = reduce_tensor(finite, True)
-        else:
-            total = sq = 0.0
-            mn, mx = math.inf, -math.inf
-    return total, sq, mn, mx, int(nz), nan, inf
+        if nan + inf:  # else a sum that overflowed: its figures stand
+            nz = int((x != 0).sum())  # NaN and Inf are not zeros
+            sampled &= ~SAMPLED_ZEROS
+            finite = x[torch.isfinite(x)]
+            if finite.numel():
+                total, sq, mn, mx, _, more = reduce_tensor(finite, True)
+                sampled |= more
+            else:
+                total = sq = 0.0
+                mn, mx = math.inf, -math.inf
+    return total, sq, mn, mx, int(nz), nan, inf, sampled
 
 
-Reduced = tuple[float, float, float, float, int, int, int]  # sum, sum sq, min, max, nonzero, NaN, Inf
+Reduced = tuple[float, float, float, float, int, int, int, int]  # sum, sum sq, min, max, nonzero, NaN, Inf, SAMPLED_*
 
 
 @dataclass(slots=True)
@@ -239,7 +258,7 @@ class OutputStats:
         self.scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def observe(self, acc: StatsAccumulator, t: torch.Tensor, dead_kind: str | None,
-                channel_first_1d: bool, zeros_expected: bool = True, nonneg: bool = False,
+                channel_first_1d: bool, nonneg: bool = False,
                 tag: Any = None, held_bytes: int = 0) -> bool | None:
         """Add one output to ``acc`` (called with autograd off: copies stay out of the graph).
 
@@ -286,23 +305,28 @@ class OutputStats:
         x = t.detach()
         if x.dtype not in WIDE_FLOATS:
             x = x.float()
-        count_zeros = zeros_expected or dead_kind == "rectifier"
+        # the zero fraction is judged (exact) for rectifiers only; elsewhere a sample gives it
+        exact_zeros = dead_kind == "rectifier"
         stats: Reduced | None = None
         if layout is not None:
-            found = self._reduce_units(x, layout, tol, count_zeros, nonneg)
+            found = self._reduce_units(x, layout, tol, exact_zeros, nonneg)
             if found is not None:
                 stats, alive = found
                 acc.calls_units.append((alive, layout[0], n // max(layout[0], 1)))
         if stats is None:  # no units, or NaN/Inf among the values: the general path
-            stats = _reduce_now(x, count_zeros)
+            stats = _reduce_now(x, exact_zeros)
             if layout is not None:
                 _add_units(acc, x, layout, tol)
-        self.cache[id(t)] = (weakref.ref(t), t._version, stats)
-        acc.add(n, *stats)
-        mn, mx, nan, inf = stats[2], stats[3], stats[5], stats[6]
+        nan, inf = stats[5], stats[6]
         if self.histograms and acc.histogram is None and nan + inf == 0:
+            if stats[7] & (SAMPLED_MIN | SAMPLED_MAX):  # the bins need the exact range
+                lo, hi = torch.aminmax(x)
+                stats = (*stats[:2], float(lo), float(hi), *stats[4:7], stats[7] & ~(SAMPLED_MIN | SAMPLED_MAX))
+            mn, mx = stats[2], stats[3]
             hist = torch.histc(x, bins=HISTOGRAM_BINS, min=mn, max=mx if mx > mn else mn + 1.0)
             acc.histogram = [int(c) for c in hist.tolist()]
+        self.cache[id(t)] = (weakref.ref(t), t._version, stats)
+        acc.add(n, *stats)
         return nan + inf > 0
 
     def _reduce_units(self, x: torch.Tensor, layout: tuple[int, int], tol: float, count_zeros: bool,
@@ -312,9 +336,9 @@ class OutputStats:
         Per-unit maxima (and minima, unless the output is never negative) along the unit layout
         give the exact minimum and maximum and, per unit, whether any value leaves (-tol, tol)
         (``amax``/``amin`` along dims: ``aminmax`` along a dim is 10-20x slower on CPU). Zeros
-        are counted exactly where they are expected (``count_nonzero`` into a reused scratch
-        buffer); sums come from the sample. None when a value is NaN or Inf (the general path
-        counts them).
+        are counted exactly for rectifiers (``count_nonzero`` into a reused scratch buffer);
+        sums come from the sample. None when a value is NaN or Inf (the general path counts
+        them).
         """
         units, inner = layout
         n = x.numel()
@@ -343,7 +367,9 @@ class OutputStats:
         if not (math.isfinite(mn) and math.isfinite(mx) and math.isfinite(total)):
             return None
         scale = n / sample.numel()
-        return (total * scale, sq * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0), int(n_alive)
+        sampled = SAMPLED_MEAN | SAMPLED_STD | (0 if count_zeros else SAMPLED_ZEROS)
+        return ((total * scale, sq * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0, sampled),
+                int(n_alive))
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: a fresh one per output costs page faults."""
@@ -395,7 +421,7 @@ def _reduce_group(entries: list[_Pending], layout: tuple[int, int] | None) -> li
     out: list[Reduced] = []
     for i, (total, norm, mn, mx, nz) in enumerate(summary):
         if math.isfinite(mn) and math.isfinite(mx):
-            out.append((total, norm * norm, mn, mx, int(nz), 0, 0))
+            out.append((total, norm * norm, mn, mx, int(nz), 0, 0, 0))
         else:  # rare: NaN/Inf in this output; sums, min and max cover its finite values
             out.append(_reduce_now(rows[i], True))
     for e, stats in zip(entries, out):
@@ -439,4 +465,5 @@ def finish_stats(acc: StatsAccumulator | None) -> ActivationStats | None:
         units=units,
         samples_per_unit=spu,
         histogram=tuple(acc.histogram or ()),
+        sampled=sampled_names(acc.sampled),
     )
