@@ -19,7 +19,6 @@ from torch.utils.hooks import RemovableHandle
 
 from inspectr.core.probe.activations import (
     CHANNEL_FIRST_1D,
-    DENSE_OUTPUT,
     NONNEG_MODULES,
     dead_kind_of,
 )
@@ -100,15 +99,15 @@ class ParamLayout:
                     tensor_norms(now).to("cpu", torch.float64).square())
 
 
-_FACTS: dict[type, tuple[str | None, bool | None, bool, bool]] = {}
+_FACTS: dict[type, tuple[str | None, bool | None, bool]] = {}
 
 
-def _facts(cls: type) -> tuple[str | None, bool | None, bool, bool]:
-    """(dead-unit kind, channel-first after it (None: unchanged), zeros expected, never negative)."""
+def _facts(cls: type) -> tuple[str | None, bool | None, bool]:
+    """(dead-unit kind, channel-first after it (None: unchanged), never negative)."""
     got = _FACTS.get(cls)
     if got is None:
         c1d = True if issubclass(cls, CHANNEL_FIRST_1D) else False if issubclass(cls, _SEQUENCE_LAYERS) else None
-        got = (dead_kind_of(cls), c1d, not issubclass(cls, DENSE_OUTPUT), issubclass(cls, NONNEG_MODULES))
+        got = (dead_kind_of(cls), c1d, issubclass(cls, NONNEG_MODULES))
         _FACTS[cls] = got
     return got
 
@@ -161,14 +160,14 @@ class ActivationWatch:
             return
         t0 = time.perf_counter()
         try:
-            kind, c1d, zeros, nonneg = _facts(type(module))
+            kind, c1d, nonneg = _facts(type(module))
             acc = self.accs.get(path)
             if acc is None:
                 acc = self.accs[path] = StatsAccumulator()
             with torch.no_grad():
                 for t in iter_tensors(output):
                     if t.is_floating_point() and measurable(t):
-                        self.outputs.observe(acc, t, kind, self.channel_first_1d, zeros, nonneg)
+                        self.outputs.observe(acc, t, kind, self.channel_first_1d, nonneg)
             for t in iter_tensors(output):
                 if t.requires_grad and t.grad_fn is not None:
                     self.grad_handles.append(t.register_hook(self._grad_hook(path)))
