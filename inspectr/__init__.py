@@ -49,7 +49,8 @@ def watch(model: Any, optimizer: Any = None, run: str = "runs/exp1", every: int 
         optimizer: a ``torch.optim.Optimizer``; its step hooks count the steps and read the
             gradients just before the update (after clipping and AMP unscaling). Without one,
             each ``w.log(...)`` marks the end of a step.
-        run: the run folder; it holds one SQLite database (``run.sqlite``), replaced if present.
+        run: the run folder; it holds one SQLite database (``run.sqlite``); a run already there
+            is kept as ``run.1.sqlite`` (the next free number), never deleted.
         every: the sampling period in steps: per-module statistics at steps 0, every, 2*every...
         halt_on: ``"error"`` raises ``inspectr.TrainingProblem`` at the step an error finding
             appears, after the run is saved; None (default) records and lets training go on.

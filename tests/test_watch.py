@@ -4,6 +4,7 @@ back (also from the CLI, and after kill -9)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -532,6 +533,21 @@ def test_the_store_is_plain_sqlite(tmp_path: Path) -> None:
                         "WHERE s.step = 5 AND s.update_ratio IS NOT NULL ORDER BY m.path").fetchall()
     assert [p for p, _ in rows] == ["0", "3", "5"]
     assert conn.execute("SELECT count(*) FROM steps WHERE loss IS NOT NULL").fetchone() == (10,)
+
+
+def test_a_second_run_in_the_same_folder_keeps_the_first(tmp_path: Path) -> None:
+    """Nothing the user owns is lost: the earlier run (WAL included) moves to run.1.sqlite."""
+    import sqlite3
+
+    for steps in (10, 6):
+        model = mlp()
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        with pytest.warns(RuntimeWarning, match="kept as") if steps == 6 else contextlib.nullcontext():
+            with inspectr.watch(model, opt, run=tmp_path / "r", every=5) as w:
+                train(model, opt, w, steps=steps)
+    assert inspectr.load_run(tmp_path / "r").to_dict()["run"]["steps"] == 6
+    kept = sqlite3.connect(tmp_path / "r" / "run.1.sqlite")
+    assert kept.execute("SELECT count(*) FROM steps WHERE loss IS NOT NULL").fetchone() == (10,)
 
 
 def test_growth_is_bounded_by_thinning_older_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,6 +68,23 @@ def db_path(folder: str | Path) -> Path:
     return Path(folder) / DB_NAME
 
 
+def keep_previous(path: Path) -> Path | None:
+    """Move a run already at ``path`` (with its WAL, which may hold its last transactions) to
+    the first free ``run.N.sqlite`` beside it: a new run in the same folder loses nothing.
+    Returns where it went, or None when there was none."""
+    if not path.exists():
+        return None
+    n = 1
+    while (kept := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+        n += 1
+    for suffix in ("-wal", "-shm"):  # SQLite finds a database's WAL by its name: they move together
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(kept.with_name(kept.name + suffix))
+    path.rename(kept)
+    return kept
+
+
 def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -91,8 +108,10 @@ class RunWriter:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = db_path(self.folder)
-            for old in (path, path.with_name(DB_NAME + "-wal"), path.with_name(DB_NAME + "-shm")):
-                old.unlink(missing_ok=True)  # a new run in the same folder replaces the old one
+            kept = keep_previous(path)
+            if kept is not None:
+                warnings.warn(f"inspectr.watch: {self.folder} held a run; it is kept as {kept}.",
+                              RuntimeWarning, stacklevel=3)
             self.conn = connect(path)
             self.conn.executescript(TABLES)
             self.conn.execute("BEGIN")
