@@ -132,6 +132,25 @@ def run_probe(
         return result
 
 
+def with_input_grads(x: Any, every: bool, leaves: list[torch.Tensor]) -> Any:
+    """``x`` with each floating tensor that takes a gradient (every one when ``every``, else
+    those that already require one) replaced by a non-leaf copy of a new leaf that requires
+    grad (in-place ops on the copy are fine); the new leaves are appended to ``leaves``."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() and (every or x.requires_grad):
+            leaf = x.detach().requires_grad_(True)
+            leaves.append(leaf)
+            return leaf.clone()
+        return x
+    if isinstance(x, dict):
+        return {k: with_input_grads(v, every, leaves) for k, v in x.items()}
+    if isinstance(x, list):
+        return [with_input_grads(v, every, leaves) for v in x]
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+        return tuple(with_input_grads(v, every, leaves) for v in x)
+    return x
+
+
 def _grads_nonfinite(result: ProbeResult, meta: bool) -> bool:
     """Backward ran from a finite forward and some gradient came out NaN/Inf."""
     if result.backward != "ran" or meta:
@@ -164,19 +183,7 @@ def _trace_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str
             # as in the pass: inputs get a gradient only when no parameter trains
             want = not any(p.requires_grad for _, p in tree.params)
 
-            def prepare(x: Any) -> Any:
-                if isinstance(x, torch.Tensor):
-                    return x.detach().requires_grad_(True).clone() if (
-                        x.is_floating_point() and (want or x.requires_grad)) else x
-                if isinstance(x, dict):
-                    return {k: prepare(v) for k, v in x.items()}
-                if isinstance(x, list):
-                    return [prepare(v) for v in x]
-                if isinstance(x, tuple) and not hasattr(x, "_fields"):
-                    return tuple(prepare(v) for v in x)
-                return x
-
-            p_args, p_kwargs = prepare(args), prepare(kwargs)
+            p_args, p_kwargs = with_input_grads(args, want, []), with_input_grads(kwargs, want, [])
             with tracer.watching():
                 if param_map is not None:
                     output = torch.func.functional_call(model, param_map, p_args, p_kwargs)
@@ -233,27 +240,12 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
         # skips the input-gradient convolution (13% of a ResNet-50 step on CPU).
         want_input_grad = record and not any(p.requires_grad for _, p in probe.params)
 
-        def prepare(x: Any) -> Any:
-            if isinstance(x, torch.Tensor):
-                if x.is_floating_point() and record and (want_input_grad or x.requires_grad):
-                    leaf = x.detach().requires_grad_(True)
-                    leaves.append(leaf)
-                    return leaf.clone()  # a non-leaf copy: in-place ops on it are fine
-                return x
-            if isinstance(x, dict):
-                return {k: prepare(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [prepare(v) for v in x]
-            if isinstance(x, tuple) and not hasattr(x, "_fields"):
-                return tuple(prepare(v) for v in x)
-            return x
-
         probe.install()
         try:
             check_cancel()
             with torch.set_grad_enabled(record):
-                p_args = prepare(args)
-                p_kwargs = prepare(kwargs)
+                p_args = with_input_grads(args, want_input_grad, leaves) if record else args
+                p_kwargs = with_input_grads(kwargs, want_input_grad, leaves) if record else kwargs
                 if opts.progress is not None:
                     opts.progress("probe: forward", 0, len(probe.named))
                 probe.record_grads = opts.backward
