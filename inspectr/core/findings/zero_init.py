@@ -52,7 +52,8 @@ def zero_init_blocks(result: ProbeResult) -> list[Finding]:
     if not blocking:
         return []
     z, later = blocking[0], [b.parameter for b in blocking[1:]]
-    first, last = z.blocked[0], z.blocked[-1]
+    blocked = z.blocked or ()  # not empty: only blocking ones were kept
+    first, last = blocked[0], blocked[-1]
     span = first if first == last else f"{first} … {last}"
     more = (f" ({len(later)} more zero-initialised parameter(s) after it block the same way: "
             f"{', '.join(later[:3])}{', …' if len(later) > 3 else ''})" if later else "")
@@ -60,9 +61,9 @@ def zero_init_blocks(result: ProbeResult) -> list[Finding]:
         "zero_init_blocks", "warning", z.owner,
         f"{z.parameter} is initialised to exactly 0 and no skip path goes around it: "
         f"{z.output or '(root)'} outputs only zeros, so nothing reaches the layers after it, and the "
-        f"{len(z.blocked):,} module(s) before it ({span}) get no gradient until that parameter moves{more}; "
+        f"{len(blocked):,} module(s) before it ({span}) get no gradient until that parameter moves{more}; "
         "initialise it to a non-zero value (ones for a norm weight), or add the residual "
         "connection around it if it is meant to start as the identity.",
-        {"parameter": z.parameter, "output": z.output, "blocked": len(z.blocked), "first_blocked": first,
+        {"parameter": z.parameter, "output": z.output, "blocked": len(blocked), "first_blocked": first,
          "later": later},
     )]
