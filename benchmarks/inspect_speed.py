@@ -1,6 +1,6 @@
 """Benchmark: what users run (``inspectr.inspect`` and the CLI) against bare PyTorch and torchinfo.
 
-Run by hand (not a test):  PYTHONPATH=. python benchmarks/inspect_speed.py [--models resnet50 ...]
+Run by hand (not a test):  PYTHONPATH=. python benchmarks/inspect_speed.py [--models resnet50 ...] [--device cuda]
 
 Everything is timed side by side in one process, interleaved, median of N runs (issue 18):
 - forward-only: ``inspectr.inspect(model, inputs=x, backward=False)`` against
@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torchinfo
@@ -56,16 +57,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-deep", action="store_true", help="skip the 20,002-module stack")
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI wall time")
+    ap.add_argument("--device", default="cpu", help="cuda: models, inputs and inspectr on the GPU")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, cpu, {args.threads} threads, median of {args.repeat}, interleaved")
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+
+    def synced(fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` and a wait for the device's work, so that the timings are the work's."""
+        if not cuda:
+            return fn
+
+        def run() -> None:
+            fn()
+            torch.cuda.synchronize(dev)
+
+        return run
+
+    name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    print(f"torch {torch.__version__}, {name}, {args.threads} threads, median of {args.repeat}, interleaved")
     print(f"{'model':16s} {'bare fwd':>9s} {'torchinfo':>9s} {'fwd-only':>9s} {'/tinfo':>7s} | "
           f"{'bare f+b':>9s} {'full':>9s} {'/bare':>7s}")
     import torchvision
 
     for name in args.models:
-        model = torchvision.models.get_model(name, weights=None)
-        x = torch.randn(2, 3, 224, 224)
+        model = torchvision.models.get_model(name, weights=None).to(dev)
+        x = torch.randn(2, 3, 224, 224, device=dev)
 
         def bare_fwd() -> None:
             with torch.no_grad():
@@ -76,31 +93,32 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
 
         def info() -> None:
-            torchinfo.summary(model, input_data=x, verbose=0)
+            torchinfo.summary(model, input_data=x, verbose=0, device=dev)
 
         def forward_only() -> None:
-            inspectr.inspect(model, inputs=x, backward=False)
+            inspectr.inspect(model, inputs=x, backward=False, device=args.device)
 
         def full() -> None:
-            inspectr.inspect(model, inputs=x)
+            inspectr.inspect(model, inputs=x, device=args.device)
 
-        tf, ti, to, tb, tp = interleaved([bare_fwd, info, forward_only, bare, full], args.repeat)
+        timed = [synced(f) for f in (bare_fwd, info, forward_only, bare, full)]
+        tf, ti, to, tb, tp = interleaved(timed, args.repeat)
         print(f"{name:16s} {tf:9.3f} {ti:9.3f} {to:9.3f} {to / ti:6.2f}x | {tb:9.3f} {tp:9.3f} {tp / tb:6.2f}x",
               flush=True)
     if not args.no_deep:
-        model = deep_stack()
-        x = torch.randn(4, 32)
+        model = deep_stack().to(dev)
+        x = torch.randn(4, 32, device=dev)
 
         def bare_deep() -> None:
             model(x).sum().backward()
             model.zero_grad(set_to_none=True)
 
         def inspect_deep() -> None:
-            inspectr.inspect(model, inputs=x)
+            inspectr.inspect(model, inputs=x, device=args.device)
 
-        tb, tinsp = interleaved([bare_deep, inspect_deep], max(3, args.repeat // 2 + 1))
+        tb, tinsp = interleaved([synced(bare_deep), synced(inspect_deep)], max(3, args.repeat // 2 + 1))
         print(f"{'deep stack':16s} bare f+b {tb:.3f} s, inspectr.inspect {tinsp:.3f} s: {tinsp / tb:.2f}x", flush=True)
-    if not args.no_cli:
+    if not args.no_cli and not cuda:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
