@@ -21,6 +21,21 @@ def square_sum(g: torch.Tensor) -> torch.Tensor:
     return sum_sq(g.reshape(-1))
 
 
+_INDEXES: dict[tuple[torch.device, tuple[int, ...]], torch.Tensor] = {}
+
+
+def _index(positions: list[int], dev: torch.device) -> torch.Tensor:
+    """``positions`` as an index tensor on ``dev``, made once: a list copied to a GPU is a
+    synchronous copy, and ``inspectr.watch`` asks for the same positions at every step."""
+    key = (dev, tuple(positions))
+    index = _INDEXES.get(key)
+    if index is None:
+        if len(_INDEXES) >= 256:
+            _INDEXES.clear()
+        index = _INDEXES[key] = torch.tensor(positions, device=dev)
+    return index
+
+
 def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of each tensor (float32 or wider, as computed), one 1-D tensor on the first
     tensor's device. Small tensors of one shape are stacked and reduced a shape at a time:
@@ -45,10 +60,10 @@ def norms(tensors: list[torch.Tensor]) -> torch.Tensor:
         rows = torch.stack([tensors[i] for i in idx]).reshape(len(idx), -1)
         if rows.dtype not in WIDE_FLOATS:
             rows = rows.float()
-        out[torch.tensor(idx, device=dev)] = torch.linalg.vector_norm(rows, dim=1).double()
+        out[_index(idx, dev)] = torch.linalg.vector_norm(rows, dim=1).double()
     if large:
         values = torch._foreach_norm([tensors[i] for i in large])
-        out[torch.tensor(large, device=dev)] = torch.stack([v.to(dev, torch.float64) for v in values])
+        out[_index(large, dev)] = torch.stack([v.to(dev, torch.float64) for v in values])
     return out
 
 
