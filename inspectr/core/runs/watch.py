@@ -241,8 +241,14 @@ class Watch:
             self.sample_parts = {"stats": stats, "out_grads": out_grads}
         params = self.layout.params
         idx = [i for i, p in enumerate(params) if p.grad is not None]
-        norms = tensor_norms([params[i].grad.detach() for i in idx]) if idx else None  # type: ignore[union-attr]
-        total = torch.linalg.vector_norm(norms) if norms is not None else None
+        grads = [params[i].grad.detach() for i in idx]  # type: ignore[union-attr]
+        norms: torch.Tensor | None = None
+        total: torch.Tensor | None = None
+        if grads and (sampled or self.eager):
+            norms = tensor_norms(grads)
+            total = torch.linalg.vector_norm(norms)
+        elif grads:  # an unsampled step on a device: the global norm alone, in three launches
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, dtype=torch.float32)))
         record = self.pending.setdefault(s, [None, None, None, None])
         record[0] = total
         if sampled and norms is not None and "sampling" not in self.off:
