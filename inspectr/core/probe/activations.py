@@ -49,10 +49,6 @@ NONNEG_OPS = {"F.relu", "F.relu_", "torch.relu", "torch.relu_", "Tensor.relu", "
 # A 3-D output is [batch, channels, length] after these, [batch, seq, features] otherwise.
 CHANNEL_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d,
                     nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
-# Outputs where an exact zero is a measure-zero event (as for SMOOTH_MODULES): zeros are counted
-# on a sample (see ``stats``).
-DENSE_OUTPUT = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase,
-                nn.LayerNorm, nn.GroupNorm, *SMOOTH_MODULES)
 
 
 def dead_kind_of(cls: type) -> str | None:

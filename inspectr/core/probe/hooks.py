@@ -25,7 +25,6 @@ from torch.utils.hooks import RemovableHandle
 from inspectr.core.probe.activations import (
     ACTIVATION_MODULES,
     CHANNEL_FIRST_1D,
-    DENSE_OUTPUT,
     NONNEG_MODULES,
     NONNEG_OPS,
     dead_kind_of,
@@ -93,16 +92,16 @@ class ModuleMeasure:
     output_bytes: int = 0  # bytes of its outputs, over all calls
 
 
-_TYPE_FACTS: dict[type, tuple[str | None, bool, bool, bool, bool]] = {}
+_TYPE_FACTS: dict[type, tuple[str | None, bool, bool, bool]] = {}
 
 
-def _type_facts(cls: type) -> tuple[str | None, bool, bool, bool, bool]:
-    """(dead-unit kind, channel-first 1-D layer, sequence layer, zeros expected, never negative)
-    of a module class, worked out once per class."""
+def type_facts(cls: type) -> tuple[str | None, bool, bool, bool]:
+    """(dead-unit kind, channel-first 1-D layer, sequence layer, never negative) of a module
+    class, worked out once per class (the probe's hooks and the watch's sampler read them)."""
     facts = _TYPE_FACTS.get(cls)
     if facts is None:
         facts = (dead_kind_of(cls), issubclass(cls, CHANNEL_FIRST_1D), issubclass(cls, _SEQUENCE_LAYERS),
-                 not issubclass(cls, DENSE_OUTPUT), issubclass(cls, NONNEG_MODULES))
+                 issubclass(cls, NONNEG_MODULES))
         _TYPE_FACTS[cls] = facts
     return facts
 
@@ -248,7 +247,7 @@ class ModuleHooks:
 
     def _post(self, path: str, mod: nn.Module, leaf: Any) -> Callable[..., None]:
         a = self.acc[path]
-        kind, is_c1d, seq_layer, _, nonneg = _type_facts(type(mod))
+        kind, is_c1d, seq_layer, nonneg = type_facts(type(mod))
         sets_layout = (is_c1d or seq_layer) and any(p is not None for p in mod._parameters.values())
         timing = self.opts.timing
         flops = self.opts.flops and leaf is not None

@@ -17,19 +17,14 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from inspectr.core.probe.activations import (
-    CHANNEL_FIRST_1D,
-    NONNEG_MODULES,
-    dead_kind_of,
-)
 from inspectr.core.probe.grad_stats import GradSquares
 from inspectr.core.probe.grad_stats import norms as tensor_norms
+from inspectr.core.probe.hooks import type_facts
 from inspectr.core.probe.stats import OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.result import ActivationStats
 from inspectr.core.values import iter_tensors, measurable
 
 # a 3-D output is [batch, seq, features] after these (see probe.hooks: the same rule)
-_SEQUENCE_LAYERS = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention)
 
 
 class ParamLayout:
@@ -99,19 +94,6 @@ class ParamLayout:
                     tensor_norms(now).to("cpu", torch.float64).square())
 
 
-_FACTS: dict[type, tuple[str | None, bool | None, bool]] = {}
-
-
-def _facts(cls: type) -> tuple[str | None, bool | None, bool]:
-    """(dead-unit kind, channel-first after it (None: unchanged), never negative)."""
-    got = _FACTS.get(cls)
-    if got is None:
-        c1d = True if issubclass(cls, CHANNEL_FIRST_1D) else False if issubclass(cls, _SEQUENCE_LAYERS) else None
-        got = (dead_kind_of(cls), c1d, issubclass(cls, NONNEG_MODULES))
-        _FACTS[cls] = got
-    return got
-
-
 class ActivationWatch:
     """Forward hooks (and gradient hooks on the outputs) armed for one sampled step.
 
@@ -160,7 +142,8 @@ class ActivationWatch:
             return
         t0 = time.perf_counter()
         try:
-            kind, c1d, nonneg = _facts(type(module))
+            kind, is_c1d, seq_layer, nonneg = type_facts(type(module))
+            c1d = True if is_c1d else False if seq_layer else None  # the layout after it (None: unchanged)
             acc = self.accs.get(path)
             if acc is None:
                 acc = self.accs[path] = StatsAccumulator()
