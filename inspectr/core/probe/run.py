@@ -178,7 +178,7 @@ def _trace_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str
                 model.train()
             elif opts.mode == "eval":
                 model.eval()
-            torch.manual_seed(opts.seed)
+            seed_torch(opts.seed)  # as the pass did: the same draws (dropout, backward seeds)
             random.seed(opts.seed)
             # as in the pass: inputs get a gradient only when no parameter trains
             want = not any(p.requires_grad for _, p in tree.params)
