@@ -67,7 +67,7 @@ def load_run(path: Any) -> RunReport:
     """Read a run folder written by ``inspectr.watch`` (also while it is still being written).
 
     Returns:
-        A frozen ``RunReport``; ``.to_dict()`` is the JSON document (schema ``inspectr-run/1``).
+        A frozen ``RunReport``; ``.to_dict()`` is the JSON document (schema ``inspectr-run/2``).
     """
     from inspectr.core.runs.report import load_run as _load_run
 

@@ -89,7 +89,7 @@ def test_a_run_records_every_step_and_the_sampled_modules(tmp_path: Path) -> Non
         train(model, opt, w, steps=23)
     report = inspectr.load_run(tmp_path / "r")
     d = report.to_dict()
-    assert d["schema"] == "inspectr-run/1"
+    assert d["schema"] == "inspectr-run/2"
     assert d["run"]["status"] == "finished" and d["run"]["steps"] == 23 and d["run"]["optimizer"] == "AdamW"
     assert [e["step"] for e in d["loss"]] == list(range(23))
     assert all(isinstance(e["value"], float) for e in d["loss"])

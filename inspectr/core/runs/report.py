@@ -1,5 +1,8 @@
 """Provides ``RunReport``, a run read back from its store (also while it is written), and its
-JSON (schema ``inspectr-run/1``)."""
+JSON (schema ``inspectr-run/2``).
+
+Under torch.distributed a run holds every rank: ``steps`` and ``samples`` are those of the lowest
+rank stored (rank 0), ``rank_steps`` and ``rank_samples`` every rank's."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from inspectr.core.result import Finding
 from inspectr.core.runs.findings import diverging, stuck_parameters
+from inspectr.core.runs.rank_findings import merge_nonfinite, rank_straggler
 from inspectr.core.runs.store import SAMPLE_FIELDS, SCHEMA, db_path, read_tables
 from inspectr.errors import InspectrError
 
@@ -29,6 +33,9 @@ class RunReport:
     samples: tuple[tuple[int, dict[str, dict[str, Any]]], ...]
     findings: tuple[Finding, ...]
     events: tuple[dict[str, Any], ...]  # the watch's own failures (a part switched off)
+    ranks: tuple[dict[str, Any], ...] = ({"rank": 0},)  # rank, local_rank, host, pid, world, device
+    rank_steps: tuple[dict[str, Any], ...] = ()  # every rank's steps, with rank, work, peak_memory
+    rank_samples: tuple[tuple[int, int, dict[str, dict[str, Any]]], ...] = ()  # (step, rank, modules)
 
     @property
     def loss(self) -> list[tuple[int, float | None]]:
@@ -43,11 +50,14 @@ class RunReport:
             "schema": SCHEMA,
             "run": jsonable(dict(self.run, path=self.path, steps=len(self.steps), sampled_steps=len(self.samples),
                                   events=list(self.events))),
-            "loss": [{"step": s, "value": jsonable(v)} for s, v in self.loss],
+            "ranks": [r["rank"] for r in self.ranks],
+            "loss": [{"step": s["step"], "rank": s["rank"], "value": jsonable(s["loss"])}
+                     for s in (self.rank_steps or self.steps) if s["logged"]],
             "steps": [jsonable({k: v for k, v in s.items() if k != "logged"}) for s in self.steps],
             "scalars": {name: [{"step": s, "value": jsonable(v)} for s, v in rows]
                         for name, rows in self.scalars.items()},
-            "samples": [{"step": s, "modules": jsonable(mods)} for s, mods in self.samples],
+            "samples": [{"step": s, "rank": r, "modules": jsonable(mods)} for s, r, mods in self.rank_samples]
+            if self.rank_samples else [{"step": s, "rank": 0, "modules": jsonable(mods)} for s, mods in self.samples],
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -78,30 +88,38 @@ def load_run(path: str | Path) -> RunReport:
     modules = tuple({"path": p, "type": t, "params": n, "trainable": tr, "in_optimizer": bool(io)}
                     for _, p, t, n, tr, io in tables["modules"])
     path_of = {row[0]: row[1] for row in tables["modules"]}
-    logged = {s for s, name, _ in tables["scalars"] if name == "loss"}
-    steps = tuple({"step": s, "loss": _loss(loss, bad, s in logged), "grad_norm": _float(g), "seconds": sec,
-                   "nonfinite": bool(bad), "logged": s in logged}
-                  for s, loss, g, sec, bad in tables["steps"])
+    ranks = tuple({"rank": r, "local_rank": lr, "host": host, "pid": pid, "world": world, "device": dev}
+                  for r, lr, host, pid, world, dev in tables["ranks"]) or ({"rank": 0},)
+    first = min(r["rank"] for r in ranks)
+    logged = {(s, r) for s, name, _, r in tables["scalars"] if name == "loss"}
+    rank_steps = tuple({"step": s, "rank": r, "loss": _loss(loss, bad, (s, r) in logged), "grad_norm": _float(g),
+                        "seconds": sec, "nonfinite": bool(bad), "logged": (s, r) in logged, "work": work,
+                        "peak_memory": mem}
+                       for s, loss, g, sec, bad, r, work, mem in tables["steps"])
+    steps = tuple({k: v for k, v in row.items() if k not in ("rank", "work", "peak_memory")}
+                  for row in rank_steps if row["rank"] == first)
     scalars: dict[str, list[tuple[int, float | None]]] = {}
-    for s, name, value in tables["scalars"]:
-        if name != "loss":
+    for s, name, value, r in tables["scalars"]:
+        if name != "loss" and r == first:
             scalars.setdefault(name, []).append((s, _float(value)))
-    by_step: dict[int, dict[str, dict[str, Any]]] = {}
+    by_step: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
     for row in tables["samples"]:
-        values = dict(zip(SAMPLE_FIELDS, row[2:]))
+        values = dict(zip(SAMPLE_FIELDS, row[2:2 + len(SAMPLE_FIELDS)]))
         values["nonfinite"] = None if values["nonfinite"] is None else bool(values["nonfinite"])
-        by_step.setdefault(row[0], {})[path_of.get(row[1], str(row[1]))] = values
-    samples = tuple(sorted(by_step.items()))
-    stored = tuple(Finding(kind, sev, module, msg, json.loads(detail))
-                   for _, _, kind, sev, module, msg, detail in tables["findings"])
+        by_step.setdefault((row[0], row[-1]), {})[path_of.get(row[1], str(row[1]))] = values
+    rank_samples = tuple((s, r, mods) for (s, r), mods in sorted(by_step.items()))
+    samples = tuple((s, mods) for s, r, mods in rank_samples if r == first)
+    stored = merge_nonfinite([Finding(kind, sev, module, msg, json.loads(detail))
+                              for _, _, kind, sev, module, msg, detail in tables["findings"]])
     losses = [(s["step"], s["loss"]) for s in steps if s["logged"]]
     rules = [*stuck_parameters(modules, samples, optimizer=meta.get("optimizer") is not None),
-             *([] if any(f.kind == "nonfinite" for f in stored) else diverging(losses, samples))]
+             *([] if any(f.kind == "nonfinite" for f in stored) else diverging(losses, samples)),
+             *(rank_straggler(rank_steps) if len(ranks) > 1 else [])]
     order = {"error": 0, "warning": 1, "info": 2}
     findings = tuple(sorted((*stored, *rules), key=lambda f: (order.get(f.severity, 3), f.detail.get("step", 0))))
     events = tuple({"step": s, "part": part, "message": msg} for _, s, part, msg in tables["events"])
     return RunReport(str(folder), meta, steps, {k: tuple(v) for k, v in scalars.items()}, modules, samples,
-                     findings, events)
+                     findings, events, ranks, rank_steps, rank_samples)
 
 
 def jsonable(x: Any) -> Any:

@@ -20,20 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "inspectr-run/1"
+SCHEMA = "inspectr-run/2"  # /2: a rank column (torch.distributed), the ranks table
 DB_NAME = "run.sqlite"
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
     params INTEGER NOT NULL, trainable INTEGER NOT NULL, in_optimizer INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS steps(step INTEGER PRIMARY KEY, loss REAL, grad_norm REAL, seconds REAL,
-    nonfinite INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS steps(step INTEGER NOT NULL, loss REAL, grad_norm REAL, seconds REAL,
+    nonfinite INTEGER NOT NULL DEFAULT 0, rank INTEGER NOT NULL DEFAULT 0, work REAL, peak_memory INTEGER,
+    PRIMARY KEY(step, rank)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scalars(step INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
-    PRIMARY KEY(step, name)) WITHOUT ROWID;
+    rank INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(step, name, rank)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS samples(step INTEGER NOT NULL, module INTEGER NOT NULL REFERENCES modules(id),
     param_grad_norm REAL, update_ratio REAL, distance REAL, grad_norm REAL, mean REAL, std REAL,
-    zero_fraction REAL, dead_fraction REAL, nonfinite INTEGER, PRIMARY KEY(step, module)) WITHOUT ROWID;
+    zero_fraction REAL, dead_fraction REAL, nonfinite INTEGER, rank INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(step, module, rank)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ranks(rank INTEGER PRIMARY KEY, local_rank INTEGER, host TEXT, pid INTEGER,
+    world INTEGER, device TEXT);
 CREATE TABLE IF NOT EXISTS findings(id INTEGER PRIMARY KEY, step INTEGER, kind TEXT NOT NULL,
     severity TEXT NOT NULL, module TEXT NOT NULL, message TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, part TEXT NOT NULL, message TEXT NOT NULL);
@@ -59,9 +63,13 @@ class Batch:
     samples: list[tuple[Any, ...]] = field(default_factory=list)  # (step, module id, *SAMPLE_FIELDS)
     findings: list[tuple[int | None, str, str, str, str, str]] = field(default_factory=list)
     events: list[tuple[int | None, str, str]] = field(default_factory=list)
+    rank: int = 0  # whose steps, scalars and samples these are (torch.distributed; 0 in one process)
+    work: list[tuple[int, float | None, int | None]] = field(default_factory=list)  # step, work s, peak bytes
+    ranks: list[tuple[int, int, str, int, int, str]] = field(default_factory=list)  # the ranks table's rows
 
     def __bool__(self) -> bool:
-        return bool(self.meta or self.steps or self.scalars or self.samples or self.findings or self.events)
+        return bool(self.meta or self.steps or self.scalars or self.samples or self.findings or self.events
+                    or self.work or self.ranks)
 
 
 def db_path(folder: str | Path) -> Path:
@@ -187,13 +195,18 @@ class RunWriter:
             if b.meta:
                 self._write_meta(b.meta)
             # a step's row may come in two writes (its loss is logged after the sample that wrote it)
-            conn.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?) ON CONFLICT(step) DO UPDATE SET "
+            r = b.rank
+            conn.executemany("INSERT INTO steps(step, loss, grad_norm, seconds, nonfinite, rank) VALUES (?, ?, ?, ?, ?, ?) "
+                             "ON CONFLICT(step, rank) DO UPDATE SET "
                              "loss = coalesce(excluded.loss, loss), grad_norm = coalesce(excluded.grad_norm, grad_norm), "
                              "seconds = coalesce(excluded.seconds, seconds), "
-                             "nonfinite = max(nonfinite, excluded.nonfinite)", b.steps)
-            conn.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?)", b.scalars)
-            conn.executemany(f"INSERT OR REPLACE INTO samples VALUES ({', '.join('?' * (2 + len(SAMPLE_FIELDS)))})",
-                             b.samples)
+                             "nonfinite = max(nonfinite, excluded.nonfinite)", [(*row, r) for row in b.steps])
+            conn.executemany("UPDATE steps SET work = ?, peak_memory = ? WHERE step = ? AND rank = ?",
+                             [(w, m, s, r) for s, w, m in b.work])
+            conn.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?, ?)", [(*row, r) for row in b.scalars])
+            conn.executemany(f"INSERT OR REPLACE INTO samples VALUES ({', '.join('?' * (3 + len(SAMPLE_FIELDS)))})",
+                             [(*row, r) for row in b.samples])
+            conn.executemany("INSERT OR REPLACE INTO ranks VALUES (?, ?, ?, ?, ?, ?)", b.ranks)
             conn.executemany("INSERT INTO findings(step, kind, severity, module, message, detail) "
                              "VALUES (?, ?, ?, ?, ?, ?)", b.findings)
             conn.executemany("INSERT INTO events(step, part, message) VALUES (?, ?, ?)", b.events)
@@ -208,7 +221,8 @@ class RunWriter:
     def _thin(self, new_steps: list[int]) -> None:
         """Keep at most MAX_SAMPLES sampled steps (the policy above), inside the open transaction."""
         assert self.conn is not None
-        self.sampled.extend(new_steps)
+        last = self.sampled[-1] if self.sampled else -1
+        self.sampled.extend(s for s in new_steps if s > last)  # every rank's rows of a step come in turn
         if len(self.sampled) <= MAX_SAMPLES:
             return
         keep_recent = MAX_SAMPLES // 2
@@ -229,9 +243,9 @@ def read_tables(folder: str | Path) -> dict[str, list[tuple[Any, ...]]]:
     try:
         conn.execute("BEGIN")
         out = {name: conn.execute(f"SELECT * FROM {name} ORDER BY {order}").fetchall()
-               for name, order in (("meta", "key"), ("modules", "id"), ("steps", "step"),
-                                   ("scalars", "step, name"), ("samples", "step, module"),
-                                   ("findings", "id"), ("events", "id"))}
+               for name, order in (("meta", "key"), ("modules", "id"), ("steps", "step, rank"),
+                                   ("scalars", "step, name, rank"), ("samples", "step, module, rank"),
+                                   ("findings", "id"), ("events", "id"), ("ranks", "rank"))}
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -43,6 +43,7 @@ from inspectr.core.runs.findings import (
     nonfinite_finding,
     spike_median,
 )
+from inspectr.core.runs.ranks import NoWriter, RankLink, distributed, local
 from inspectr.core.runs.sampler import ActivationWatch, ParamLayout
 from inspectr.core.runs.store import Batch, RunWriter
 from inspectr.core.values import iter_tensors
@@ -87,10 +88,14 @@ class Watch:
         t0 = time.perf_counter()
         self.layout = ParamLayout(self.model, self.optimizer)
         self.paths = {id(m): p for p, m in self.layout.modules}
-        self.start = self.layout.snapshot()
-        self.start_sq = tensor_norms(self.start).to("cpu", torch.float64).square() if self.start else None
         first = next(iter(self.model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
+        # under torch.distributed: every rank watches, rank 0 writes (see core/runs/ranks.py)
+        self.link = RankLink(self.model, self.layout.params, self.device) if distributed() else None
+        self.start = self.layout.snapshot()
+        self.start_sq = tensor_norms(self.start).to("cpu", torch.float64).square() if self.start else None
+        if self.link is not None and self.start_sq is not None:
+            self.start_sq = self.link.reduce_squares(self.start_sq)
         self.eager = self.device.type == "cpu"  # reading a CPU value waits for nothing
         self.pending: dict[int, list[Any]] = {}  # step -> [grad_norm, seconds, nonfinite, loss]
         self.pending_scalars: list[tuple[int, str, Any]] = []
@@ -111,7 +116,11 @@ class Watch:
                 "pid": os.getpid(), "device": str(self.device), "params": total,
                 "trainable": sum(p.numel() for p in self.layout.params), "torch": torch.__version__,
                 "check": "every step" if self.eager else "read at sampled steps"}
-        self.writer = RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta)
+        if self.link is not None:
+            meta.update(world=self.link.world, check="every step" if self.eager else "read at sampled steps")
+        self.writer: RunWriter | NoWriter = (
+            NoWriter() if self.link is not None and self.link.rank != 0
+            else RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta))
         self.acts = ActivationWatch(self.paths, lambda exc: self._failed("activations", exc))
         self.handles = [self.model.register_forward_pre_hook(self._capture_inputs, with_kwargs=True)]
         if self.optimizer is not None:
@@ -130,6 +139,10 @@ class Watch:
         for h in self.handles:
             h.remove()
         self.acts.disarm()
+        if self.link is not None:
+            self.link.close()
+            if exc_type is not None and not issubclass(exc_type, TrainingProblem):
+                self.link.lost = True  # this rank alone left its loop: no collective the others would not match
         try:
             self._flush()
         except Exception as err:  # the run is saved as far as it can be; never mask the user's error
@@ -241,18 +254,22 @@ class Watch:
             self.sample_parts = {"stats": stats, "out_grads": out_grads}
         params = self.layout.params
         idx = [i for i, p in enumerate(params) if p.grad is not None]
-        grads = [params[i].grad.detach() for i in idx]  # type: ignore[union-attr]
+        grads = [local(params[i].grad.detach()) for i in idx]  # type: ignore[union-attr]
         norms: torch.Tensor | None = None
         total: torch.Tensor | None = None
-        if grads and (sampled or self.eager):
+        sharded = self.link is not None and bool(self.link.shards)
+        if grads and (sampled or self.eager or sharded):
             norms = tensor_norms(grads)
             total = torch.linalg.vector_norm(norms)
         elif grads:  # an unsampled step on a device: the global norm alone, in three launches
             total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, dtype=torch.float32)))
         record = self.pending.setdefault(s, [None, None, None, None])
         record[0] = total
+        if sharded and norms is not None:
+            self.link.keep_step_norm(s, norms, idx)  # type: ignore[union-attr]  # whole at the sample
         if sampled and norms is not None and "sampling" not in self.off:
-            self.sample_parts["grad"] = self.layout.per_module(norms.square(), idx)
+            squares = norms.square() if self.link is None else self.link.reduce_squares(norms.square(), idx)
+            self.sample_parts["grad"] = self.layout.per_module(squares, idx)
         if sampled and self.optimizer is not None and "sampling" not in self.off:
             self.before = self.layout.snapshot()
         if not self.eager:
@@ -274,11 +291,13 @@ class Watch:
         now = time.perf_counter()
         record = self.pending.setdefault(s, [None, None, None, None])
         record[1] = now - self.t_step
+        if self.link is not None:
+            self.batch.work.append((s, *self.link.work(self.t_step)))
         if self._sampled(s) and "sampling" not in self.off:
             self._sample(s)
         self.step = s + 1
         self._prepare(self.step)
-        if self._sampled(s) or (self.eager and now - self.last_flush > FLUSH_SECONDS):
+        if self._sampled(s) or (self.eager and self.link is None and now - self.last_flush > FLUSH_SECONDS):
             self._flush()
             self.last_flush = now
             if self.halted is not None and not self.raised:  # found when the device values were read
@@ -296,9 +315,13 @@ class Watch:
         if self.before is not None:
             d_sq, w_sq = layout.distances(self.before)
             self.before = None
+            if self.link is not None:
+                d_sq, w_sq = self.link.reduce_squares(d_sq), self.link.reduce_squares(w_sq)
             upd, wn = layout.per_module(d_sq), layout.per_module(w_sq)
         if self.start and self.start_sq is not None:
             d0_sq, _ = layout.distances(self.start)
+            if self.link is not None:
+                d0_sq = self.link.reduce_squares(d0_sq)
             dist, w0 = layout.per_module(d0_sq), layout.per_module(self.start_sq)
             dist = {i: (d / w0[i] if w0.get(i) else d) for i, d in dist.items()}
         stats = parts.get("stats", {})
@@ -328,6 +351,11 @@ class Watch:
                 values = torch.stack([t.to(torch.float64) for t in group]).tolist()
                 read.update(zip((id(t) for t in group), values))
 
+        whole = self.link.global_norms() if self.link is not None and self.link.shards else {}
+        for s, value in whole.items():  # sharded: the whole-model norm, reduced once at the sample
+            if s in self.pending:
+                self.pending[s][0] = value
+
         def num(v: Any) -> float | None:
             v = read.get(id(v), v) if isinstance(v, torch.Tensor) else v
             return None if v is None else float(v)
@@ -350,11 +378,24 @@ class Watch:
         self.batch.scalars.extend((s, name, num(v)) for s, name, v in self.pending_scalars)
         self.pending = {}
         self.pending_scalars = []
+        if self.link is None:
+            self.writer.put(self.batch)
+            self.batch = Batch()
+            return
+        batch, self.batch = self.batch, Batch()
+        batches, found = self.link.exchange(self.step, batch, sampled=True)
+        for b in batches:
+            self.writer.put(b)
+        for f in found:  # rank 0: parameters that should be replicated, compared across ranks
+            self._record(f)
         self.writer.put(self.batch)
         self.batch = Batch()
 
     # ----------------------------------------------------------------- findings
     def _record(self, finding: Finding) -> None:
+        if self.link is not None and "rank" not in finding.detail:
+            step = finding.detail.get("step")
+            finding = self.link.tag(finding, self.pending.get(step, [None] * 4)[3] if step is not None else None)
         self.findings.append(finding)
         self.batch.findings.append((finding.detail.get("step"), finding.kind, finding.severity, finding.module,
                                     finding.message, json.dumps(finding.detail)))
@@ -394,13 +435,17 @@ class Watch:
             per = self.layout.per_module(norms.square(), idx)
             grad_modules = [self.layout.modules[i][0] for i in sorted(per) if not math.isfinite(per[i])]
         module, input_bad, replayed, note = None, False, False, ""
-        if self.last_inputs is not None and "replay" not in self.off:
+        target = self.model if self.link is None else self.link.replay_target(self.model)
+        if target is None:
+            note = ("(Not replayed: the model is sharded across ranks, and a replay on one rank would run its "
+                    "collectives alone.)")
+        elif self.last_inputs is not None and "replay" not in self.off:
             args, kwargs = self.last_inputs
             input_bad = any(t.is_floating_point() and not bool(torch.isfinite(t).all())
                             for t in iter_tensors((args, kwargs)))
             if not input_bad:
                 try:
-                    result = run_probe(self.model, tuple(args), dict(kwargs),
+                    result = run_probe(target, tuple(args), dict(kwargs),
                                        ProbeOptions(backward=False, mode="own", flops=False))
                     module = nonfinite_culprit(result.measures)
                     replayed = True
