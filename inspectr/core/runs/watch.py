@@ -351,6 +351,7 @@ class Watch:
                 values = torch.stack([t.to(torch.float64) for t in group]).tolist()
                 read.update(zip((id(t) for t in group), values))
 
+        last = max(self.pending, default=self.step)  # the step these rows end at (a sampled one)
         whole = self.link.global_norms() if self.link is not None and self.link.shards else {}
         for s, value in whole.items():  # sharded: the whole-model norm, reduced once at the sample
             if s in self.pending:
@@ -383,7 +384,7 @@ class Watch:
             self.batch = Batch()
             return
         batch, self.batch = self.batch, Batch()
-        batches, found = self.link.exchange(self.step, batch, sampled=True)
+        batches, found = self.link.exchange(last, batch, sampled=True)
         for b in batches:
             self.writer.put(b)
         for f in found:  # rank 0: parameters that should be replicated, compared across ranks
