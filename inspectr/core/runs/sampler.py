@@ -27,6 +27,12 @@ from inspectr.core.values import iter_tensors, measurable
 # a 3-D output is [batch, seq, features] after these (see probe.hooks: the same rule)
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard, no communication (its squares are summed over the shard group
+    by ``ranks.RankLink``); any other tensor as it is."""
+    return t.to_local() if hasattr(t, "device_mesh") and hasattr(t, "to_local") else t
+
+
 class ParamLayout:
     """The trainable parameters and the module that owns each directly, for per-module sums.
 
@@ -80,12 +86,12 @@ class ParamLayout:
 
     def snapshot(self) -> list[torch.Tensor]:
         with torch.no_grad():
-            return [p.detach().clone() for p in self.params]
+            return [_local(p.detach()).clone() for p in self.params]
 
     def distances(self, before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(squared ||w - before||, squared ||w||) per parameter."""
         with torch.no_grad():
-            now = [p.detach() for p in self.params]
+            now = [_local(p.detach()) for p in self.params]
             if not now:
                 empty = torch.zeros(0, dtype=torch.float64)
                 return empty, empty
