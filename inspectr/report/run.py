@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inspectr.core.runs.report import RunReport
+from inspectr.report.ranks import ranks_renderables
 from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE, curve, sci
 from inspectr.report.render import findings_table, make_console
 from inspectr.report.training import loss_chart
@@ -86,7 +87,7 @@ def _cell(v: object) -> str:
 
 def run_renderables(report: RunReport, width: int = 120) -> list[RenderableType]:
     return [header(report), Text(), curves(report, width), Text(), module_table(report), Text(),
-            findings_table(report.findings)]
+            *ranks_renderables(report), findings_table(report.findings)]
 
 
 def render_run_text(report: RunReport, width: int = 120) -> str:

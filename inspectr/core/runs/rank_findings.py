@@ -56,8 +56,8 @@ def merge_nonfinite(findings: Sequence[Finding]) -> list[Finding]:
     base = origin[0]
     others = [r for r in reached if r not in ranks]
     spread = (f" It reached {_ranks_text(others)} through the gradient all-reduce." if others and own else "")
-    where = (f"it appeared first on {_ranks_text(ranks)} (its own loss or model output)" if own
-             else f"it appeared on {_ranks_text(ranks)} at once, in the gradients alone")
+    where = (f"first on {_ranks_text(ranks)}, in its own model output or loss" if own
+             else f"on {_ranks_text(ranks)} at once, in the gradients alone")
     message = base.message
     for r in range(max(reached) + 1):
         message = message.removeprefix(f"rank {r}: ")
@@ -65,6 +65,12 @@ def merge_nonfinite(findings: Sequence[Finding]) -> list[Finding]:
                      dict(base.detail, rank=ranks[0], ranks=ranks, reached=reached))
     kept = [f for f in findings if f not in per_rank]
     return [merged, *kept]
+
+
+def _same(a: float, b: float) -> bool:
+    if not (math.isfinite(a) and math.isfinite(b)):  # a NaN everywhere (after a non-finite step) is no desync
+        return not math.isfinite(a) and not math.isfinite(b)
+    return math.isclose(a, b, rel_tol=DESYNC_RTOL, abs_tol=1e-12)
 
 
 def fingerprint_desync(step: int, prints: Mapping[int, Mapping[str, tuple[float, float]]],
@@ -83,7 +89,7 @@ def fingerprint_desync(step: int, prints: Mapping[int, Mapping[str, tuple[float,
             want = ref.get(name)
             if want is None:
                 continue
-            if any(not math.isclose(a, b, rel_tol=DESYNC_RTOL, abs_tol=1e-12) for a, b in zip(fp, want)):
+            if any(not _same(a, b) for a, b in zip(fp, want)):
                 module = name.rsplit(".", 1)[0] if "." in name else ""
                 odd.setdefault(module, set()).add(r)
     out = []
