@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 
 from rich import box
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -76,7 +76,7 @@ def _num(v: object) -> float | None:
 
 
 def grid_table(grid: RankGrid, limit: int = 40) -> RenderableType:
-    t = Table(title=f"{grid.stat} by rank, step {grid.step} (! odd)", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(box=box.SIMPLE_HEAD)
     t.add_column("module", no_wrap=True)
     for r in grid.ranks:
         t.add_column(f"rank {r}", justify="right", no_wrap=True)
@@ -87,12 +87,12 @@ def grid_table(grid: RankGrid, limit: int = 40) -> RenderableType:
             text = "" if v is None else sci(v)
             cells.append(Text(f"{text} !", style="bold red") if (r, m) in grid.odd else Text(text))
         t.add_row(m or "(root)", *cells)
-    return t
+    return Group(Text(f"{grid.stat} by rank at step {grid.step} (! marks a rank far from the others)", style="bold"), t)
 
 
 def ranks_table(report: RunReport) -> RenderableType:
     """One row per rank: where it ran, its steps, its own work time and CUDA peak memory."""
-    t = Table(title="ranks", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(box=box.SIMPLE_HEAD)
     for name in ("rank", "local", "host", "device", "steps", "work/step", "peak memory", "findings"):
         t.add_column(name, justify="right" if name not in ("host", "device") else "left", no_wrap=True)
     for info in report.ranks:
@@ -111,4 +111,4 @@ def ranks_renderables(report: RunReport, stat: str = "param_grad_norm") -> list[
     """The ranks section of the text report; nothing for a run of one process."""
     if len(report.ranks) < 2:
         return []
-    return [ranks_table(report), grid_table(rank_grid(report, stat))]
+    return [Text("ranks", style="bold"), ranks_table(report), grid_table(rank_grid(report, stat))]
