@@ -44,7 +44,7 @@ def rank_grid(report: RunReport, stat: str = "param_grad_norm", step: int | None
     ranks = tuple(r["rank"] for r in report.ranks)
     if step is None:
         full = [s for s, rs in by.items() if set(rs) >= set(ranks)]
-        step = max(full or by or [None])  # type: ignore[type-var]
+        step = max(full or by) if by else None
     at = by.get(step, {}) if step is not None else {}
     modules = tuple(m["path"] for m in report.modules
                     if any(_num(at.get(r, {}).get(m["path"], {}).get(stat)) is not None for r in ranks))

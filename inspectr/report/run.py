@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from inspectr.core.runs.report import RunReport
-from inspectr.report.ranks import ranks_renderables
 from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE, curve, sci
+from inspectr.report.ranks import ranks_renderables
 from inspectr.report.render import findings_table, make_console
 from inspectr.report.training import loss_chart
 
