@@ -1,7 +1,7 @@
 """Cost of inspectr.watch under torch.distributed: a DDP job of 2 processes (torchrun, gloo, CPU),
 bare loop vs watched at every=50, rounds interleaved, best round of each. Prints the ratio.
 
-    python benchmarks/ranks_speed.py [--steps 300] [--rounds 3]
+    python benchmarks/ranks_speed.py [--steps 300] [--rounds 3] [--nproc 2]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def worker(steps: int, rounds: int, folder: str) -> None:
         with inspectr.watch(model, opt, run=f"{folder}/run{r}", every=50) as w:
             best["watched"] = min(best["watched"], loop(w))
     if rank == 0:
-        print(f"2 ranks (DDP, gloo, CPU), {steps} steps, every=50: bare {best['bare']:.3f} s, "
+        print(f"{dist.get_world_size()} rank(s) (DDP, gloo, CPU), {steps} steps, every=50: bare {best['bare']:.3f} s, "
               f"watched {best['watched']:.3f} s, ratio {best['watched'] / best['bare']:.3f}x")
     dist.destroy_process_group()
 
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--worker", default=None)
+    ap.add_argument("--nproc", type=int, default=2, help="1: the same job in one process, for comparison")
     args = ap.parse_args()
     if args.worker:
         worker(args.steps, args.rounds, args.worker)
@@ -69,7 +70,7 @@ def main() -> None:
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
                         __file__, "--steps", str(args.steps), "--rounds", str(args.rounds), "--worker", tmp],
                        env=env, check=True)
 
