@@ -359,18 +359,24 @@ def frozen_batchnorm(rows: tuple[ModuleRow, ...], paths: list[str], drift: dict[
     hit = [p for p in paths if p in called]
     if not hit:
         return []
+    return [frozen_batchnorm_finding(hit, drift, f"In {steps} steps")]
+
+
+def frozen_batchnorm_finding(hit: list[str], drift: dict[str, float] | None, when: str) -> Finding:
+    """The finding for frozen BatchNorm layers ``hit`` whose running statistics move; ``drift``:
+    how far each moved, ``when``: the span it moved in (e.g. "In 20 steps")."""
     where = common_ancestor(hit)
     names = ", ".join(_label(p) for p in hit[:4]) + (", …" if len(hit) > 4 else "")
     moved = ""
     if drift:
         top = max(drift.values())
-        moved = f" In {steps} steps their running statistics moved by up to {top:.1%}."
+        moved = f" {when} their running statistics moved by up to {top:.1%}."
     n = len(hit)
-    return [Finding(
+    return Finding(
         "frozen_batchnorm_updating", "warning", where,
         f"{n} BatchNorm layer{'s' if n != 1 else ''} ({names}) {'have' if n != 1 else 'has'} frozen parameters "
         f"but run{'' if n != 1 else 's'} in train mode, so the running statistics still update on every batch "
         f"and the 'frozen' backbone drifts.{moved} Call .eval() on the frozen part after model.train() "
         "(or unfreeze it).",
         {"layers": hit, "max_drift": max(drift.values()) if drift else None},
-    )]
+    )

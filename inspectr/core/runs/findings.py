@@ -28,6 +28,14 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from inspectr.core.findings.rules import DEAD_ERROR, DEAD_WARN, EXPLODE_RATIO, VANISH_RATIO, common_ancestor
+from inspectr.core.findings.training import (
+    SPARSE_TYPES,
+    UPDATE_HIGH,
+    UPDATE_LOW,
+    UPDATE_SPREAD,
+    frozen_batchnorm_finding,
+)
 from inspectr.core.result import Finding
 
 SPIKE_FACTOR = 10.0
@@ -36,6 +44,16 @@ SPIKE_MIN_HISTORY = 20
 STUCK_MIN_SAMPLES = 3
 DIVERGE_FACTOR = 2.0
 DIVERGE_WINDOW = 10
+DYING_SUSTAIN = 3  # samples in a row at or above DEAD_WARN
+UPDATE_SUSTAIN = 3  # samples in a row out of the band
+GRAD_SUSTAIN = 3  # samples in a row beyond VANISH_RATIO / EXPLODE_RATIO
+BN_DRIFT_MIN = 1e-6  # a relative move of the running statistics between samples; exactly 0 in eval mode
+BN_MIN_SAMPLES = 2
+NOT_LEARNING_MIN_STEPS = 100
+NOT_LEARNING_WINDOW = 25
+NOT_LEARNING_TOL = 0.02
+NOT_LEARNING_CONVERGED = 0.1
+NOT_LEARNING_FLOOR = 1e-3
 
 
 def _label(path: str) -> str:
@@ -168,3 +186,196 @@ def _largest_update(samples: Sequence[tuple[int, dict[str, dict[str, Any]]]], st
     ratios = {p: v["update_ratio"] for p, v in before[-1].items()
               if isinstance(v.get("update_ratio"), float) and math.isfinite(v["update_ratio"])}
     return max(ratios, key=lambda p: ratios[p]) if ratios else ""
+
+
+# ----------------------------------------------------------------------------- the rules over sampled steps
+Samples = Sequence[tuple[int, dict[str, dict[str, Any]]]]
+
+
+def _streak(series: Sequence[tuple[int, bool]], length: int) -> int | None:
+    """The index of the first run of ``length`` consecutive True values in ``series``."""
+    count = 0
+    for i, (_, hit) in enumerate(series):
+        count = count + 1 if hit else 0
+        if count == length:
+            return i - length + 1
+    return None
+
+
+def _own_params(modules: Sequence[dict[str, Any]]) -> dict[str, int]:
+    return {m["path"]: m["params"] for m in modules}
+
+
+def dying_units(modules: Sequence[dict[str, Any]], samples: Samples, order: Sequence[str]) -> list[Finding]:
+    """Activations whose dead fraction rose to DEAD_WARN after the first sample and stayed there."""
+    params = _own_params(modules)
+    position = {p: i for i, p in enumerate(order)}
+    # after the last layer with weights an activation shapes the output: the loss may push units
+    # below zero on purpose (class scores), as the training rule says; not judged without a target
+    last_weighted = max((position[p] for p, n in params.items() if n > 0 and p in position), default=None)
+    out = []
+    paths = {p for _, vals in samples for p, v in vals.items() if v.get("dead_fraction") is not None}
+    for path in sorted(paths, key=lambda p: position.get(p, len(position))):
+        if last_weighted is not None and position.get(path, -1) > last_weighted:
+            continue
+        series = [(s, vals[path]["dead_fraction"]) for s, vals in samples
+                  if path in vals and vals[path].get("dead_fraction") is not None]
+        if len(series) < DYING_SUSTAIN + 1 or series[0][1] >= DEAD_WARN:
+            continue
+        k = _streak([(s, d >= DEAD_WARN) for s, d in series], DYING_SUSTAIN)
+        if k is None:
+            continue
+        step, dead = series[k]
+        worst = max(d for _, d in series[k:k + DYING_SUSTAIN])
+        out.append(Finding(
+            "dying_units", "error" if worst >= DEAD_ERROR else "warning", path,
+            f"step {step}: {dead:.0%} of {_label(path)}'s units are dead (zero for every sample of the batch) and "
+            f"stayed so over {DYING_SUSTAIN} samples; {series[0][1]:.0%} were at step {series[0][0]} and "
+            f"{series[k - 1][1]:.0%} at step {series[k - 1][0]}. An update between those steps pushed them below "
+            "zero for every input (a bad batch, a learning-rate spike): they get no gradient and cannot come back. "
+            "Lower the learning rate or clip gradients, or use LeakyReLU/GELU.",
+            {"step": step, "after_step": series[k - 1][0], "dead_fraction": dead, "start_dead_fraction": series[0][1],
+             "threshold": DEAD_WARN, "samples": DYING_SUSTAIN}))
+    return out
+
+
+def update_ratio(modules: Sequence[dict[str, Any]], samples: Samples) -> list[Finding]:
+    """Modules whose ||dw||/||w|| sits outside the band and far from the median module, sustained."""
+    judged = {m["path"] for m in modules if m["trainable"] > 0 and m["type"] not in SPARSE_TYPES}
+    flagged: dict[str, list[tuple[int, bool]]] = {}
+    medians: dict[int, float] = {}
+    for s, vals in samples:
+        ratios = {p: r for p, v in vals.items() if p in judged and isinstance(r := v.get("update_ratio"), float)
+                  and math.isfinite(r) and r > 0}
+        if len(ratios) < 3:
+            continue
+        mid = medians[s] = statistics.median(ratios.values())
+        for p, r in ratios.items():
+            out_of_band = not UPDATE_LOW <= r <= UPDATE_HIGH and not mid / UPDATE_SPREAD <= r <= mid * UPDATE_SPREAD
+            flagged.setdefault(p, []).append((s, out_of_band))
+    out = []
+    for path, series in sorted(flagged.items()):
+        k = _streak(series, UPDATE_SUSTAIN)
+        if k is None:
+            continue
+        step = series[k][0]
+        r = next(vals[path]["update_ratio"] for s, vals in samples if s == step)
+        high = r > UPDATE_HIGH
+        out.append(Finding(
+            "update_ratio", "warning", path,
+            f"step {step}: {_label(path)} moves {r:.1e} of its weights per step while the median module moves "
+            f"{medians[step]:.1e}, for {UPDATE_SUSTAIN} samples in a row: "
+            f"{'far too fast, its weights are overwritten each step' if high else 'far too slowly, it barely trains'}"
+            f" (useful band {UPDATE_LOW:g} to {UPDATE_HIGH:g}, about 1e-3). Check the learning rate of its "
+            "parameter group (and its weight decay), or its initialisation scale.",
+            {"step": step, "update_ratio": r, "median": medians[step], "samples": UPDATE_SUSTAIN,
+             "band": [UPDATE_LOW, UPDATE_HIGH]}))
+    return out
+
+
+def gradient_flow(modules: Sequence[dict[str, Any]], samples: Samples, order: Sequence[str]) -> list[Finding]:
+    """``vanishing_gradient`` and ``exploding_gradient``: the output-gradient norm at the input end
+    of the network against the one at the last layer with weights, sustained over samples."""
+    params = _own_params(modules)
+    paths = list(params)
+    leaves = {p for p in paths if not any(q != p and (p == "" or q.startswith(p + ".")) for q in paths)}
+    forward = [p for p in order if p in leaves]
+    if not forward:
+        return []
+    kinds: dict[str, list[tuple[int, bool]]] = {"vanishing_gradient": [], "exploding_gradient": []}
+    seen: dict[int, tuple[float, float, str, list[str], list[str]]] = {}
+    for s, vals in samples:
+        live = [(p, g) for p in forward if isinstance(g := (vals.get(p) or {}).get("grad_norm"), float)
+                and math.isfinite(g) and g > 0]
+        weighted = [(p, g) for p, g in live if params.get(p, 0) > 0]
+        if len(live) < 2 or not weighted:
+            continue
+        head, head_norm = weighted[-1]
+        entry_norm = live[0][1]
+        low = [p for p, g in live if g < head_norm * VANISH_RATIO]
+        high = [p for p, g in live if g > head_norm * EXPLODE_RATIO]
+        seen[s] = (entry_norm, head_norm, head, low, high)
+        kinds["vanishing_gradient"].append((s, entry_norm / head_norm < VANISH_RATIO))
+        kinds["exploding_gradient"].append((s, entry_norm / head_norm > EXPLODE_RATIO))
+    out = []
+    for kind, series in kinds.items():
+        k = _streak(series, GRAD_SUSTAIN)
+        if k is None:
+            continue
+        step = series[k][0]
+        entry_norm, head_norm, head, low, high = seen[step]
+        hit = low if kind == "vanishing_gradient" else high
+        where = common_ancestor(hit)
+        what = ("vanish" if kind == "vanishing_gradient" else "explode")
+        fix = ("look at saturating activations (sigmoid/tanh), depth without residual connections or normalisation, "
+               "and initialisation." if kind == "vanishing_gradient" else
+               "look at the weight initialisation scale, missing normalisation and the learning rate; clipping hides "
+               "it, it does not fix it.")
+        out.append(Finding(
+            kind, "warning", where,
+            f"step {step}: gradients {what} through {_label(where)} for {GRAD_SUSTAIN} samples in a row: norm "
+            f"{entry_norm:.1e} at the input end vs {head_norm:.1e} at the last layer {_label(head)} ({len(hit)} "
+            f"modules beyond {VANISH_RATIO if what == 'vanish' else EXPLODE_RATIO:g}x of it); {fix}",
+            {"step": step, "input_grad_norm": entry_norm, "head_grad_norm": head_norm, "ratio": entry_norm / head_norm,
+             "modules": len(hit), "samples": GRAD_SUSTAIN}))
+    return out
+
+
+def frozen_batchnorm_updating(modules: Sequence[dict[str, Any]], samples: Samples, optimizer: bool) -> list[Finding]:
+    """BatchNorm layers with frozen parameters (requires_grad off, or in no parameter group) whose
+    running statistics moved between samples while other layers train."""
+    info = {m["path"]: m for m in modules}
+    if not any(m["trainable"] > 0 and (m["in_optimizer"] or not optimizer) for m in modules):
+        return []
+    frozen = {p for p, m in info.items()
+              if m["params"] > 0 and (m["trainable"] == 0 or (optimizer and not m["in_optimizer"]))}
+    moved: dict[str, list[tuple[int, float]]] = {}
+    for s, vals in samples:
+        for p, v in vals.items():
+            d = v.get("running_drift")
+            if p in frozen and isinstance(d, float) and d > BN_DRIFT_MIN:
+                moved.setdefault(p, []).append((s, d))
+    hit = sorted(p for p, seen in moved.items() if len(seen) >= BN_MIN_SAMPLES)
+    if not hit:
+        return []
+    step = min(moved[p][0][0] for p in hit)
+    drift = {p: max(d for _, d in moved[p]) for p in hit}
+    f = frozen_batchnorm_finding(hit, drift, "Between two samples")
+    return [Finding(f.kind, f.severity, f.module, f"step {step}: {f.message}",
+                    {**f.detail, "step": step, "samples": max(len(moved[p]) for p in hit)})]
+
+
+def not_learning(losses: Sequence[tuple[int, float | None]]) -> list[Finding]:
+    """The loss on a plateau: over the last two windows it moved less than NOT_LEARNING_TOL, while
+    it stands above NOT_LEARNING_CONVERGED of where it started."""
+    values = [(s, v) for s, v in losses if v is not None and math.isfinite(v)]
+    if len(values) < NOT_LEARNING_MIN_STEPS:
+        return []
+    width = max(NOT_LEARNING_WINDOW, len(values) // 5)
+    if len(values) < 2 * width:
+        width = len(values) // 2
+    windows = [values[i:i + width] for i in range(len(values) - width, -1, -width)]  # newest first
+    medians = [statistics.median(v for _, v in w) for w in windows]
+    first = statistics.median(v for _, v in values[:width])
+    last = medians[0]
+    if abs(last) <= NOT_LEARNING_FLOOR or abs(last) <= NOT_LEARNING_CONVERGED * abs(first):
+        return []  # converged (to about 0, or far below its start)
+
+    def flat(newer: float, older: float) -> bool:
+        return abs(newer - older) <= NOT_LEARNING_TOL * abs(older)
+
+    if not flat(medians[0], medians[1]):
+        return []
+    k = 1
+    while k + 1 < len(medians) and flat(medians[k], medians[k + 1]):
+        k += 1
+    start = windows[k][0][0]
+    span = values[-1][0] - start + 1
+    return [Finding(
+        "not_learning", "warning", "",
+        f"step {start}: the loss has been on a plateau at about {last:.4g} for {span} steps (the median of each "
+        f"window of {width} logged steps moved less than {NOT_LEARNING_TOL:.0%}); it started at {first:.4g}. "
+        "A learning rate decayed to zero or far too low, dead units, frozen layers that should train, or an "
+        "input the model ignores.",
+        {"step": start, "loss": last, "start_loss": first, "window": width, "steps": span,
+         "tolerance": NOT_LEARNING_TOL})]

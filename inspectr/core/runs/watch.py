@@ -43,7 +43,7 @@ from inspectr.core.runs.findings import (
     nonfinite_finding,
     spike_median,
 )
-from inspectr.core.runs.sampler import ActivationWatch, ParamLayout
+from inspectr.core.runs.sampler import ActivationWatch, ParamLayout, RunningStats
 from inspectr.core.runs.store import Batch, RunWriter
 from inspectr.core.values import iter_tensors
 from inspectr.errors import InspectrError, TrainingProblem
@@ -55,11 +55,11 @@ class Watch:
     """A context manager watching one training run; see ``inspectr.watch`` for the arguments."""
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
-                 every: int = 50, halt_on: str | None = None) -> None:
+                 every: int = 50, halt_on: str | None = None, hooks: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise InspectrError(f"inspectr.watch needs the nn.Module being trained, got {type(model).__name__}.",
                                 "Pass the model itself: inspectr.watch(model, optimizer, run=\"runs/exp1\").")
-        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
+        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook" if hooks else "param_groups"):
             raise InspectrError(
                 f"inspectr.watch: optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}.",
                 "Pass the optimizer your loop steps, or none: then each w.log(...) marks the end of a step.")
@@ -74,6 +74,9 @@ class Watch:
         self.folder = Path(run)
         self.every = every
         self.halt_on = halt_on
+        # False: the caller marks each update with before_update()/after_update() (a framework's
+        # callbacks, where the optimizer's own step hooks are the wrong boundary)
+        self.hooks = hooks
         self.step = 0  # optimizer steps completed
         self.active = False
         self.findings: list[Finding] = []
@@ -113,8 +116,10 @@ class Watch:
                 "check": "every step" if self.eager else "read at sampled steps"}
         self.writer = RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta)
         self.acts = ActivationWatch(self.paths, lambda exc: self._failed("activations", exc))
+        self.running = RunningStats(self.layout.modules)
+        self.order_saved = False
         self.handles = [self.model.register_forward_pre_hook(self._capture_inputs, with_kwargs=True)]
-        if self.optimizer is not None:
+        if self.optimizer is not None and self.hooks:
             self.handles.append(self.optimizer.register_step_pre_hook(self._pre_hook))
             self.handles.append(self.optimizer.register_step_post_hook(self._post_hook))
         self._prepare(0)
@@ -181,6 +186,18 @@ class Watch:
             self._guarded("step", self._before_update)
             self._guarded("step", self._after_update)
 
+    def before_update(self) -> None:
+        """Mark that the gradients of this step are final and its update is next (``hooks=False``):
+        what the optimizer's step pre-hook does otherwise. Lightning's closure runs the forward and
+        backward inside ``optimizer.step(closure)``, after that pre-hook, so its callback calls this."""
+        if self.active:
+            self._guarded("step", self._before_update)
+
+    def after_update(self) -> None:
+        """Mark that this step's update is done (``hooks=False``): the step pre-hook's pair."""
+        if self.active:
+            self._guarded("step", self._after_update)
+
     # ----------------------------------------------------------------- hooks
     def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._guarded("step", self._before_update)
@@ -239,6 +256,9 @@ class Watch:
             self.overhead += self.acts.seconds  # its hooks ran inside the user's forward and backward
             self.acts.seconds = 0.0
             self.sample_parts = {"stats": stats, "out_grads": out_grads}
+            if not self.order_saved and self.acts.order:  # once: the rules over the run need the forward order
+                self.order_saved = True
+                self.batch.meta["forward_order"] = list(self.acts.order)
         params = self.layout.params
         idx = [i for i, p in enumerate(params) if p.grad is not None]
         grads = [params[i].grad.detach() for i in idx]  # type: ignore[union-attr]
@@ -314,6 +334,7 @@ class Watch:
                          None if st is None else st.zero_fraction, None if st is None else st.dead_fraction,
                          None if st is None else int(st.nan + st.inf > 0)))
         self.batch.samples.extend(rows)
+        self.batch.running.extend((s, i, d) for i, d in self.running.moved().items())
 
     def _flush(self) -> None:
         """Hand what was gathered since the last write to the writer: one transaction."""
