@@ -45,7 +45,8 @@ STUCK_MIN_SAMPLES = 3
 DIVERGE_FACTOR = 2.0
 DIVERGE_WINDOW = 10
 DYING_SUSTAIN = 3  # samples in a row at or above DEAD_WARN
-UPDATE_SUSTAIN = 3  # samples in a row out of the band
+UPDATE_SUSTAIN = 3  # samples in a row far from the median module
+UPDATE_SPREAD_HIGH = 10.0  # the high side: a ratio is capped near 1, so 100x above a median of 1e-2 cannot show
 GRAD_SUSTAIN = 3  # samples in a row beyond VANISH_RATIO / EXPLODE_RATIO
 BN_DRIFT_MIN = 1e-6  # a relative move of the running statistics between samples; exactly 0 in eval mode
 BN_MIN_SAMPLES = 2
@@ -54,6 +55,7 @@ NOT_LEARNING_WINDOW = 25
 NOT_LEARNING_TOL = 0.02
 NOT_LEARNING_CONVERGED = 0.1
 NOT_LEARNING_FLOOR = 1e-3
+NOT_LEARNING_SPAN = 0.5  # the plateau covers at least this share of the logged steps
 
 
 def _label(path: str) -> str:
@@ -239,37 +241,40 @@ def dying_units(modules: Sequence[dict[str, Any]], samples: Samples, order: Sequ
     return out
 
 
-def update_ratio(modules: Sequence[dict[str, Any]], samples: Samples) -> list[Finding]:
-    """Modules whose ||dw||/||w|| sits outside the band and far from the median module, sustained."""
-    judged = {m["path"] for m in modules if m["trainable"] > 0 and m["type"] not in SPARSE_TYPES}
-    flagged: dict[str, list[tuple[int, bool]]] = {}
-    medians: dict[int, float] = {}
+def update_ratio(modules: Sequence[dict[str, Any]], samples: Samples, small_start: Sequence[str] = ()) -> list[Finding]:
+    """Modules whose ||dw||/||w|| leaves the band far from the median module and stays far from it."""
+    judged = {m["path"] for m in modules
+              if m["trainable"] > 0 and m["type"] not in SPARSE_TYPES and m["path"] not in set(small_start)}
+    series: dict[str, list[tuple[int, float, float]]] = {}  # path -> (step, ratio, median module's ratio)
     for s, vals in samples:
         ratios = {p: r for p, v in vals.items() if p in judged and isinstance(r := v.get("update_ratio"), float)
                   and math.isfinite(r) and r > 0}
         if len(ratios) < 3:
             continue
-        mid = medians[s] = statistics.median(ratios.values())
+        mid = statistics.median(ratios.values())
         for p, r in ratios.items():
-            out_of_band = not UPDATE_LOW <= r <= UPDATE_HIGH and not mid / UPDATE_SPREAD <= r <= mid * UPDATE_SPREAD
-            flagged.setdefault(p, []).append((s, out_of_band))
+            series.setdefault(p, []).append((s, r, mid))
     out = []
-    for path, series in sorted(flagged.items()):
-        k = _streak(series, UPDATE_SUSTAIN)
-        if k is None:
-            continue
-        step = series[k][0]
-        r = next(vals[path]["update_ratio"] for s, vals in samples if s == step)
-        high = r > UPDATE_HIGH
-        out.append(Finding(
-            "update_ratio", "warning", path,
-            f"step {step}: {_label(path)} moves {r:.1e} of its weights per step while the median module moves "
-            f"{medians[step]:.1e}, for {UPDATE_SUSTAIN} samples in a row: "
-            f"{'far too fast, its weights are overwritten each step' if high else 'far too slowly, it barely trains'}"
-            f" (useful band {UPDATE_LOW:g} to {UPDATE_HIGH:g}, about 1e-3). Check the learning rate of its "
-            "parameter group (and its weight decay), or its initialisation scale.",
-            {"step": step, "update_ratio": r, "median": medians[step], "samples": UPDATE_SUSTAIN,
-             "band": [UPDATE_LOW, UPDATE_HIGH]}))
+    for path, seen in sorted(series.items()):
+        for k, (step, r, mid) in enumerate(seen[:len(seen) - UPDATE_SUSTAIN + 1]):
+            high = r > UPDATE_HIGH and r >= mid * UPDATE_SPREAD_HIGH
+            low = r < UPDATE_LOW and r <= mid / UPDATE_SPREAD
+            if not (high or low):
+                continue
+            after = seen[k + 1:k + UPDATE_SUSTAIN]
+            if not all(q >= m * UPDATE_SPREAD_HIGH if high else q <= m / UPDATE_SPREAD for _, q, m in after):
+                continue
+            out.append(Finding(
+                "update_ratio", "warning", path,
+                f"step {step}: {_label(path)} moved {r:.1e} of its weights in one step while the median module "
+                f"moved {mid:.1e}, and stayed {'above' if high else 'below'} it by "
+                f"{UPDATE_SPREAD_HIGH if high else UPDATE_SPREAD:g}x or more for {UPDATE_SUSTAIN} samples in a row: "
+                f"{'far too fast, its weights are overwritten' if high else 'far too slowly, it barely trains'} "
+                f"(useful band {UPDATE_LOW:g} to {UPDATE_HIGH:g}, about 1e-3). Check the learning rate of its "
+                "parameter group (and its weight decay), or its initialisation scale.",
+                {"step": step, "update_ratio": r, "median": mid, "samples": UPDATE_SUSTAIN,
+                 "band": [UPDATE_LOW, UPDATE_HIGH], "high": high}))
+            break
     return out
 
 
@@ -364,11 +369,11 @@ def not_learning(losses: Sequence[tuple[int, float | None]]) -> list[Finding]:
     def flat(newer: float, older: float) -> bool:
         return abs(newer - older) <= NOT_LEARNING_TOL * abs(older)
 
-    if not flat(medians[0], medians[1]):
-        return []
-    k = 1
+    k = 0
     while k + 1 < len(medians) and flat(medians[k], medians[k + 1]):
         k += 1
+    if (k + 1) * width < NOT_LEARNING_SPAN * len(values):
+        return []  # flat only lately: a run still learning slowly, or one that just reached its floor
     start = windows[k][0][0]
     span = values[-1][0] - start + 1
     return [Finding(

@@ -110,7 +110,7 @@ def load_run(path: str | Path) -> RunReport:
     broken = any(f.kind == "nonfinite" for f in stored)
     diverged = [] if broken else diverging(losses, samples)
     rules = [*stuck_parameters(modules, samples, optimizer=optimizer), *diverged,
-             *dying_units(modules, samples, order), *update_ratio(modules, samples),
+             *dying_units(modules, samples, order), *update_ratio(modules, samples, meta.get("small_start") or ()),
              *gradient_flow(modules, samples, order), *frozen_batchnorm_updating(modules, samples, optimizer),
              *([] if broken or diverged else not_learning(losses))]
     order = {"error": 0, "warning": 1, "info": 2}

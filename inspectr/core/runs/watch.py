@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.findings.training import UPDATE_MIN_RMS
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
@@ -114,6 +115,7 @@ class Watch:
                 "pid": os.getpid(), "device": str(self.device), "params": total,
                 "trainable": sum(p.numel() for p in self.layout.params), "torch": torch.__version__,
                 "check": "every step" if self.eager else "read at sampled steps"}
+        meta["small_start"] = self._small_start()
         self.writer = RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta)
         self.acts = ActivationWatch(self.paths, lambda exc: self._failed("activations", exc))
         self.running = RunningStats(self.layout.modules)
@@ -151,6 +153,18 @@ class Watch:
         self.last_inputs = None
         if exc_type is None and self.halted is not None and not self.raised:
             raise TrainingProblem(self.halted)  # found when the device values were read at the end
+
+    def _small_start(self) -> list[str]:
+        """Modules whose trainable weights start near zero (RMS below UPDATE_MIN_RMS: zero-initialised
+        heads, layer scales): their update ratio is large by nature at first, so it is not judged."""
+        if self.start_sq is None:
+            return []
+        sums = self.layout.per_module(self.start_sq)
+        numel: dict[int, int] = {}
+        for i, p in zip(self.layout.owner.tolist(), self.layout.params):
+            numel[i] = numel.get(i, 0) + p.numel()
+        return [self.layout.modules[i][0] for i, norm in sums.items()
+                if numel.get(i) and norm / math.sqrt(numel[i]) < UPDATE_MIN_RMS]
 
     # ----------------------------------------------------------------- the user's calls
     def log(self, loss: Any = None, **scalars: Any) -> None:
