@@ -17,13 +17,15 @@ F = nn.functional
 
 def teacher_batches(steps: int, features: int = 8, classes: int = 3, batch: int = 32, seed: int = 1,
                     shape: tuple[int, ...] | None = None):
-    """Learnable data: the labels are a fixed random linear teacher's argmax of the inputs."""
+    """Learnable data: the labels are a fixed random linear teacher's argmax of the input's
+    features (of the channel means of an image, of the mean over a sequence's positions)."""
     g = torch.Generator().manual_seed(seed)
     shape = shape or (features,)
-    teacher = torch.randn(int(torch.tensor(shape).prod()), classes, generator=g)
+    teacher = torch.randn(shape[0] if len(shape) == 3 else shape[-1], classes, generator=g)
     for _ in range(steps):
         x = torch.randn(batch, *shape, generator=g)
-        yield x, (x.flatten(1) @ teacher).argmax(1)
+        z = x.mean((2, 3)) if len(shape) == 3 else x.mean(1) if len(shape) == 2 else x
+        yield x, (z @ teacher).argmax(1)
 
 
 def run_loop(model: nn.Module, opt: torch.optim.Optimizer, folder: Path, steps: int, every: int = 5,
