@@ -121,4 +121,3 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["InspectrCallback"]

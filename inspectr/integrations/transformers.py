@@ -93,4 +93,3 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["InspectrCallback"]

@@ -28,7 +28,13 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from inspectr.core.findings.rules import DEAD_ERROR, DEAD_WARN, EXPLODE_RATIO, VANISH_RATIO, common_ancestor
+from inspectr.core.findings.rules import (
+    DEAD_ERROR,
+    DEAD_WARN,
+    EXPLODE_RATIO,
+    VANISH_RATIO,
+    common_ancestor,
+)
 from inspectr.core.findings.training import (
     SPARSE_TYPES,
     UPDATE_HIGH,
