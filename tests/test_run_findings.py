@@ -111,7 +111,7 @@ HEALTHY = {
 @pytest.mark.parametrize("model_name", ["mlp_dropout", "bn_mlp", "ln_mlp", "conv_bn", "transformer"])
 @pytest.mark.parametrize("optim_name", list(HEALTHY))
 def test_healthy_runs_raise_no_alarm(tmp_path: Path, model_name: str, optim_name: str) -> None:
-    steps = 160
+    steps, batch = 150, 32
     shape: tuple[int, ...] = (8,)
     if model_name == "mlp_dropout":
         model: nn.Module = mlp(dropout=0.1)
@@ -120,9 +120,9 @@ def test_healthy_runs_raise_no_alarm(tmp_path: Path, model_name: str, optim_name
     elif model_name == "ln_mlp":
         model = ln_mlp()
     elif model_name == "conv_bn":
-        model, shape, steps = conv_net(), (2, 6, 6), 120
+        model, shape, steps, batch = conv_net(), (2, 6, 6), 100, 16
     else:
-        model, shape, steps = TinyTransformer(), (5, 4), 120
+        model, shape, steps, batch = TinyTransformer(), (5, 4), 100, 16
     opt, kind = HEALTHY[optim_name](model)
     sched = {"step": lambda: torch.optim.lr_scheduler.StepLR(opt, 50, 0.5),
              "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=steps),
@@ -130,9 +130,12 @@ def test_healthy_runs_raise_no_alarm(tmp_path: Path, model_name: str, optim_name
              None: lambda: None}[kind]()
     clip = 1.0 if kind == "cosine" else None
     amp = model_name in ("ln_mlp", "transformer") and optim_name in ("adamw_warmup_cosine_clip", "rmsprop")
-    report = run_loop(model, opt, tmp_path / "r", steps, every=8, sched=sched, clip=clip, amp=amp, shape=shape)
+    report = run_loop(model, opt, tmp_path / "r", steps, every=8, sched=sched, clip=clip, amp=amp, shape=shape,
+                      batch=batch)
     assert report.findings == (), found(report)
-    assert report.events == ()
+    assert report.events == () and report.run["forward_order"]  # the rules had what they judge
+    if model_name in ("bn_mlp", "conv_bn"):
+        assert any((v.get("running_drift") or 0) > 0 for _, mods in report.samples for v in mods.values())
     losses = [v for _, v in report.loss]
     assert sum(losses[-20:]) < sum(losses[:20])  # it did learn: quiet because healthy, not blind
 
@@ -163,26 +166,31 @@ def test_units_dying_after_one_bad_batch(tmp_path: Path) -> None:
 
 
 def test_the_frozen_backbone_recipe_moves_batchnorm_statistics(tmp_path: Path) -> None:
-    """The seeds' fine-tuning tutorial: every parameter frozen, a new head, SGD on the head only,
-    model.train() left on: the backbone's BatchNorm running statistics keep moving."""
+    """The seeds' fine-tuning tutorial: a ResNet-18 with every parameter frozen, a new head, SGD
+    on the head only, model.train() left on: the backbone's BatchNorm running statistics move."""
+    from torchvision.models import resnet18
+
     runs = {}
     for fixed in (False, True):
         torch.manual_seed(0)
-        backbone = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        model = nn.Sequential(backbone, nn.Linear(8, 3))
-        for p in backbone.parameters():
-            p.requires_grad = False
-        opt = torch.optim.SGD(model[1].parameters(), lr=0.01, momentum=0.9)
+        model = resnet18(weights=None)  # the tutorial loads pretrained weights; nothing is downloaded here
+        for param in model.parameters():
+            param.requires_grad = False
+        model.fc = nn.Linear(model.fc.in_features, 2)
+        opt = torch.optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.9)
         model.train()
-        if fixed:
-            backbone.eval()  # the fix the finding gives
-        runs[fixed] = run_loop(model, opt, tmp_path / f"r{fixed}", 30, every=5, shape=(2, 6, 6))
+        if fixed:  # the fix the finding gives: the frozen part in eval mode
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        runs[fixed] = run_loop(model, opt, tmp_path / f"r{fixed}", 12, every=4, shape=(3, 32, 32), classes=2,
+                               batch=4)
     (f,) = [f for f in runs[False].findings if f.kind == "frozen_batchnorm_updating"]
-    assert (f.module, f.detail["step"], f.detail["layers"]) == ("0", 0, ["0.1", "0.4"])
-    assert f.detail["max_drift"] > 1e-3
-    assert [k for k, *_ in found(runs[True])] == []
+    assert (f.module, f.detail["step"]) == ("", 0)
+    assert len(f.detail["layers"]) == 20 and f.detail["layers"][0] == "bn1"
+    assert f.detail["max_drift"] > 1e-3 and "Call .eval()" in f.message
+    assert "frozen_batchnorm_updating" not in {k for k, *_ in found(runs[True])}
+    assert dict(runs[True].samples)[8]["bn1"]["running_drift"] == 0.0  # recorded, and still
 
 
 def test_vanishing_gradients_through_a_deep_sigmoid_stack(tmp_path: Path) -> None:
