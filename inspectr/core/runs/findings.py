@@ -19,6 +19,44 @@ Thresholds (documented in the README, "Watch a training run"):
   the run, whichever is more), the median loss of a window rises above DIVERGE_FACTOR times the
   lowest window median before it; named at the first step of that window, and at the module with
   the largest update ratio at the last sample before it.
+
+The rules below judge the sampled steps (``samples``: per module, at steps 0, every, 2*every...);
+"sustained" counts consecutive samples, so it spans ``every`` times as many steps. The module
+order they need is the forward order the watch saw at its first sample (``meta.forward_order``).
+
+- ``dying_units`` (warning; error from DEAD_ERROR): an activation whose dead fraction (units zero
+  for every sample of the batch, the probe's measure) was below DEAD_WARN at its first sample and
+  is at or above DEAD_WARN for DYING_SUSTAIN samples in a row; named at the first of them
+  (``detail.after_step``: the sample before, still healthy). Activations after the last layer with
+  weights are not judged (under a classification loss the scores go below zero on purpose), as in
+  the training rule. DEAD_WARN/DEAD_ERROR are the probe's (``findings.rules``).
+- ``update_ratio`` (warning): a module whose ||dw||/||w|| is above UPDATE_HIGH and at least
+  UPDATE_SPREAD_HIGH times the median module's at a sample, and stays UPDATE_SPREAD_HIGH times above
+  the median for UPDATE_SUSTAIN samples in a row; or below UPDATE_LOW and UPDATE_SPREAD times below
+  the median, sustained the same way. The band and the low-side spread are the training rule's;
+  the high side needs only 10x because a ratio is capped near 1 (one step cannot move weights
+  much farther than their own size), and under Adam a group whose learning rate is far too high
+  inflates its weights until its ratio falls back as 1/steps, but stays far above the others'.
+  Modules whose weights start near zero (RMS below UPDATE_MIN_RMS, ``meta.small_start``) and
+  embeddings are not judged, as in the training rule. Named at the first sample of the streak.
+- ``vanishing_gradient`` / ``exploding_gradient`` (warning): at a sample, the output-gradient norm
+  of the first leaf module in forward order (the input end) against the one of the last leaf with
+  weights (the head): below VANISH_RATIO or above EXPLODE_RATIO (the probe's thresholds) for
+  GRAD_SUSTAIN samples in a row. Named at the smallest module holding every leaf beyond the
+  threshold, and the first sample of the streak.
+- ``frozen_batchnorm_updating`` (warning): BatchNorm layers with parameters, all frozen
+  (requires_grad off, or in no parameter group of the optimizer), whose running statistics moved
+  by more than BN_DRIFT_MIN (relative, ||r - r_prev|| / ||r_prev|| over running_mean and
+  running_var) between samples at BN_MIN_SAMPLES samples or more, while other layers train. In eval
+  mode they move by exactly 0. Named at the smallest module holding them, at the first sample
+  where one moved. The message is the training rule's.
+- ``not_learning`` (warning): with at least NOT_LEARNING_MIN_STEPS logged losses, split into
+  windows of max(NOT_LEARNING_WINDOW, a fifth of them) steps from the end: consecutive windows
+  whose medians differ by at most NOT_LEARNING_TOL are a plateau; it fires when the plateau that
+  reaches the end covers at least NOT_LEARNING_SPAN of the logged steps, unless the loss there is
+  below NOT_LEARNING_FLOOR or NOT_LEARNING_CONVERGED of the first window's (converged). Named at
+  the model (root) and the plateau's first step. Not judged after a ``nonfinite`` or
+  ``diverging`` finding.
 """
 
 from __future__ import annotations
