@@ -182,3 +182,35 @@ def test_a_missing_framework_names_the_extra(module: str, blocked: tuple[str, ..
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ERR") and f"pip install {extra}" in out.stdout
+
+
+# ----------------------------------------------------------------------------- the watch driven by hand
+def test_a_watch_driven_by_hand_reads_the_step_inside_a_closure(tmp_path: Path) -> None:
+    """What Lightning does: forward and backward inside ``optimizer.step(closure)``, after the
+    optimizer's step pre-hook. Driven by hand, the watch reads each step's own gradients."""
+    from inspectr.core.runs.watch import Watch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    g = torch.Generator().manual_seed(1)
+    norms: list[float] = []
+    with Watch(model, opt, run=tmp_path / "r", every=2, hooks=False) as w:
+        for _ in range(6):
+            x, y = torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+                w.before_update()
+                return loss
+
+            loss = opt.step(closure)
+            w.after_update()
+            w.log(loss=loss)
+    report = inspectr.load_run(tmp_path / "r")
+    assert [s["grad_norm"] for s in report.steps] == pytest.approx(norms, rel=1e-6)
+    assert [s for s, _ in report.samples] == [0, 2, 4] and report.samples[1][1]["0"]["update_ratio"] > 0
+    assert report.samples[1][1]["1"]["dead_fraction"] is not None  # the closure's forward was sampled

@@ -53,7 +53,11 @@ FLUSH_SECONDS = 2.0  # on CPU, steps between samples are written at least this o
 
 
 class Watch:
-    """A context manager watching one training run; see ``inspectr.watch`` for the arguments."""
+    """A context manager watching one training run; see ``inspectr.watch`` for the arguments.
+
+    ``hooks=False`` (with an optimizer): the optimizer's step hooks are not used; the caller marks
+    each update with ``before_update()`` (gradients final, update next) and ``after_update()``.
+    The framework callbacks (``inspectr.integrations``) drive it so."""
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
                  every: int = 50, halt_on: str | None = None, hooks: bool = True) -> None:
