@@ -199,7 +199,7 @@ def test_a_watch_driven_by_hand_reads_the_step_inside_a_closure(tmp_path: Path) 
         for _ in range(6):
             x, y = torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)
 
-            def closure() -> torch.Tensor:
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x), y)
                 loss.backward()
