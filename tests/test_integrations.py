@@ -73,7 +73,7 @@ def test_lightning_callback_records_the_run(tmp_path: Path) -> None:
     mods = report.samples[1][1]
     assert mods["net.0"]["update_ratio"] > 0 and mods["net.0"]["param_grad_norm"] > 0
     assert mods["net.1"]["dead_fraction"] is not None  # the forward was seen: the activation hooks fired
-    assert report.events == ()
+    assert report.events == () and report.findings == ()
 
 
 def test_lightning_callback_with_gradient_accumulation_counts_optimizer_steps(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_hugging_face_callback_records_the_run(tmp_path: Path) -> None:
     mods = report.samples[1][1]
     assert mods["bert.encoder.layer.0.attention.self.query"]["update_ratio"] > 0
     assert mods["classifier"]["grad_norm"] > 0  # the output-gradient hooks saw the Trainer's backward
-    assert report.run["status"] == "finished" and report.events == ()
+    assert report.run["status"] == "finished" and report.events == () and report.findings == ()
 
 
 def test_hugging_face_callback_names_a_planted_nan_at_its_step(tmp_path: Path) -> None:

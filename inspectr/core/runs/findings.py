@@ -252,13 +252,22 @@ def _own_params(modules: Sequence[dict[str, Any]]) -> dict[str, int]:
     return {m["path"]: m["params"] for m in modules}
 
 
+def _leaves(paths: list[str]) -> set[str]:
+    """The paths no other path sits below (named_modules lists every parent of a path)."""
+    inner = {p.rpartition(".")[0] for p in paths if p}
+    return {p for p in paths if p not in inner}
+
+
 def dying_units(modules: Sequence[dict[str, Any]], samples: Samples, order: Sequence[str]) -> list[Finding]:
     """Activations whose dead fraction rose to DEAD_WARN after the first sample and stayed there."""
     params = _own_params(modules)
+    leaves = _leaves(list(params))
     position = {p: i for i, p in enumerate(order)}
     # after the last layer with weights an activation shapes the output: the loss may push units
-    # below zero on purpose (class scores), as the training rule says; not judged without a target
-    last_weighted = max((position[p] for p, n in params.items() if n > 0 and p in position), default=None)
+    # below zero on purpose (class scores), as the training rule says; not judged without a target.
+    # Leaves only: a container finishes after its children (a root holding a position embedding)
+    last_weighted = max((position[p] for p, n in params.items() if n > 0 and p in position and p in leaves),
+                        default=None)
     out = []
     paths = {p for _, vals in samples for p, v in vals.items() if v.get("dead_fraction") is not None}
     for path in sorted(paths, key=lambda p: position.get(p, len(position))):
@@ -326,8 +335,7 @@ def gradient_flow(modules: Sequence[dict[str, Any]], samples: Samples, order: Se
     """``vanishing_gradient`` and ``exploding_gradient``: the output-gradient norm at the input end
     of the network against the one at the last layer with weights, sustained over samples."""
     params = _own_params(modules)
-    paths = list(params)
-    leaves = {p for p in paths if not any(q != p and (p == "" or q.startswith(p + ".")) for q in paths)}
+    leaves = _leaves(list(params))
     forward = [p for p in order if p in leaves]
     if not forward:
         return []
