@@ -42,8 +42,9 @@ order they need is the forward order the watch saw at its first sample (``meta.f
 - ``vanishing_gradient`` / ``exploding_gradient`` (warning): at a sample, the output-gradient norm
   of the first leaf module in forward order (the input end) against the one of the last leaf with
   weights (the head): below VANISH_RATIO or above EXPLODE_RATIO (the probe's thresholds) for
-  GRAD_SUSTAIN samples in a row. Named at the smallest module holding every leaf beyond the
-  threshold, and the first sample of the streak.
+  GRAD_SUSTAIN samples in a row. Named at the smallest module holding the leaves between the input
+  end and the head (the gradient shrinks or grows on its way through them), at the first sample
+  of the streak.
 - ``frozen_batchnorm_updating`` (warning): BatchNorm layers with parameters, all frozen
   (requires_grad off, or in no parameter group of the optimizer), whose running statistics moved
   by more than BN_DRIFT_MIN (relative, ||r - r_prev|| / ||r_prev|| over running_mean and
@@ -351,7 +352,10 @@ def gradient_flow(modules: Sequence[dict[str, Any]], samples: Samples, order: Se
         entry_norm = live[0][1]
         low = [p for p, g in live if g < head_norm * VANISH_RATIO]
         high = [p for p, g in live if g > head_norm * EXPLODE_RATIO]
-        seen[s] = (entry_norm, head_norm, head, low, high)
+        # the gradient shrinks or grows on its way from the head back to the input end: through
+        # the modules between them, which are the culprit (the input end only receives it)
+        span = forward[forward.index(live[0][0]) + 1:forward.index(head)]
+        seen[s] = (entry_norm, head_norm, head, low, high, common_ancestor(span or [live[0][0], head]))
         kinds["vanishing_gradient"].append((s, entry_norm / head_norm < VANISH_RATIO))
         kinds["exploding_gradient"].append((s, entry_norm / head_norm > EXPLODE_RATIO))
     out = []
@@ -360,9 +364,8 @@ def gradient_flow(modules: Sequence[dict[str, Any]], samples: Samples, order: Se
         if k is None:
             continue
         step = series[k][0]
-        entry_norm, head_norm, head, low, high = seen[step]
+        entry_norm, head_norm, head, low, high, where = seen[step]
         hit = low if kind == "vanishing_gradient" else high
-        where = common_ancestor(hit)
         what = ("vanish" if kind == "vanishing_gradient" else "explode")
         fix = ("look at saturating activations (sigmoid/tanh), depth without residual connections or normalisation, "
                "and initialisation." if kind == "vanishing_gradient" else
