@@ -270,12 +270,15 @@ def dying_units(modules: Sequence[dict[str, Any]], samples: Samples, order: Sequ
     last_weighted = max((position[p] for p, n in params.items() if n > 0 and p in position and p in leaves),
                         default=None)
     out = []
-    paths = {p for _, vals in samples for p, v in vals.items() if v.get("dead_fraction") is not None}
-    for path in sorted(paths, key=lambda p: position.get(p, len(position))):
+    by_path: dict[str, list[tuple[int, float]]] = {}
+    for s, vals in samples:
+        for p, v in vals.items():
+            if (d := v.get("dead_fraction")) is not None:
+                by_path.setdefault(p, []).append((s, d))
+    for path in sorted(by_path, key=lambda p: position.get(p, len(position))):
         if last_weighted is not None and position.get(path, -1) > last_weighted:
             continue
-        series = [(s, vals[path]["dead_fraction"]) for s, vals in samples
-                  if path in vals and vals[path].get("dead_fraction") is not None]
+        series = by_path[path]
         if len(series) < DYING_SUSTAIN + 1 or series[0][1] >= DEAD_WARN:
             continue
         k = _streak([(s, d >= DEAD_WARN) for s, d in series], DYING_SUSTAIN)
