@@ -245,3 +245,27 @@ def test_not_learning_stays_quiet_on_short_runs_and_converged_ones() -> None:
     assert not_learning(late) == []
     floor = [(i, 2.0 if i < 50 else 0.3) for i in range(300)]  # flat for 5/6 of the run at 15% of its start
     assert [f.detail["step"] for f in not_learning(floor)] == [60]
+
+
+def test_a_run_is_read_and_judged_without_importing_torch(tmp_path: Path) -> None:
+    """The app and the CLI read runs while they grow: the store and every rule stay torch-free."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO
+
+    model = bn_mlp()
+    run_loop(model, torch.optim.Adam(model.parameters(), 1e-3), tmp_path / "r", 12, every=4)
+    script = textwrap.dedent(f"""
+        import sys
+        from inspectr.core.runs.report import load_run
+        report = load_run({str(tmp_path / "r")!r})
+        assert len(report.samples) == 3 and report.samples[0][1]["1"]["running_drift"] > 0
+        print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NO-TORCH"

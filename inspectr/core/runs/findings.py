@@ -67,18 +67,16 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from inspectr.core.findings.rules import (
+from inspectr.core.findings.common import (
     DEAD_ERROR,
     DEAD_WARN,
     EXPLODE_RATIO,
-    VANISH_RATIO,
-    common_ancestor,
-)
-from inspectr.core.findings.training import (
     SPARSE_TYPES,
     UPDATE_HIGH,
     UPDATE_LOW,
     UPDATE_SPREAD,
+    VANISH_RATIO,
+    common_ancestor,
     frozen_batchnorm_finding,
 )
 from inspectr.core.result import Finding

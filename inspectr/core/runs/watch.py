@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspectr.core.findings.training import UPDATE_MIN_RMS
+from inspectr.core.findings.common import UPDATE_MIN_RMS
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
