@@ -269,3 +269,14 @@ def test_a_run_is_read_and_judged_without_importing_torch(tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "NO-TORCH"
+
+
+def test_diverging_needs_two_windows_above_the_band() -> None:
+    """A bump the run recovers from in the next window is noise; a loss that stays up diverges."""
+    from inspectr.core.runs.findings import diverging
+
+    base = [1.0 - 0.01 * i for i in range(40)]
+    bump = [(i, v) for i, v in enumerate(base + [2.0] * 10 + [0.55] * 30)]
+    assert diverging(bump, []) == []
+    stays = [(i, v) for i, v in enumerate(base + [2.0] * 20 + [1.9] * 20)]
+    assert [f.detail["step"] for f in diverging(stays, [])] == [40]

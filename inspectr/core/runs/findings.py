@@ -16,9 +16,9 @@ Thresholds (documented in the README, "Watch a training run"):
   one of at least STUCK_MIN_SAMPLES sampled steps. Reported at the highest module all of whose
   trainable parameters are stuck.
 - ``diverging`` (warning): over at least 3 windows of DIVERGE_WINDOW logged steps (or a tenth of
-  the run, whichever is more), the median loss of a window rises above DIVERGE_FACTOR times the
-  lowest window median before it; named at the first step of that window, and at the module with
-  the largest update ratio at the last sample before it.
+  the run, whichever is more), the median loss of a window and of the window after it (when there
+  is one) rises above DIVERGE_FACTOR times the lowest window median before it; named at the first
+  step of that window, and at the module with the largest update ratio at the last sample before it.
 
 The rules below judge the sampled steps (``samples``: per module, at steps 0, every, 2*every...);
 "sustained" counts consecutive samples, so it spans ``every`` times as many steps. The module
@@ -54,7 +54,8 @@ order they need is the forward order the watch saw at its first sample (``meta.f
 - ``not_learning`` (warning): with at least NOT_LEARNING_MIN_STEPS logged losses, split into
   windows of max(NOT_LEARNING_WINDOW, a fifth of them) steps from the end: consecutive windows
   whose medians differ by at most NOT_LEARNING_TOL are a plateau; it fires when the plateau that
-  reaches the end covers at least NOT_LEARNING_SPAN of the logged steps, unless the loss there is
+  reaches the end spans at least NOT_LEARNING_WINDOWS windows and NOT_LEARNING_SPAN of the logged
+  steps, unless the loss there is
   below NOT_LEARNING_FLOOR or NOT_LEARNING_CONVERGED of the first window's (converged). Named at
   the model (root) and the plateau's first step. Not judged after a ``nonfinite`` or
   ``diverging`` finding.
@@ -99,6 +100,7 @@ NOT_LEARNING_TOL = 0.02
 NOT_LEARNING_CONVERGED = 0.1
 NOT_LEARNING_FLOOR = 1e-3
 NOT_LEARNING_SPAN = 0.5  # the plateau covers at least this share of the logged steps
+NOT_LEARNING_WINDOWS = 3  # and at least this many windows
 
 
 def _label(path: str) -> str:
@@ -207,10 +209,14 @@ def diverging(losses: Sequence[tuple[int, float | None]],
     if len(values) < 3 * width:
         return []
     best = math.inf
-    for start in range(0, len(values) - width + 1, width):
+    starts = range(0, len(values) - width + 1, width)
+    medians = [statistics.median(v for _, v in values[i:i + width]) for i in starts]
+    for k, start in enumerate(starts):
         window = values[start:start + width]
-        med = statistics.median(v for _, v in window)
-        if best < math.inf and best > 0 and med > DIVERGE_FACTOR * best:
+        med = medians[k]
+        # the next window too (when there is one): a bump the run recovers from at once is noise
+        if best < math.inf and best > 0 and med > DIVERGE_FACTOR * best and (
+                k + 1 == len(medians) or medians[k + 1] > DIVERGE_FACTOR * best):
             step = window[0][0]
             module = _largest_update(samples, step)
             return [Finding(
@@ -428,7 +434,7 @@ def not_learning(losses: Sequence[tuple[int, float | None]]) -> list[Finding]:
     k = 0
     while k + 1 < len(medians) and flat(medians[k], medians[k + 1]):
         k += 1
-    if (k + 1) * width < NOT_LEARNING_SPAN * len(values):
+    if k + 1 < NOT_LEARNING_WINDOWS or (k + 1) * width < NOT_LEARNING_SPAN * len(values):
         return []  # flat only lately: a run still learning slowly, or one that just reached its floor
     start = windows[k][0][0]
     span = values[-1][0] - start + 1
