@@ -108,7 +108,7 @@ class Pairs(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-def hf_train(folder: Path, steps: int = 10, nan_at: int | None = None):
+def hf_train(folder: Path, steps: int = 10, nan_at: int | None = None, halt_on: str | None = None):
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
     from inspectr.integrations.transformers import InspectrCallback
@@ -132,7 +132,8 @@ def hf_train(folder: Path, steps: int = 10, nan_at: int | None = None):
                              use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
                              logging_nan_inf_filter=False)
     trainer = state["trainer"] = Trainer(model=model, args=args, train_dataset=Pairs(4 * steps),
-                                         data_collator=collate, callbacks=[InspectrCallback(run=folder / "run", every=3)])
+                                         data_collator=collate, callbacks=[InspectrCallback(run=folder / "run", every=3,
+                                                                             halt_on=halt_on)])
     trainer.train()
     return trainer
 
@@ -152,7 +153,16 @@ def test_hugging_face_callback_records_the_run(tmp_path: Path) -> None:
     assert report.run["status"] == "finished" and report.events == () and report.findings == ()
 
 
-def test_hugging_face_callback_names_a_planted_nan_at_its_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("halt_on", [None, "error"])
+def test_hugging_face_callback_names_a_planted_nan_at_its_step(tmp_path: Path, halt_on: str | None) -> None:
+    if halt_on:
+        with pytest.raises(inspectr.TrainingProblem) as info:
+            hf_train(tmp_path, steps=10, nan_at=6, halt_on=halt_on)
+        assert info.value.finding.detail["step"] == 6
+        report = inspectr.load_run(tmp_path / "run")
+        assert report.run["status"] == "halted" and len(report.steps) == 7
+        assert nn.modules.module._global_forward_hooks == {}  # the watch let go of the model
+        return
     hf_train(tmp_path, steps=10, nan_at=6)
     report = inspectr.load_run(tmp_path / "run")
     (f,) = [f for f in report.findings if f.kind == "nonfinite"]
