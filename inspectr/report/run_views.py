@@ -1,0 +1,257 @@
+"""Provides the pictures of a watched run that the run app shows (pure functions, rich only):
+the heatmap of layers x sampled steps, a module's history and latest values, the watch's cost,
+the status line, and the table of the runs in a folder."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from inspectr.core.runs.listing import RunSummary
+from inspectr.core.runs.report import RunReport
+from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE, curve, sci
+
+# the statistics the heatmap and the sparklines switch between: (sample field, title, log scale)
+STATISTICS: tuple[tuple[str, str, bool], ...] = (
+    ("param_grad_norm", "gradient norm", True),
+    ("update_ratio", "update ratio", True),
+    ("dead_fraction", "dead fraction", False),
+)
+LATEST = (("param_grad_norm", "grad"), ("update_ratio", "upd"), ("dead_fraction", "dead"))
+# a sequential palette, dark to bright (viridis): readable on dark and light terminals alike
+PALETTE = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",
+           "#fde725")
+STATUS_STYLE = {"running": "bold cyan", "finished": "green", "crashed": "bold red", "halted": "bold red",
+                "interrupted": "yellow"}
+
+
+def statistic(key: str) -> tuple[str, str, bool]:
+    return next(s for s in STATISTICS if s[0] == key)
+
+
+def sampled_paths(report: RunReport) -> list[str]:
+    """Modules with sampled values, in model order (the heatmap's rows)."""
+    seen = {p for _, mods in report.samples for p in mods}
+    return [m["path"] for m in report.modules if m["path"] in seen]
+
+
+def history(report: RunReport, path: str, key: str) -> list[tuple[int, float | None]]:
+    """(step, value) of one module's statistic at every sampled step that has it."""
+    return [(s, mods[path].get(key)) for s, mods in report.samples if path in mods]
+
+
+def latest(report: RunReport, path: str) -> tuple[int, dict[str, Any]] | None:
+    for s, mods in reversed(report.samples):
+        if path in mods:
+            return s, mods[path]
+    return None
+
+
+def spark_values(report: RunReport, path: str, key: str) -> list[float]:
+    """A module's history as plottable floats: log10 for the log-scaled statistics, missing or
+    non-finite values dropped (Textual's Sparkline takes finite numbers only)."""
+    _, _, log = statistic(key)
+    out = []
+    for _, v in history(report, path, key):
+        if v is None or not math.isfinite(v) or (log and v <= 0):
+            continue
+        out.append(math.log10(v) if log else v)
+    return out
+
+
+def latest_text(report: RunReport, path: str, key: str, spark: int = 8) -> Text:
+    """A tree label's tail: the module's latest values and a small history of ``key``."""
+    got = latest(report, path)
+    t = Text()
+    if got is None:
+        return t
+    _, values = got
+    for field, title in LATEST:
+        v = values.get(field)
+        if v is None:
+            continue
+        shown = f"{v:.0%}" if field == "dead_fraction" else sci(v)
+        t.append(f" {title} ", style="dim")
+        t.append(shown, style="bold red" if isinstance(v, float) and not math.isfinite(v) else "")
+    if values.get("nonfinite"):
+        t.append(" ✖ non-finite", style="bold red")
+    vals = spark_values(report, path, key)
+    if len(vals) > 1:
+        t.append(" " + curve(vals[-spark * 4:], width=spark), style="cyan")
+    return t
+
+
+def thin(n: int, cells: int, keep: int | None = None) -> list[int]:
+    """Indices of ``n`` columns to draw in ``cells``: all when they fit, else evenly spaced ones
+    that always hold the first, the last and ``keep``."""
+    if n <= cells:
+        return list(range(n))
+    cells = max(cells, 2)
+    picked = {round(i * (n - 1) / (cells - 1)) for i in range(cells)}
+    if keep is not None and 0 <= keep < n and keep not in picked:
+        nearest = min(picked - {0, n - 1} or picked, key=lambda i: abs(i - keep))
+        picked = (picked - {nearest}) | {keep}
+    return sorted(picked)
+
+
+def colour(v: float | None, lo: float, hi: float, log: bool) -> tuple[str, str]:
+    """(character, style) of one heatmap cell."""
+    if v is None:
+        return "·", "dim"
+    if not math.isfinite(v):
+        return "✖", "bold red"
+    if log:
+        if v <= 0:
+            return "0", "dim"
+        v = math.log10(v)
+    frac = 0.0 if hi <= lo else (v - lo) / (hi - lo)
+    return "█", PALETTE[min(len(PALETTE) - 1, max(0, int(frac * len(PALETTE))))]
+
+
+def value_range(values: Sequence[float | None], log: bool) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and math.isfinite(v) and (not log or v > 0)]
+    if not vals:
+        return 0.0, 1.0
+    if log:
+        vals = [math.log10(v) for v in vals]
+    return min(vals), max(vals)
+
+
+def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
+            module: str | None = None) -> RenderableType:
+    """Layers (rows) x sampled steps (columns) of one statistic, coloured on a log scale (the
+    dead fraction: linear), thinned to ``width`` columns; ``step`` is marked above its column
+    and ``module``'s row is highlighted."""
+    _, title, log = statistic(key)
+    paths = [p for p in sampled_paths(report) if any(v is not None for _, v in history(report, p, key))
+             or any(mods.get(p, {}).get("nonfinite") for _, mods in report.samples)]
+    if not paths:
+        if not report.samples:
+            return Text("no sampled step yet: the first sample is written at step 0's end", style="dim")
+        return Text(f"no module has a {title} yet", style="dim")
+    steps = [s for s, _ in report.samples]
+    label_w = min(max(len(p or "(root)") for p in paths), max(8, width // 3))
+    cells = max(2, width - label_w - 1)
+    keep = steps.index(step) if step in steps else None
+    cols = thin(len(steps), cells, keep)
+    per = max(1, min(3, cells // len(cols)))  # wide terminals: 2-3 characters per sampled step
+    by_step = dict(report.samples)
+    lo, hi = value_range([by_step[steps[i]].get(p, {}).get(key) for i in cols for p in paths], log)
+    rows = []
+    marker = Text(" " * (label_w + 1))
+    for i in cols:
+        marker.append(("▼" if steps[i] == step else " ") * per, style="bold yellow")
+    if step is not None:
+        rows.append(marker)
+    for p in paths:
+        name = p or "(root)"
+        name = name if len(name) <= label_w else "…" + name[-(label_w - 1):]
+        line = Text(name.ljust(label_w) + " ", style="reverse" if p == module else "")
+        for i in cols:
+            values = by_step[steps[i]].get(p, {})
+            v = values.get(key)
+            ch, style = colour(math.nan if v is None and values.get("nonfinite") else v, lo, hi, log)
+            line.append(ch * per, style=style)
+        rows.append(line)
+    axis = Text(" " * (label_w + 1))
+    first, last = f"step {steps[cols[0]]}", str(steps[cols[-1]])
+    span = len(cols) * per
+    axis.append(first + " " * max(1, span - len(first) - len(last)) + last, style="dim")
+    rows.append(axis)
+    rows.append(legend(title, lo, hi, log, len(cols), len(steps)))
+    return Group(*rows)
+
+
+def legend(title: str, lo: float, hi: float, log: bool, shown: int, total: int) -> Text:
+    t = Text(f"{title}{' (log)' if log else ''}: ", style="bold")
+    t.append(sci(10**lo if log else lo) + " ", style="dim")
+    for c in PALETTE:
+        t.append("█", style=c)
+    t.append(" " + sci(10**hi if log else hi), style="dim")
+    t.append("  · none  ✖ non-finite", style="dim")
+    if shown < total:
+        t.append(f"  ({shown} of {total} sampled steps)", style="dim")
+    return t
+
+
+def step_seconds(report: RunReport) -> float:
+    return sum(s["seconds"] or 0.0 for s in report.steps)
+
+
+def cost_line(report: RunReport) -> str:
+    """What the watch cost the training: its own measured seconds once the run has ended; while
+    it runs, the extra time of the sampled steps over the median step."""
+    total = step_seconds(report)
+    own = report.run.get("watch_seconds")
+    if own is not None:
+        if total <= 0:
+            return f"watch cost {own:.3g} s"
+        return f"watch cost {own:.3g} s of {total:.3g} s in steps ({own / total:.1%})"
+    sampled = {s for s, _ in report.samples}
+    secs = [(s["step"] in sampled, s["seconds"]) for s in report.steps if s["seconds"] is not None]
+    plain = sorted(x for was, x in secs if not was)
+    if total <= 0 or not plain or not sampled:
+        return "watch cost: measured as the run goes"
+    median = plain[len(plain) // 2]
+    extra = sum(max(0.0, x - median) for was, x in secs if was)
+    return f"watch cost ≈ {extra:.3g} s of {total:.3g} s ({extra / total:.1%}; sampled steps over the median step)"
+
+
+def status_text(report: RunReport) -> Text:
+    """The run's one-line header: folder, model, status, steps, sampled steps, findings."""
+    run = report.run
+    status = str(run.get("status", "?"))
+    t = Text()
+    t.append(report.path, style="bold")
+    t.append(f" · {run.get('model', '?')} · {run.get('optimizer') or 'no optimizer'} · ")
+    t.append(status, style=STATUS_STYLE.get(status, ""))
+    last = report.steps[-1]["step"] if report.steps else None
+    t.append(f" · step {last if last is not None else '—'} · {len(report.steps):,} steps · "
+             f"{len(report.samples):,} sampled (every {run.get('every', '?')})")
+    errors = sum(f.severity == "error" for f in report.findings)
+    if report.findings:
+        t.append(f" · {len(report.findings)} finding(s)", style="bold red" if errors else "yellow")
+    return t
+
+
+def finding_text(f: Any) -> Text:
+    step = f.detail.get("step")
+    t = Text(SEVERITY_MARK[f.severity] + " ", style=SEVERITY_STYLE[f.severity])
+    t.append(f"step {step if step is not None else '—'} ", style="bold")
+    t.append(f"{f.kind} ", style=SEVERITY_STYLE[f.severity])
+    t.append(f"{f.module or '(root)'}: ", style="bold")
+    t.append(f.message)
+    return t
+
+
+def started_text(started: float | None) -> str:
+    if started is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+
+
+def runs_table(runs: Sequence[RunSummary], folder: str) -> RenderableType:
+    """The runs in a folder: path, model, status, steps, last loss, findings, start time."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"{len(runs)} run(s) in {folder}",
+              title_justify="left")
+    t.add_column("run", no_wrap=True, overflow="fold")
+    t.add_column("model", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("steps", justify="right")
+    t.add_column("last loss", justify="right", no_wrap=True)
+    t.add_column("errors", justify="right", no_wrap=True)
+    t.add_column("warnings", justify="right", no_wrap=True)
+    t.add_column("started", no_wrap=True)
+    for r in runs:
+        t.add_row(r.path, r.model, Text(r.status, style=STATUS_STYLE.get(r.status, "")), f"{r.steps:,}",
+                  sci(r.last_loss) if r.last_loss is not None else "—",
+                  Text(str(r.errors), style="bold red" if r.errors else "dim"),
+                  Text(str(r.warnings), style="yellow" if r.warnings else "dim"), started_text(r.started))
+    return t
