@@ -127,8 +127,8 @@ def value_range(values: Sequence[float | None], log: bool) -> tuple[float, float
 def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
             module: str | None = None) -> RenderableType:
     """Layers (rows) x sampled steps (columns) of one statistic, coloured on a log scale (the
-    dead fraction: linear), thinned to ``width`` columns; ``step`` is marked above its column
-    and ``module``'s row is highlighted."""
+    dead fraction: linear), thinned to ``width`` columns; ``step`` (or the sampled step nearest
+    it, the later one on a tie) is marked above its column and ``module``'s row is highlighted."""
     _, title, log = statistic(key)
     paths = [p for p in sampled_paths(report) if any(v is not None for _, v in history(report, p, key))
              or any(mods.get(p, {}).get("nonfinite") for _, mods in report.samples)]
@@ -139,6 +139,8 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     steps = [s for s, _ in report.samples]
     label_w = min(max(len(p or "(root)") for p in paths), max(8, width // 3))
     cells = max(2, width - label_w - 1)
+    if step is not None and step not in steps:  # a finding's step between samples: the nearest sample
+        step = min(steps, key=lambda s: (abs(s - step), s < step))
     keep = steps.index(step) if step in steps else None
     cols = thin(len(steps), cells, keep)
     per = max(1, min(3, cells // len(cols)))  # wide terminals: 2-3 characters per sampled step
@@ -165,20 +167,21 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     span = len(cols) * per
     axis.append(first + " " * max(1, span - len(first) - len(last)) + last, style="dim")
     rows.append(axis)
-    rows.append(legend(title, lo, hi, log, len(cols), len(steps)))
+    rows.append(legend(title, lo, hi, log, len(cols), len(steps), width))
     return Group(*rows)
 
 
-def legend(title: str, lo: float, hi: float, log: bool, shown: int, total: int) -> Text:
+def legend(title: str, lo: float, hi: float, log: bool, shown: int, total: int, width: int = 200) -> Text:
+    """The colour scale and what the marks mean, on a second line when one is too narrow."""
     t = Text(f"{title}{' (log)' if log else ''}: ", style="bold")
     t.append(sci(10**lo if log else lo) + " ", style="dim")
     for c in PALETTE:
         t.append("█", style=c)
     t.append(" " + sci(10**hi if log else hi), style="dim")
-    t.append("  · none  ✖ non-finite", style="dim")
+    extra = Text("· none  ✖ non-finite", style="dim")
     if shown < total:
-        t.append(f"  ({shown} of {total} sampled steps)", style="dim")
-    return t
+        extra.append(f"  ({shown} of {total} sampled steps)", style="dim")
+    return Text("\n" if t.cell_len + 2 + extra.cell_len > width else "  ").join([t, extra])
 
 
 def step_seconds(report: RunReport) -> float:
