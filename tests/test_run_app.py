@@ -110,7 +110,7 @@ async def test_the_tree_shows_every_module_with_its_latest_values(runs: Path) ->
         label = tree.render_label(tree.nodes_by_path["0"], tree.rich_style, tree.rich_style).plain
         step, values = app.report.samples[-1]
         assert step == 9
-        assert label.startswith("0 Linear 144") and "grad" in label and "upd" in label
+        assert label.startswith("0 grad ") and "upd" in label and label.endswith("Linear 144")
         relu = tree.render_label(tree.nodes_by_path["1"], tree.rich_style, tree.rich_style).plain
         assert f"dead {values['1']['dead_fraction']:.0%}" in relu
         status = str(app.query_one("#run-status").render())

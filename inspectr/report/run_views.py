@@ -196,15 +196,24 @@ def cost_line(report: RunReport) -> str:
     if own is not None:
         if total <= 0:
             return f"watch cost {own:.3g} s"
-        return f"watch cost {own:.3g} s of {total:.3g} s in steps ({own / total:.1%})"
+        return f"watch cost {own / total:.1%} ({own:.3g} s of {total:.3g} s in steps)"
     sampled = {s for s, _ in report.samples}
     secs = [(s["step"] in sampled, s["seconds"]) for s in report.steps if s["seconds"] is not None]
     plain = sorted(x for was, x in secs if not was)
-    if total <= 0 or not plain or not sampled:
+    if total <= 0 or not plain or not any(was for was, _ in secs):
         return "watch cost: measured as the run goes"
-    median = plain[len(plain) // 2]
-    extra = sum(max(0.0, x - median) for was, x in secs if was)
-    return f"watch cost ≈ {extra:.3g} s of {total:.3g} s ({extra / total:.1%}; sampled steps over the median step)"
+    extra_each = median([x for was, x in secs if was]) - median(plain)
+    extra = max(0.0, extra_each * len(sampled))
+    # estimated: (median sampled step - median other step) x samples; the exact figure comes at the end
+    return f"watch cost ≈ {extra / total:.1%} ({extra:.3g} s of {total:.3g} s)"
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def status_text(report: RunReport) -> Text:
@@ -216,8 +225,9 @@ def status_text(report: RunReport) -> Text:
     t.append(f" · {run.get('model', '?')} · {run.get('optimizer') or 'no optimizer'} · ")
     t.append(status, style=STATUS_STYLE.get(status, ""))
     last = report.steps[-1]["step"] if report.steps else None
-    t.append(f" · step {last if last is not None else '—'} · {len(report.steps):,} steps · "
-             f"{len(report.samples):,} sampled (every {run.get('every', '?')})")
+    t.append(f" · step {last if last is not None else '—'}")
+    t.append(f"\n{len(report.steps):,} steps · {len(report.samples):,} sampled (every {run.get('every', '?')})",
+             style="dim")
     errors = sum(f.severity == "error" for f in report.findings)
     if report.findings:
         t.append(f" · {len(report.findings)} finding(s)", style="bold red" if errors else "yellow")

@@ -37,6 +37,7 @@ class RunApp(App[int]):
 
     CSS_PATH = "run_app.tcss"
     TITLE = "inspectr"
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "next_statistic", "Statistic", tooltip="Heatmap and sparklines: gradient norm, "
@@ -98,7 +99,7 @@ class RunApp(App[int]):
 
     def on_mount(self) -> None:
         self.query_one("#run-tree").border_title = "Modules"
-        self.query_one("#heatmap-box").border_title = f"Heatmap · {statistic(self.key)[1]} (s)"
+        self.query_one("#heatmap-box").border_title = f"Heatmap · {statistic(self.key)[1]} · s switches"
         self.query_one("#run-findings").border_title = "Findings"
         if self.run_path is not None:
             self.open_run(self.run_path)
@@ -164,7 +165,7 @@ class RunApp(App[int]):
         assert report is not None
         if "steps" in changed:
             status = status_text(report)
-            status.append("\n" + cost_line(report), style="dim")
+            status.append(" · " + cost_line(report), style="dim")
             for e in report.events:
                 status.append(f" · watch part off at step {e['step']}: {e['part']}", style="yellow")
             self.query_one("#run-status", Static).update(status)
@@ -197,7 +198,8 @@ class RunApp(App[int]):
         for name, rows in series.items():
             pts = [(s, v) for s, v in rows if v is not None and math.isfinite(v)]
             if pts:
-                plt.plot([s for s, _ in pts], [v for _, v in pts], marker="braille", label=name)
+                plt.plot([s for s, _ in pts], [v for _, v in pts], marker="braille",
+                         label=name if len(series) > 1 else None)
         plt.title(" · ".join(series))
         other.refresh()
 
@@ -208,9 +210,14 @@ class RunApp(App[int]):
         path = node.data if node is not None and node.data is not None else ""
         _, title, log = statistic(self.key)
         values = spark_values(report, path, self.key) if report is not None else []
-        self.query_one("#module-spark", Sparkline).data = values
         label = Text(f"{path or '(root)'} · {title}{' (log10)' if log else ''}", style="bold")
-        label.append(f" over {len(values)} samples" if values else " · no samples", style="dim")
+        label.append(f" over {len(values)} samples", style="dim")
+        if not values and report is not None:  # the root, a container: the global norm, every step
+            norms = [s["grad_norm"] for s in report.steps]
+            values = [math.log10(v) for v in norms if v is not None and math.isfinite(v) and v > 0]
+            label = Text(f"{path or '(root)'} · global gradient norm (log10)", style="bold")
+            label.append(f" over {len(values)} steps", style="dim")
+        self.query_one("#module-spark", Sparkline).data = values
         self.query_one("#spark-title", Static).update(label)
 
     # reacting to the user
@@ -228,7 +235,7 @@ class RunApp(App[int]):
     def action_next_statistic(self) -> None:
         keys = [k for k, _, _ in STATISTICS]
         self.key = keys[(keys.index(self.key) + 1) % len(keys)]
-        self.query_one("#heatmap-box").border_title = f"Heatmap · {statistic(self.key)[1]} (s)"
+        self.query_one("#heatmap-box").border_title = f"Heatmap · {statistic(self.key)[1]} · s switches"
         if self.report is not None:
             self.query_one(RunTree).show(self.report, self.key)
             self.query_one(RunHeatmap).show(key=self.key)

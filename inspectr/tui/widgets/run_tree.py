@@ -46,16 +46,15 @@ class RunTree(Tree[str]):
 
     def render_label(self, node: TreeNode[str], base_style, style) -> Text:  # type: ignore[no-untyped-def]
         label = super().render_label(node, base_style, style)
-        label.append(" ")
         path = node.data
         if self.report is None or path is None:
             return label
+        label.append_text(latest_text(self.report, path, self.key))
         kind = next((m for m in self.report.modules if m["path"] == path), None)
-        if kind is not None:
-            label.append(kind["type"], style="dim")
+        if kind is not None:  # after the values: a narrow pane cuts the type, not the numbers
+            label.append(f" {kind['type']}", style="dim")
             if kind["params"]:
                 label.append(f" {human(kind['params'])}", style="dim italic")
-        label.append_text(latest_text(self.report, path, self.key))
         return label
 
     def select_path(self, path: str) -> bool:
