@@ -186,7 +186,7 @@ class RunApp(App[int]):
         if points:
             plt.plot([s for s, _ in points], [v for _, v in points], marker="braille")
         bad = [s for s, v in report.loss if v is not None and not math.isfinite(v)]
-        plt.title("loss" + (f" (non-finite from step {bad[0]})" if bad else ""))
+        plt.title("loss" + (f" (✖ from {bad[0]})" if bad else ""))
         loss.refresh()
         other = self.query_one("#scalar-plot", PlotextPlot)
         plt = other.plt
@@ -264,7 +264,9 @@ class RunApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "runs":
-            return self.folder is not None
+            return self.folder is not None and not isinstance(self.screen, RunPickerScreen)
+        if action in ("next_statistic", "focus_findings", "focus_tree"):
+            return not isinstance(self.screen, RunPickerScreen)  # the picker's footer lists its own keys
         return True
 
 

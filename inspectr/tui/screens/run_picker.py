@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -17,14 +18,15 @@ from inspectr.report.formatting import sci
 from inspectr.report.run_views import STATUS_STYLE, started_text
 
 
-def run_line(r: RunSummary, width: int) -> Text:
-    t = Text(r.path.ljust(width) + "  ", style="bold")
-    t.append(f"{r.model[:16]:<16} ")
+def run_line(r: RunSummary, name: str, width: int) -> Text:
+    """One run on one line (80 columns hold it for short paths): the full table is ``--report``'s."""
+    t = Text(name.ljust(width) + " ", style="bold")
+    t.append(f"{r.model[:12]:<12} ")
     t.append(f"{r.status:<11}", style=STATUS_STYLE.get(r.status, ""))
-    t.append(f" {r.steps:>7,} steps  loss {sci(r.last_loss) if r.last_loss is not None else '—':>8}  ")
-    t.append(f"✖ {r.errors}", style="bold red" if r.errors else "dim")
-    t.append(f" ▲ {r.warnings}", style="yellow" if r.warnings else "dim")
-    t.append(f"  {started_text(r.started)}", style="dim")
+    t.append(f"{r.steps:>6,} steps loss {sci(r.last_loss) if r.last_loss is not None else '—':<8}")
+    t.append(f"✖{r.errors}", style="bold red" if r.errors else "dim")
+    t.append(f" ▲{r.warnings}", style="yellow" if r.warnings else "dim")
+    t.append(f" {started_text(r.started)[5:]}", style="dim")
     return t
 
 
@@ -41,9 +43,18 @@ class RunPickerScreen(Screen[str | None]):
     def compose(self) -> ComposeResult:
         yield Static(Text(f"{len(self.runs)} run(s) in {self.folder} · Enter opens one", style="bold"),
                      id="picker-title")
-        width = max((len(r.path) for r in self.runs), default=10)
-        yield OptionList(*[Option(run_line(r, width), id=r.path) for r in self.runs], id="run-picker")
+        names = [self._below(r.path) for r in self.runs]
+        width = max((len(n) for n in names), default=10)
+        yield OptionList(*[Option(run_line(r, n, width), id=r.path) for r, n in zip(self.runs, names)],
+                         id="run-picker")
         yield Footer()
+
+    def _below(self, path: str) -> str:
+        """The run's path below the folder (the title names the folder)."""
+        try:
+            return str(Path(path).relative_to(self.folder))
+        except ValueError:
+            return path
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
