@@ -293,3 +293,19 @@ def test_the_cost_line_while_running_and_after(runs: Path) -> None:
     running = type(report)(report.path, {k: v for k, v in report.run.items() if k != "watch_seconds"},
                            report.steps, report.scalars, report.modules, report.samples, report.findings, report.events)
     assert cost_line(running).startswith("watch cost ≈")
+
+
+def test_on_a_terminal_the_cli_opens_the_app_on_a_run_and_on_a_folder(runs: Path, monkeypatch) -> None:
+    """``inspectr RUN`` and ``inspectr runs/`` on a terminal open the run app (not the report)."""
+    import sys
+
+    from inspectr import cli
+    from inspectr.tui import run_app
+
+    opened: list[tuple[str | None, str | None]] = []
+    monkeypatch.setattr(run_app, "run_runs_app", lambda run=None, folder=None: opened.append((run, folder)) or 0)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    assert cli.main([str(runs / "sick")]) == 0
+    assert cli.main([str(runs)]) == 0
+    assert opened == [(str(runs / "sick"), None), (None, str(runs))]

@@ -130,22 +130,24 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     dead fraction: linear), thinned to ``width`` columns; ``step`` (or the sampled step nearest
     it, the later one on a tie) is marked above its column and ``module``'s row is highlighted."""
     _, title, log = statistic(key)
-    paths = [p for p in sampled_paths(report) if any(v is not None for _, v in history(report, p, key))
-             or any(mods.get(p, {}).get("nonfinite") for _, mods in report.samples)]
-    if not paths:
-        if not report.samples:
-            return Text("no sampled step yet: the first sample is written at step 0's end", style="dim")
-        return Text(f"no module has a {title} yet", style="dim")
+    if not report.samples:
+        return Text("no sampled step yet: the first sample is written at step 0's end", style="dim")
     steps = [s for s, _ in report.samples]
-    label_w = min(max(len(p or "(root)") for p in paths), max(8, width // 3))
+    every_path = sampled_paths(report)
+    label_w = min(max(len(p or "(root)") for p in every_path), max(8, width // 3))
     cells = max(2, width - label_w - 1)
     if step is not None and step not in steps:  # a finding's step between samples: the nearest sample
         step = min(steps, key=lambda s: (abs(s - step), s < step))
     keep = steps.index(step) if step in steps else None
     cols = thin(len(steps), cells, keep)
     per = max(1, min(3, cells // len(cols)))  # wide terminals: 2-3 characters per sampled step
-    by_step = dict(report.samples)
-    lo, hi = value_range([by_step[steps[i]].get(p, {}).get(key) for i in cols for p in paths], log)
+    shown = [report.samples[i][1] for i in cols]
+    # rows: the modules that have the statistic (or went non-finite) at a drawn step
+    paths = [p for p in every_path
+             if any(p in mods and (mods[p].get(key) is not None or mods[p].get("nonfinite")) for mods in shown)]
+    if not paths:
+        return Text(f"no module has a {title} yet", style="dim")
+    lo, hi = value_range([mods.get(p, {}).get(key) for mods in shown for p in paths], log)
     rows = []
     marker = Text(" " * (label_w + 1))
     for i in cols:
@@ -156,11 +158,16 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
         name = p or "(root)"
         name = name if len(name) <= label_w else "…" + name[-(label_w - 1):]
         line = Text(name.ljust(label_w) + " ", style="reverse" if p == module else "")
-        for i in cols:
-            values = by_step[steps[i]].get(p, {})
+        run_style, run = "", ""
+        for mods in shown:  # equal neighbours go in one span: a wide heatmap has thousands of cells
+            values = mods.get(p, {})
             v = values.get(key)
             ch, style = colour(math.nan if v is None and values.get("nonfinite") else v, lo, hi, log)
-            line.append(ch * per, style=style)
+            if style != run_style and run:
+                line.append(run, style=run_style)
+                run = ""
+            run_style, run = style, run + ch * per
+        line.append(run, style=run_style)
         rows.append(line)
     axis = Text(" " * (label_w + 1))
     first, last = f"step {steps[cols[0]]}", str(steps[cols[-1]])

@@ -1,13 +1,14 @@
 """Provides the run app (``inspectr RUN``, ``inspectr runs/``) and ``run_runs_app``.
 
-A run is read from its store on a worker thread every ``POLL`` seconds while its status is
-"running" (another process writes it); each read replaces the ``RunReport`` and only the panes
+A run is read from its store on a worker thread every ``POLL`` seconds (or three times as long
+as a read takes, for big runs) while its status is "running" (another process writes it); each read replaces the ``RunReport`` and only the panes
 whose part of the run changed are redrawn. A finished run is read once and stays on screen.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -51,10 +52,11 @@ class RunApp(App[int]):
     class RunRead(Message):
         """A worker read the run."""
 
-        def __init__(self, report: RunReport, generation: int) -> None:
+        def __init__(self, report: RunReport, generation: int, seconds: float) -> None:
             super().__init__()
             self.report = report
             self.generation = generation
+            self.seconds = seconds  # the read took
 
     class RunReadFailed(Message):
         def __init__(self, error: InspectrError, generation: int) -> None:
@@ -116,7 +118,7 @@ class RunApp(App[int]):
         self.query_one("#run-status", Static).update(Text(f"reading {path} …", style="dim"))
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_interval(self.poll_seconds, self.poll)
+            self._timer = None
         self.poll()
 
     def poll(self) -> None:
@@ -126,8 +128,10 @@ class RunApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _read(self, path: str, generation: int) -> None:
+        t0 = time.perf_counter()
         try:
-            self.post_message(self.RunRead(load_run(path), generation))
+            report = load_run(path)
+            self.post_message(self.RunRead(report, generation, time.perf_counter() - t0))
         except InspectrError as err:
             self.post_message(self.RunReadFailed(err, generation))
 
@@ -135,6 +139,7 @@ class RunApp(App[int]):
         self._reading = False
         if message.generation != self._gen:
             return
+        self._timer = self.set_timer(self.poll_seconds, self.poll)  # e.g. the writer held a lock too long
         if self.report is None and self.folder is None:  # nothing to show: the CLI prints why
             self.error = message.error
             self.exit(message.error.exit_code)
@@ -146,10 +151,11 @@ class RunApp(App[int]):
         if message.generation != self._gen:
             return  # a read of a run no longer shown
         report = message.report
-        running = report.run.get("status") == "running"
-        if not running and self._timer is not None:
-            self._timer.stop()  # the run has ended: keep showing it, stop reading
-            self._timer = None
+        if report.run.get("status") == "running":
+            # the next read: every POLL seconds, or less often when a read of a big run takes long
+            self._timer = self.set_timer(max(self.poll_seconds, 3 * message.seconds), self.poll)
+        else:
+            self._timer = None  # the run has ended: keep showing it, stop reading
         parts = {"steps": (len(report.steps), report.run.get("status"), report.run.get("watch_seconds")),
                  "samples": len(report.samples), "findings": len(report.findings)}
         changed = {k for k, v in parts.items() if self._seen.get(k) != v}
