@@ -309,3 +309,25 @@ def test_on_a_terminal_the_cli_opens_the_app_on_a_run_and_on_a_folder(runs: Path
     assert cli.main([str(runs / "sick")]) == 0
     assert cli.main([str(runs)]) == 0
     assert opened == [(str(runs / "sick"), None), (None, str(runs))]
+
+
+def test_a_running_run_whose_writer_is_gone_gets_a_note(runs: Path, tmp_path: Path) -> None:
+    """A "running" run (as a kill -9 leaves it) with a dead pid and no write for minutes."""
+    import shutil
+    import subprocess
+    import sys
+
+    from inspectr.core.runs.listing import STALE_SECONDS, summarize, writer_gone
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    folder = tmp_path / "killed"
+    shutil.copytree(runs / "sweep" / "healthy", folder)
+    meta = {"status": "running", "pid": pid}
+    later = time.time() + STALE_SECONDS + 60
+    assert "killed?" in writer_gone(folder, meta, now=later)
+    assert writer_gone(folder, meta) is None  # written just now
+    assert writer_gone(folder, {"status": "running", "pid": __import__("os").getpid()}, now=later) is None
+    assert writer_gone(folder, {"status": "finished", "pid": pid}, now=later) is None
+    assert summarize(folder).note is None  # finished

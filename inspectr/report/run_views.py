@@ -270,8 +270,12 @@ def runs_table(runs: Sequence[RunSummary], folder: str) -> RenderableType:
     t.add_column("warnings", justify="right", no_wrap=True)
     t.add_column("started", no_wrap=True)
     for r in runs:
-        t.add_row(r.path, r.model, Text(r.status, style=STATUS_STYLE.get(r.status, "")), f"{r.steps:,}",
+        status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
+        if r.note:
+            status.append("?", style="bold yellow")
+        t.add_row(r.path, r.model, status, f"{r.steps:,}",
                   sci(r.last_loss) if r.last_loss is not None else "—",
                   Text(str(r.errors), style="bold red" if r.errors else "dim"),
                   Text(str(r.warnings), style="yellow" if r.warnings else "dim"), started_text(r.started))
-    return t
+    notes = [f"{r.path}: {r.note or r.problem}" for r in runs if r.note or r.problem]
+    return Group(t, *[Text(n, style="yellow") for n in notes]) if notes else t

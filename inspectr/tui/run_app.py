@@ -21,7 +21,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Sparkline, Static, Tree
 from textual_plotext import PlotextPlot
 
-from inspectr.core.runs.listing import list_runs
+from inspectr.core.runs.listing import list_runs, writer_gone
 from inspectr.core.runs.report import RunReport, load_run
 from inspectr.errors import InspectrError, print_error
 from inspectr.report.run_views import STATISTICS, cost_line, spark_values, statistic, status_text
@@ -52,8 +52,9 @@ class RunApp(App[int]):
     class RunRead(Message):
         """A worker read the run."""
 
-        def __init__(self, report: RunReport, generation: int, seconds: float) -> None:
+        def __init__(self, report: RunReport, generation: int, seconds: float, note: str | None) -> None:
             super().__init__()
+            self.note = note  # the writer looks gone
             self.report = report
             self.generation = generation
             self.seconds = seconds  # the read took
@@ -78,6 +79,7 @@ class RunApp(App[int]):
         self.error: InspectrError | None = None
         self.key = STATISTICS[0][0]
         self.reads = 0  # reads that changed something
+        self.note: str | None = None
         self._gen = 0
         self._seen: dict[str, Any] = {}
         self._timer: Timer | None = None
@@ -131,7 +133,8 @@ class RunApp(App[int]):
         t0 = time.perf_counter()
         try:
             report = load_run(path)
-            self.post_message(self.RunRead(report, generation, time.perf_counter() - t0))
+            note = writer_gone(path, report.run)
+            self.post_message(self.RunRead(report, generation, time.perf_counter() - t0, note))
         except InspectrError as err:
             self.post_message(self.RunReadFailed(err, generation))
 
@@ -156,13 +159,14 @@ class RunApp(App[int]):
             self._timer = self.set_timer(max(self.poll_seconds, 3 * message.seconds), self.poll)
         else:
             self._timer = None  # the run has ended: keep showing it, stop reading
-        parts = {"steps": (len(report.steps), report.run.get("status"), report.run.get("watch_seconds")),
+        parts = {"steps": (len(report.steps), report.run.get("status"), report.run.get("watch_seconds"), message.note),
                  "samples": len(report.samples), "findings": len(report.findings)}
         changed = {k for k, v in parts.items() if self._seen.get(k) != v}
         if not changed:
             return
         self._seen = parts
         self.report = report
+        self.note = message.note
         self.reads += 1
         self._show(changed)
 
@@ -172,6 +176,8 @@ class RunApp(App[int]):
         if "steps" in changed:
             status = status_text(report)
             status.append(" · " + cost_line(report), style="dim")
+            if self.note:
+                status.append(f" · {self.note}", style="bold yellow")
             for e in report.events:
                 status.append(f" · watch part off at step {e['step']}: {e['part']}", style="yellow")
             self.query_one("#run-status", Static).update(status)

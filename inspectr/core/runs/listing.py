@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from inspectr.core.runs.store import DB_NAME, db_path
 
+STALE_SECONDS = 120.0  # a "running" run unwritten this long, whose writer is gone: probably killed
 MAX_DEPTH = 2  # runs/exp1 and runs/sweep/exp1: run folders one or two levels below the folder given
 
 
@@ -28,6 +31,7 @@ class RunSummary:
     warnings: int
     started: float | None  # seconds since the epoch
     problem: str | None = None  # the store could not be read
+    note: str | None = None  # see ``writer_gone``
 
 
 def find_runs(folder: str | Path, depth: int = MAX_DEPTH) -> list[Path]:
@@ -69,9 +73,39 @@ def summarize(folder: str | Path) -> RunSummary:
     # SQLite stores NaN as NULL: a NULL loss on a non-finite step was NaN (as load_run reads it)
     last = None if row is None else float(row[0]) if row[0] is not None else math.nan if row[1] else None
     return RunSummary(str(folder), str(meta.get("model", "?")), str(meta.get("status", "?")), int(steps), last,
-                      int(counts.get("error", 0)), int(counts.get("warning", 0)), meta.get("started"))
+                      int(counts.get("error", 0)), int(counts.get("warning", 0)), meta.get("started"),
+                      note=writer_gone(folder, meta))
 
 
 def list_runs(folder: str | Path) -> list[RunSummary]:
     """Every run below ``folder`` (see ``find_runs``), summarized."""
     return [summarize(p) for p in find_runs(folder)]
+
+
+def writer_gone(folder: str | Path, meta: dict[str, object], now: float | None = None) -> str | None:
+    """A note when a run says "running" but its writer looks gone: nothing written to the store
+    for ``STALE_SECONDS`` and its pid is no process on this machine (a ``kill -9``, a lost node).
+    A run written from another machine (a shared file system) can be quiet that long between
+    samples, so this is a note beside the status, never a new status. None otherwise."""
+    if meta.get("status") != "running":
+        return None
+    db = db_path(folder)
+    try:
+        written = max(p.stat().st_mtime for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    except (OSError, ValueError):
+        return None
+    quiet = (time.time() if now is None else now) - written
+    pid = meta.get("pid")
+    if quiet < STALE_SECONDS or not isinstance(pid, int) or _alive(pid):
+        return None
+    return f"no write for {quiet / 60:.0f} min and pid {pid} is not running here: killed?"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

@@ -22,7 +22,7 @@ def run_line(r: RunSummary, name: str, width: int) -> Text:
     """One run on one line (80 columns hold it for short paths): the full table is ``--report``'s."""
     t = Text(name.ljust(width) + " ", style="bold")
     t.append(f"{r.model[:12]:<12} ")
-    t.append(f"{r.status:<11}", style=STATUS_STYLE.get(r.status, ""))
+    t.append(f"{r.status + ('?' if r.note else ''):<11}", style=STATUS_STYLE.get(r.status, ""))
     t.append(f"{r.steps:>6,} steps loss {sci(r.last_loss) if r.last_loss is not None else '—':<8}")
     t.append(f"✖{r.errors}", style="bold red" if r.errors else "dim")
     t.append(f" ▲{r.warnings}", style="yellow" if r.warnings else "dim")
