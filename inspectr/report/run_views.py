@@ -137,7 +137,8 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     label_w = min(max(len(p or "(root)") for p in every_path), max(8, width // 3))
     cells = max(2, width - label_w - 1)
     if step is not None and step not in steps:  # a finding's step between samples: the nearest sample
-        step = min(steps, key=lambda s: (abs(s - step), s < step))
+        wanted = step
+        step = min(steps, key=lambda s: (abs(s - wanted), s < wanted))
     keep = steps.index(step) if step in steps else None
     cols = thin(len(steps), cells, keep)
     per = max(1, min(3, cells // len(cols)))  # wide terminals: 2-3 characters per sampled step

@@ -40,7 +40,7 @@ def find_runs(folder: str | Path, depth: int = MAX_DEPTH) -> list[Path]:
     found: list[Path] = []
     level = [root]
     for _ in range(depth):
-        below = []
+        below: list[Path] = []
         for d in level:
             try:
                 children = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -34,7 +34,7 @@ class RunHeatmap(Static):
     def _draw(self) -> None:
         if self.report is None:
             return
-        width = self.content_size.width or (self.parent.size.width if self.parent else 80) or 80
+        width = self.content_size.width or self.app.size.width // 2
         self.update(heatmap(self.report, self.key, max(20, width), step=self.step, module=self.module))
 
     def on_resize(self, event: Resize) -> None:
