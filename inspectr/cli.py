@@ -245,8 +245,9 @@ def _holds_runs(spec: str) -> bool:
 
     if find_runs(folder):
         return True
-    if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-        return False  # weights without config.json: the model loader says what is missing
+    model_files = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+    if any(p.suffix in model_files for p in folder.iterdir()):
+        return False  # an adapter, weights without config.json...: the model loader says what is missing
     raise InspectrError(f"{spec} is a folder that holds no inspectr run (no run.sqlite in it or one or two "
                         "levels below) and no model (no config.json).",
                         "Give a run folder written by inspectr.watch(run=...), a folder of such runs "

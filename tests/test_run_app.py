@@ -248,7 +248,7 @@ def test_cli_lists_the_runs_of_a_folder(runs: Path) -> None:
     lines = {ln.split()[0]: ln.split() for ln in proc.stdout.splitlines() if ln.startswith(str(runs))}
     assert lines[str(runs / "sick")][1:5] == ["Sequential", "finished", "12", "nan"]
     assert lines[str(runs / "sweep" / "healthy")][1:4] == ["Sequential", "finished", "10"]
-    assert lines[str(runs / "sick")][5:7] == ["1", "0"]
+    assert lines[str(runs / "sick")][5:9] == ["✖", "1", "▲", "0"]
 
 
 def test_cli_on_a_folder_with_no_run_and_no_model_says_so(tmp_path: Path) -> None:

@@ -253,30 +253,32 @@ def finding_text(f: Any) -> Text:
 
 
 def started_text(started: float | None) -> str:
+    """Local start time: month-day hour:minute, with the year when it is not this year's."""
     if started is None:
         return "—"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+    when = time.localtime(started)
+    return time.strftime("%m-%d %H:%M" if when.tm_year == time.localtime().tm_year else "%Y-%m-%d %H:%M", when)
 
 
 def runs_table(runs: Sequence[RunSummary], folder: str) -> RenderableType:
-    """The runs in a folder: path, model, status, steps, last loss, findings, start time."""
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"{len(runs)} run(s) in {folder}",
-              title_justify="left")
-    t.add_column("run", no_wrap=True, overflow="fold")
-    t.add_column("model", no_wrap=True)
-    t.add_column("status", no_wrap=True)
-    t.add_column("steps", justify="right")
-    t.add_column("last loss", justify="right", no_wrap=True)
-    t.add_column("errors", justify="right", no_wrap=True)
-    t.add_column("warnings", justify="right", no_wrap=True)
-    t.add_column("started", no_wrap=True)
+    """The runs in a folder: path, model, status, steps, last loss, the error (✖) and warning (▲)
+    findings the watch recorded, start time; fits 80 columns for paths like runs/sweep/exp1."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1),
+              title=f"{len(runs)} run(s) in {folder}", title_justify="left")
+    t.add_column("run", overflow="fold")  # the one column that wraps: the figures stay whole
+    t.add_column("model", no_wrap=True, max_width=16, overflow="ellipsis")
+    t.add_column("status", no_wrap=True, min_width=8)
+    t.add_column("steps", justify="right", no_wrap=True, min_width=5)
+    t.add_column("last loss", justify="right", no_wrap=True, min_width=9)
+    t.add_column("findings", no_wrap=True, min_width=8)
+    t.add_column("started", no_wrap=True, min_width=11)
     for r in runs:
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
         if r.note:
             status.append("?", style="bold yellow")
-        t.add_row(r.path, r.model, status, f"{r.steps:,}",
-                  sci(r.last_loss) if r.last_loss is not None else "—",
-                  Text(str(r.errors), style="bold red" if r.errors else "dim"),
-                  Text(str(r.warnings), style="yellow" if r.warnings else "dim"), started_text(r.started))
+        found = Text(f"✖ {r.errors}", style="bold red" if r.errors else "dim")
+        found.append(f" ▲ {r.warnings}", style="yellow" if r.warnings else "dim")
+        t.add_row(r.path, r.model, status, f"{r.steps:,}", sci(r.last_loss) if r.last_loss is not None else "—",
+                  found, started_text(r.started))
     notes = [f"{r.path}: {r.note or r.problem}" for r in runs if r.note or r.problem]
     return Group(t, *[Text(n, style="yellow") for n in notes]) if notes else t

@@ -26,7 +26,7 @@ def run_line(r: RunSummary, name: str, width: int) -> Text:
     t.append(f"{r.steps:>6,} steps loss {sci(r.last_loss) if r.last_loss is not None else '—':<8}")
     t.append(f"✖{r.errors}", style="bold red" if r.errors else "dim")
     t.append(f" ▲{r.warnings}", style="yellow" if r.warnings else "dim")
-    t.append(f" {started_text(r.started)[5:]}", style="dim")
+    t.append(f" {started_text(r.started)}", style="dim")
     return t
 
 
