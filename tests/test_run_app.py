@@ -158,6 +158,7 @@ async def test_selecting_a_finding_moves_the_tree_and_the_heatmap(runs: Path) ->
         assert (hm.step, hm.module) == (7, "3")
         drawn = plain(heatmap(app.report, hm.key, 100, step=hm.step, module=hm.module))
         assert "▼" in drawn.splitlines()[0]
+        assert drawn.splitlines()[hm.line_of["3"]].startswith("3 ")
 
 
 @sync

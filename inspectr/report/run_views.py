@@ -126,12 +126,19 @@ def value_range(values: Sequence[float | None], log: bool) -> tuple[float, float
 
 def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
             module: str | None = None) -> RenderableType:
+    """See ``heatmap_lines``; the picture alone."""
+    return heatmap_lines(report, key, width, step=step, module=module)[0]
+
+
+def heatmap_lines(report: RunReport, key: str, width: int, *, step: int | None = None,
+                  module: str | None = None) -> tuple[RenderableType, dict[str, int]]:
     """Layers (rows) x sampled steps (columns) of one statistic, coloured on a log scale (the
     dead fraction: linear), thinned to ``width`` columns; ``step`` (or the sampled step nearest
-    it, the later one on a tie) is marked above its column and ``module``'s row is highlighted."""
+    it, the later one on a tie) is marked above its column and ``module``'s row is highlighted.
+    Returns the picture and the line of each module's row in it (to scroll to)."""
     _, title, log = statistic(key)
     if not report.samples:
-        return Text("no sampled step yet: the first sample is written at step 0's end", style="dim")
+        return Text("no sampled step yet: the first sample is written at step 0's end", style="dim"), {}
     steps = [s for s, _ in report.samples]
     every_path = sampled_paths(report)
     label_w = min(max(len(p or "(root)") for p in every_path), max(8, width // 3))
@@ -147,7 +154,7 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     paths = [p for p in every_path
              if any(p in mods and (mods[p].get(key) is not None or mods[p].get("nonfinite")) for mods in shown)]
     if not paths:
-        return Text(f"no module has a {title} yet", style="dim")
+        return Text(f"no module has a {title} yet", style="dim"), {}
     lo, hi = value_range([mods.get(p, {}).get(key) for mods in shown for p in paths], log)
     rows = []
     marker = Text(" " * (label_w + 1))
@@ -155,7 +162,9 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
         marker.append(("▼" if steps[i] == step else " ") * per, style="bold yellow")
     if step is not None:
         rows.append(marker)
+    line_of = {}
     for p in paths:
+        line_of[p] = len(rows)
         name = p or "(root)"
         name = name if len(name) <= label_w else "…" + name[-(label_w - 1):]
         line = Text(name.ljust(label_w) + " ", style="reverse" if p == module else "")
@@ -176,7 +185,7 @@ def heatmap(report: RunReport, key: str, width: int, *, step: int | None = None,
     axis.append(first + " " * max(1, span - len(first) - len(last)) + last, style="dim")
     rows.append(axis)
     rows.append(legend(title, lo, hi, log, len(cols), len(steps), width))
-    return Group(*rows)
+    return Group(*rows), line_of
 
 
 def legend(title: str, lo: float, hi: float, log: bool, shown: int, total: int, width: int = 200) -> Text:

@@ -227,7 +227,8 @@ class RunApp(App[int]):
         if not values and report is not None:  # the root, a container: the global norm, every step
             norms = [s["grad_norm"] for s in report.steps]
             values = [math.log10(v) for v in norms if v is not None and math.isfinite(v) and v > 0]
-            label = Text(f"{path or '(root)'} · global gradient norm (log10)", style="bold")
+            label = Text(f"{path} has no {title} · " if path else "(root) · ", style="dim")
+            label.append("global gradient norm (log10)", style="bold")
             label.append(f" over {len(values)} steps", style="dim")
         self.query_one("#module-spark", Sparkline).data = values
         self.query_one("#spark-title", Static).update(label)
@@ -241,7 +242,9 @@ class RunApp(App[int]):
 
     def on_run_findings_finding_selected(self, message: RunFindings.FindingSelected) -> None:
         self.query_one(RunTree).select_path(message.path)
-        self.query_one(RunHeatmap).show(step=message.step, module=message.path)
+        hm = self.query_one(RunHeatmap)
+        hm.show(step=message.step, module=message.path)
+        self.call_after_refresh(hm.scroll_to_module)
         self._show_spark()
 
     def action_next_statistic(self) -> None:
