@@ -3,6 +3,8 @@ sparkline of the chosen statistic; labels are derived from the run on every rend
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
@@ -20,6 +22,7 @@ class RunTree(Tree[str]):
         self.report: RunReport | None = None
         self.key = "param_grad_norm"
         self.nodes_by_path: dict[str, TreeNode[str]] = {}
+        self.module_of: dict[str, dict[str, Any]] = {}
 
     def show(self, report: RunReport, key: str) -> None:
         """Show ``report``: the tree is built once (a run's modules never change), labels follow."""
@@ -32,14 +35,15 @@ class RunTree(Tree[str]):
     def _add_modules(self, report: RunReport) -> None:
         self.clear()
         self.nodes_by_path = {"": self.root}
-        types = {m["path"]: (m["type"], m["params"]) for m in report.modules}
+        self.module_of = {m["path"]: m for m in report.modules}
+        parents = {m["path"].rpartition(".")[0] for m in report.modules if m["path"]}  # O(n), not O(n²)
         self.root.data = ""
         for m in report.modules:
             path = m["path"]
             if not path:
                 continue
             parent = self.nodes_by_path.get(path.rpartition(".")[0], self.root)
-            leaf = not any(p.startswith(path + ".") for p in types)
+            leaf = path not in parents
             self.nodes_by_path[path] = (parent.add_leaf if leaf else parent.add)(path.rpartition(".")[2], data=path)
         self.root.expand_all()
         self.move_cursor(self.root)
@@ -50,7 +54,7 @@ class RunTree(Tree[str]):
         if self.report is None or path is None:
             return label
         label.append_text(latest_text(self.report, path, self.key))
-        kind = next((m for m in self.report.modules if m["path"] == path), None)
+        kind = self.module_of.get(path)
         if kind is not None:  # after the values: a narrow pane cuts the type, not the numbers
             label.append(f" {kind['type']}", style="dim")
             if kind["params"]:
