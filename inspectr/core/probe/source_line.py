@@ -9,6 +9,7 @@ from __future__ import annotations
 import dis
 import linecache
 import os
+import re
 import sys
 from dataclasses import dataclass
 from types import CodeType, FrameType, TracebackType
@@ -147,9 +148,8 @@ def resolve(site: Site | None) -> SourceLine | None:
     """The text of a captured site: done only for the culprit a finding shows."""
     if site is None:
         return None
-    code, lasti, lineno = site
-    filename = code.co_filename
-    line, col, end_col = lineno, None, None
+    code, lasti, line = site
+    col = end_col = None
     positions = getattr(code, "co_positions", None)  # Python 3.11+: columns of each instruction
     if positions is not None:
         try:
@@ -158,24 +158,44 @@ def resolve(site: Site | None) -> SourceLine | None:
             pos = None
         if pos is not None and pos[0] is not None:
             line = pos[0]
-            raw = linecache.getline(filename, line).rstrip("\n")
+            raw = linecache.getline(code.co_filename, line).rstrip("\n")
             if pos[2] is not None:
                 col = _chars(raw, pos[2])
                 end_col = _chars(raw, pos[3]) if pos[1] == pos[0] and pos[3] is not None else len(raw)
+    return source_at(code.co_filename, line, code.co_name, col, end_col)
+
+
+_STACK_LINE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def stack_source(formatted: list[str] | None) -> SourceLine | None:
+    """The innermost frame outside torch and inspectr of a formatted stack (anomaly mode's
+    ``traceback_`` metadata of an autograd node), without columns."""
+    for entry in reversed(formatted or []):
+        m = _STACK_LINE.search(entry)
+        if m is not None and not _ours(m.group(1)):
+            return source_at(m.group(1), int(m.group(2)), m.group(3))
+    return None
+
+
+def source_at(filename: str, line: int | None, function: str = "", col: int | None = None,
+              end_col: int | None = None) -> SourceLine | None:
+    """``SourceLine`` for a file and line; ``col``/``end_col`` count characters of the raw line."""
     if line is None:
         return None
     raw = linecache.getline(filename, line).rstrip("\n")
     text = raw.strip()
+    if not text:
+        return SourceLine(filename, line, "", function)  # the file is gone or changed
     indent = len(raw) - len(raw.lstrip())
     if col is not None:
         col = max(0, col - indent)
         end_col = max(col, (end_col if end_col is not None else len(raw)) - indent)
     first = max(1, line - CONTEXT_LINES)
-    context = tuple(linecache.getline(filename, n).rstrip("\n") for n in range(first, line + CONTEXT_LINES + 1))
-    while context and not context[-1] and len(context) > line - first + 1:
-        context = context[:-1]  # past the end of the file
-    return SourceLine(filename, line, text, code.co_name, col if text else None, end_col if text else None,
-                      first, context if text else ())
+    context = [linecache.getline(filename, n).rstrip("\n") for n in range(first, line + CONTEXT_LINES + 1)]
+    while len(context) > line - first + 1 and not context[-1].strip():
+        context.pop()  # blank lines after it, or past the end of the file
+    return SourceLine(filename, line, text, function, col, end_col, first, tuple(context))
 
 
 def _chars(line: str, byte_offset: int) -> int:
