@@ -8,9 +8,11 @@ a culprit").
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from inspectr.core.probe.op_trace import OpSite
+from inspectr.core.probe.op_trace import OpSite, OpTrace
+from inspectr.core.result import Finding
 
 _LOG = ("log", "log2", "log10", "log1p", "xlogy")
 _ROOT = ("sqrt", "rsqrt", "pow", "**", "float_power")
@@ -72,3 +74,20 @@ def op_detail(site: OpSite | None, from_inf: OpSite | None = None) -> dict[str, 
     if from_inf is not None:
         out["from_inf"] = from_inf.detail()
     return out
+
+
+def with_call(finding: Finding, trace: OpTrace | None) -> Finding:
+    """``finding`` with the call that made its NaN (else its Inf) named in the message and detail;
+    unchanged when the trace found none. A detail that already has a ``source`` (the watch's
+    ``nonfinite``: where the value came from) gets the line as ``op_source``."""
+    if trace is None:
+        return finding
+    kind, site = ("nan", trace.nan) if trace.nan is not None else ("inf", trace.inf)
+    if site is None:
+        return finding
+    from_inf = trace.from_inf if kind == "nan" else None
+    extra = op_detail(site, from_inf)
+    if "source" in finding.detail:
+        extra["op_source"] = extra.pop("source")
+    return replace(finding, message=f"{finding.message} {op_sentence(site, kind, from_inf)}",
+                   detail={**finding.detail, **extra})
