@@ -50,7 +50,7 @@ def _place(site: OpSite) -> str:
     src = site.source
     if src is None:
         return f"`{site.written}`"
-    return f"`{site.written}` ({src.short}: {src.code})" if src.code else f"`{site.written}` ({src.short})"
+    return f"`{site.written}` at {src.short}"
 
 
 def op_sentence(site: OpSite, kind: str, from_inf: OpSite | None = None) -> str:

@@ -119,8 +119,6 @@ def _errors(result: ProbeResult) -> list[Finding]:
         detail["explanation"] = failed.explanation
         detail["size_origin"] = failed.size_origin.detail() if failed.size_origin is not None else None
         why = f" {failed.explanation}." if failed.explanation else ""
-        src = failed.site.source
-        why += f" The call: `{failed.site.written}` at {src.short}." if src is not None else ""
     elif trace is not None and trace.error_source is not None:
         detail["source"] = trace.error_source.to_dict()
     return [Finding(kind, "error", e.module or "",
