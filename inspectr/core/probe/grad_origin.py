@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
@@ -174,7 +175,9 @@ class GradOriginTracer:
 
     def _adopt(self, node: Any, tag: Tag) -> None:
         """Hook ``node`` and the untagged nodes behind it: the inner steps of a composite call
-        (``F.normalize``'s norm and clamp) share the tag of the call that made them."""
+        (``F.normalize``'s norm and clamp) share the tag of the call that made them. A custom
+        Function's node was made by its ``apply``, which no torch call shows: it keeps only the
+        module, and its line comes from the stack anomaly mode recorded."""
         todo = [node]
         while todo:
             n = todo.pop()
@@ -183,7 +186,8 @@ class GradOriginTracer:
             self.nodes[id(n)] = n
             if type(n).__name__ == "AccumulateGrad":
                 continue  # a leaf: it sends nothing on
-            self.handles.append(n.register_hook(self._hook(n, tag)))
+            own = (tag[0], None, None) if isinstance(n, BackwardCFunction) else tag
+            self.handles.append(n.register_hook(self._hook(n, own)))
             todo.extend(f for f, _ in n.next_functions)
 
     def _hook(self, node: Any, tag: Tag) -> Callable[..., None]:

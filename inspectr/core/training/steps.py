@@ -297,11 +297,11 @@ def _replay_culprit(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, A
 
 def _replay_loss_ops(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
                      seed: int, device: torch.device, tree: ModelWalk) -> OpTrace | None:
-    """Replay one step's forward and loss (no autograd: the values are the same) under ``OpTracer``:
-    the first torch call that made a NaN/Inf, when every module output stayed finite."""
+    """Replay one step's forward and loss (autograd on, as in the step: a loss_fn may check it) under
+    ``OpTracer``: the first torch call that made a NaN/Inf, when every module output stayed finite."""
     tracer = OpTracer(list(tree.modules), [p for _, p in tree.params], check=True)
     try:
-        with preserved(model, [], tracer.guard.backups, tree), torch.no_grad():
+        with preserved(model, [], tracer.guard.backups, tree), torch.enable_grad():
             _seed(seed, device)
             random.seed(seed)
             with tracer.watching():
