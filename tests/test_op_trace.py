@@ -351,6 +351,7 @@ def test_the_watch_names_the_call_of_the_first_nonfinite_step(tmp_path: Path) ->
 
 def test_the_cli_report_shows_file_line_the_code_and_a_caret() -> None:
     from conftest import run_cli
+
     from sample_models.sick import LogScale
 
     line = pyinspect.getsourcelines(LogScale.forward)[1] + 1

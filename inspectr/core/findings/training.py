@@ -46,6 +46,7 @@ import math
 import statistics
 from collections.abc import Iterable
 
+from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.rules import (
     DEAD_ERROR,
     DEAD_MIN_SAMPLES,
@@ -54,7 +55,6 @@ from inspectr.core.findings.rules import (
     common_ancestor,
     nonfinite_grad,
 )
-from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.result import Finding, ModuleRow
 from inspectr.core.training.steps import TrainingRun
 

@@ -27,7 +27,14 @@ from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from inspectr.core.probe.source_line import Site, SourceLine, op_name, resolve, stack_source, user_frame
+from inspectr.core.probe.source_line import (
+    Site,
+    SourceLine,
+    op_name,
+    resolve,
+    stack_source,
+    user_frame,
+)
 from inspectr.core.state import ParamGuard
 
 

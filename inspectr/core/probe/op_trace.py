@@ -22,39 +22,20 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from inspectr.core.probe.op_site import OpSite
 from inspectr.core.probe.size_origin import explain_failure
-from inspectr.core.probe.source_line import Site, SourceLine, op_name, resolve, traceback_site, user_frame
+from inspectr.core.probe.source_line import (
+    Site,
+    SourceLine,
+    op_name,
+    resolve,
+    traceback_site,
+    user_frame,
+)
 from inspectr.core.state import INPLACE_DUNDERS, ParamGuard
 from inspectr.core.values import iter_tensors
 
 __all__ = ["FailedOp", "OpSite", "OpTrace", "OpTracer"]
-
-
-@dataclass(frozen=True)
-class OpSite:
-    """One torch call of the forward (torch-free): what it was, where, on what."""
-
-    op: str  # as the user wrote it: "torch.log", "Tensor.sqrt", "F.linear", "/"
-    created: bool  # made the NaN/Inf from inputs free of it (False: passed on what an operand held)
-    module: str | None  # the innermost module running ("" the root, None: outside every module)
-    module_type: str | None
-    operands: tuple[tuple[int, ...], ...]  # shapes of its tensor operands, in order
-    output: tuple[int, ...] | None  # shape of its (first) tensor output
-    source: SourceLine | None
-    inputs_finite: bool = True  # False: a NaN made from Inf operands (inf - inf, 0 * inf)
-
-    @property
-    def written(self) -> str:
-        """The call's text on the user's line (``x.flatten(1)``) when it is this op, else the op."""
-        seg = self.source.segment if self.source is not None else ""
-        tail = self.op.rsplit(".", 1)[-1]
-        return seg if seg and (tail in seg or self.op in seg) and len(seg) <= 80 else self.op
-
-    def detail(self) -> dict[str, Any]:
-        """The keys a finding's detail carries (documented in the README, "Reading a culprit")."""
-        return {"op": self.op, "op_created": self.created, "op_module": self.module,
-                "operands": [list(s) for s in self.operands],
-                "source": self.source.to_dict() if self.source is not None else None}
 
 
 @dataclass(frozen=True)
@@ -302,8 +283,8 @@ class OpTracer(TorchFunctionMode):
             call, ins, _ = self.failed
             site = self.site_of(call)
             origin_call = self.made.get(ins[0]) if ins else None
-            origin = self.site_of(origin_call) if origin_call is not None else None
-            failed = FailedOp(site, explain_failure(site, origin, [_shape(t) for t in ins], call.func, exc), origin)
+            made_by = self.site_of(origin_call) if origin_call is not None else None
+            failed = FailedOp(site, explain_failure(site, made_by, [_shape(t) for t in ins], call.func, exc), made_by)
         self.failed = None  # the exception holds the frames, and they the tensors
         return OpTrace(self._site(nan), self._site(found.get("inf")), from_inf, failed,
                        resolve(traceback_site(exc.__traceback__)) if exc is not None else None)

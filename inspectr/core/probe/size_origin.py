@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from inspectr.core.probe.op_trace import OpSite
+from inspectr.core.probe.op_site import OpSite
 
 LINEAR = {"F.linear"}
 MATMUL = {"@", "torch.matmul", "Tensor.matmul", "torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm"}
