@@ -413,3 +413,28 @@ def test_the_size_factors() -> None:
     assert factors(2048, (8, 128, 4, 4)) == (128, 4, 4)
     assert factors(16, (4, 4, 4)) == (4, 4)
     assert factors(7, (2, 3)) is None
+
+
+class Doubled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3)
+        self.b = nn.Conv2d(16, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h = torch.cat([h, h], 1)  # size origin
+        return self.b(h)  # culprit
+
+
+def test_conv_channels_and_a_reshape_traced_one_call_further_back() -> None:
+    f = the(inspectr.inspect(Doubled(), inputs=torch.randn(2, 3, 16, 16)).findings, "forward_error")
+    origin = line_of(Doubled.forward, "# size origin")
+    assert f.detail["explanation"] == ("`b` (Conv2d) expects 16 input channels and got 32: the operand "
+                                       f"[2, 32, 14, 14] comes from `torch.cat([h, h], 1)` at test_op_trace.py:{origin}")
+    assert f.detail["source"]["line"] == line_of(Doubled.forward)
+    # the seed's early-exit head pools over the features: the Flatten only passes the pool's [4, 8, 1] on
+    g = the(inspectr.inspect("sick_early_exit").findings, "forward_error")
+    assert ("expects 32 features and got 8: the operand [4, 8] comes from `Tensor.flatten` in `exit_heads.0.1` "
+            "(Flatten)") in g.detail["explanation"]
+    assert "of [4, 8, 1] from `torch.adaptive_avg_pool1d` in `exit_heads.0.0` (AdaptiveAvgPool1d)" in g.message

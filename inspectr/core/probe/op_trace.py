@@ -61,11 +61,13 @@ class OpTrace:
 class _Call:
     """One call during the replay, as cheap as it can be kept: text comes later, for the culprit."""
 
-    __slots__ = ("func", "site", "module", "operands", "output")
+    __slots__ = ("func", "site", "module", "operands", "output", "parent")
 
     def __init__(self, func: Any, site: Site | None, module: str | None,
-                 operands: tuple[tuple[int, ...], ...], output: tuple[int, ...] | None) -> None:
+                 operands: tuple[tuple[int, ...], ...], output: tuple[int, ...] | None,
+                 parent: _Call | None = None) -> None:
         self.func, self.site, self.module, self.operands, self.output = func, site, module, operands, output
+        self.parent = parent  # the call that made its first operand
 
 
 class _Origin:
@@ -209,7 +211,8 @@ class OpTracer(TorchFunctionMode):
 
     def _call(self, func: Any, ins: list[torch.Tensor], out: torch.Tensor | None) -> _Call:
         return _Call(func, user_frame(2), self.stack[-1] if self.stack else None,
-                     tuple(_shape(t) for t in ins), _shape(out) if out is not None else None)
+                     tuple(_shape(t) for t in ins), _shape(out) if out is not None else None,
+                     self.made.get(ins[0]) if ins and not self.check else None)
 
     def _check(self, call: _Call, outs: list[torch.Tensor], ins: list[torch.Tensor], target: torch.Tensor | None,
                before: tuple[bool, bool] | None) -> None:
@@ -292,7 +295,10 @@ class OpTracer(TorchFunctionMode):
             site = self.site_of(call)
             origin_call = self.made.get(ins[0]) if ins else None
             made_by = self.site_of(origin_call) if origin_call is not None else None
-            failed = FailedOp(site, explain_failure(site, made_by, [_shape(t) for t in ins], call.func, exc), made_by)
+            before = origin_call.parent if origin_call is not None else None
+            made_before = self.site_of(before) if before is not None else None
+            failed = FailedOp(site, explain_failure(site, made_by, [_shape(t) for t in ins], exc, made_before),
+                              made_by)
         self.failed = None  # the exception holds the frames, and they the tensors
         return OpTrace(self._site(nan), self._site(found.get("inf")), from_inf, failed,
                        resolve(traceback_site(exc.__traceback__)) if exc is not None else None)

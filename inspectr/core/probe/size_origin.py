@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 from inspectr.core.probe.op_site import OpSite
 
 LINEAR = {"F.linear"}
 MATMUL = {"@", "torch.matmul", "Tensor.matmul", "torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm"}
 CONV = {f"{p}.conv{k}d" for p in ("F", "torch") for k in (1, 2, 3)}
+# calls that only rearrange their operand: where a size really came from is one call further back
+RESHAPES = {f"Tensor.{n}" for n in ("flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose",
+                                    "contiguous", "expand", "T", "mT")} | {
+    f"torch.{n}" for n in ("flatten", "reshape", "squeeze", "unsqueeze", "permute", "transpose")}
 _CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")
 
 
@@ -40,16 +43,16 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def explain_failure(site: OpSite, origin: OpSite | None, shapes: list[tuple[int, ...]], func: Any,
-                    exc: BaseException) -> str:
+def explain_failure(site: OpSite, origin: OpSite | None, shapes: list[tuple[int, ...]], exc: BaseException,
+                    before: OpSite | None = None) -> str:
     """One sentence: the failing call's expectation and what it got, and where that came from.
 
     Args:
         site: the call that raised.
         origin: the call that made its first tensor operand (None: the model's input, a parameter).
         shapes: the shapes of its tensor operands.
-        func: the torch function (unused by the rules today, kept for ops judged by their arguments).
         exc: what it raised.
+        before: the call that made ``origin``'s own operand (named when ``origin`` only reshapes).
     """
     got: int | None = None
     head = ""
@@ -75,13 +78,23 @@ def explain_failure(site: OpSite, origin: OpSite | None, shapes: list[tuple[int,
         head = f"`{site.written}` got operands " + ", ".join(_dims(s) for s in shapes) if shapes else ""
     if origin is None:
         return head
-    at = f" at {origin.source.short}" if origin.source is not None else ""
-    split = factors(got, origin.operands[0]) if got is not None and origin.operands else None
+    merged = got is not None and origin.op in RESHAPES and origin.operands
+    split = factors(got, tuple(d for d in origin.operands[0] if d != 1)) if merged and got is not None else None
     if split is not None and origin.output is not None and got in origin.output:
-        tail = f"{got} = {'×'.join(map(str, split))} from `{origin.written}`{at}"
+        tail = f"{got} = {'×'.join(map(str, split))} from {_call(origin)}"
     else:
-        inside = (f" in `{origin.module}` ({origin.module_type})" if origin.module and origin.module_type
-                  else "")
         shape = f" {_dims(origin.output)}" if origin.output is not None else ""
-        tail = f"the operand{shape} comes from `{origin.written}`{inside}{at}"
+        tail = f"the operand{shape} comes from {_call(origin)}"
+        if before is not None and origin.op in RESHAPES and origin.operands:
+            tail += f", of {_dims(origin.operands[0])} from {_call(before)}"
     return f"{head}: {tail}" if head else tail
+
+
+def _call(site: OpSite) -> str:
+    """`x.flatten(1)` at net.py:41, or `F.dropout` in `drop` (Dropout) at net.py:40 when the line
+    is a module call rather than the op itself."""
+    at = f" at {site.source.short}" if site.source is not None else ""
+    written = site.written
+    inside = (f" in `{site.module}` ({site.module_type})"
+              if written == site.op and site.module and site.module_type else "")
+    return f"`{written}`{inside}{at}"
