@@ -319,6 +319,12 @@ def test_steps_name_the_call_in_the_module_and_in_the_loss() -> None:
     def bad_loss(out: torch.Tensor) -> torch.Tensor:
         return torch.log(out - 100.0).mean()  # culprit
 
+    from sample_models.sick import GuardedSqrt
+
+    f = the(inspectr.inspect("sick_nan_grad_training", steps=True).findings, "nonfinite_grad")
+    assert (f.module, f.detail["step"], f.detail["op"], f.detail["op_created"]) == ("compress", 15, "torch.sqrt", True)
+    assert f.detail["source"]["line"] == pyinspect.getsourcelines(GuardedSqrt.forward)[1] + 1
+
     torch.manual_seed(0)
     r = inspectr.inspect(nn.Linear(4, 2), inputs=torch.randn(3, 4), steps=2, loss_fn=bad_loss)
     f = the(r.findings, "diverging")
