@@ -140,6 +140,8 @@ def test_no_import_cycles() -> None:
 def test_the_stage_table_is_honest() -> None:
     """The checks above can fail: an upward import and a cycle are both caught."""
     assert stage_of("inspectr.core.probe.hooks") == ("probe", 3)
+    assert stage_of("inspectr.core.probe.op_trace") == ("probe", 3)  # issue 22: the op/line replay
+    assert stage_of("inspectr.core.findings.op_culprit") == ("findings", 5)
     assert stage_of("inspectr.core.inspect") == ("inspect", 7)
     assert stage_of("inspectr.core.runs.watch") == ("runs", 6)
     assert stage_of("inspectr.core.inputs") == ("inputs", 2)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.findings.op_culprit import with_call
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
@@ -393,7 +394,7 @@ class Watch:
         if norms is not None:
             per = self.layout.per_module(norms.square(), idx)
             grad_modules = [self.layout.modules[i][0] for i in sorted(per) if not math.isfinite(per[i])]
-        module, input_bad, replayed, note = None, False, False, ""
+        module, input_bad, replayed, note, trace = None, False, False, "", None
         if self.last_inputs is not None and "replay" not in self.off:
             args, kwargs = self.last_inputs
             input_bad = any(t.is_floating_point() and not bool(torch.isfinite(t).all())
@@ -403,9 +404,10 @@ class Watch:
                     result = run_probe(self.model, tuple(args), dict(kwargs),
                                        ProbeOptions(backward=False, mode="own", flops=False))
                     module = nonfinite_culprit(result.measures)
+                    trace = result.op_trace  # the torch call and line that made it
                     replayed = True
                 except Exception as exc:
                     self._failed("replay", exc)
         else:
             note = "(The step's inputs were not seen: the model's forward ran outside the watch.)"
-        return nonfinite_finding(s, module, input_bad, replayed, grad_modules, note)
+        return with_call(nonfinite_finding(s, module, input_bad, replayed, grad_modules, note), trace)
