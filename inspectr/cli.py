@@ -56,6 +56,8 @@ examples:
   inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
   inspectr lenet --report --steps 20       train 20 steps on one batch: does it learn, layer by layer
   inspectr runs/exp1 --report              a run recorded by inspectr.watch (--format json, --check)
+  inspectr runs/exp1                       the run in the app, live while it is written
+  inspectr runs/                           the runs in a folder: a picker (a table with --report)
 """
 
 
@@ -210,7 +212,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         sys.stdout.write("\nRun `inspectr NAME` to open one, or `inspectr NAME --report` to print its report.\n")
         return EXIT_OK
     if _is_run_folder(args.spec):
+        if interactive and not wants_report:
+            from inspectr.tui.run_app import run_runs_app
+
+            return run_runs_app(args.spec)
         return _run_folder_report(args)
+    if _holds_runs(args.spec):
+        return _runs_listing(args, interactive and not wants_report)
     if interactive and not wants_report:
         from inspectr.tui.app import run_app
 
@@ -223,6 +231,47 @@ def _is_run_folder(spec: str) -> bool:
     from pathlib import Path
 
     return (Path(spec) / "run.sqlite").is_file()
+
+
+def _holds_runs(spec: str) -> bool:
+    """A folder that is no model itself (no config.json) with run folders 1-2 levels below it; a
+    folder holding neither gets an error here, not a confusing model-loading one."""
+    from pathlib import Path
+
+    folder = Path(spec)
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return False
+    from inspectr.core.runs.listing import find_runs
+
+    if find_runs(folder):
+        return True
+    model_files = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+    if any(p.suffix in model_files for p in folder.iterdir()):
+        return False  # an adapter, weights without config.json...: the model loader says what is missing
+    raise InspectrError(f"{spec} is a folder that holds no inspectr run (no run.sqlite in it or one or two "
+                        "levels below) and no model (no config.json).",
+                        "Give a run folder written by inspectr.watch(run=...), a folder of such runs "
+                        "(e.g. inspectr runs/), or a model spec (inspectr --list shows the registered ones).")
+
+
+def _runs_listing(args: argparse.Namespace, interactive: bool) -> int:
+    """``inspectr runs/``: a picker in the app on a terminal, else a table of the runs on stdout."""
+    if interactive:
+        from inspectr.tui.run_app import run_runs_app
+
+        return run_runs_app(folder=args.spec)
+    if args.format not in (None, "text"):
+        raise InspectrError(f"--format {args.format} is not available for a folder of runs ({args.spec}).",
+                            "Use --report for the table, or give one run folder for --format json.")
+    from inspectr.core.runs.listing import list_runs
+    from inspectr.report.render import make_console
+    from inspectr.report.run_views import runs_table
+
+    tty = sys.stdout.isatty()
+    console = make_console(width=None if tty else (args.width or int(os.environ.get("COLUMNS", 0)) or 120),
+                           color=None if tty else False)
+    console.print(runs_table(list_runs(args.spec), args.spec))
+    return EXIT_OK
 
 
 def _run_folder_report(args: argparse.Namespace) -> int:
