@@ -56,6 +56,7 @@ examples:
   inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
   inspectr lenet --report --steps 20       train 20 steps on one batch: does it learn, layer by layer
   inspectr runs/exp1 --report              a run recorded by inspectr.watch (--format json, --check)
+  inspectr watch -- python train.py        watch a training script unchanged (inspectr watch --help)
 """
 
 
@@ -174,6 +175,9 @@ class ProgressLine:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["watch"]:
+        return _watch_command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: hub loading is local-only anyway
@@ -187,6 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; the model was left as it was\n")
         return 130
+
+
+def _watch_command(argv: list[str]) -> int:
+    """``inspectr watch ... -- COMMAND``: the command's exit code, or 2 for a bad request of ours."""
+    from inspectr.launch import watch_main
+
+    try:
+        return watch_main(argv)
+    except InspectrError as err:
+        print_error(err)
+        return err.exit_code
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
