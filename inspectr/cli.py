@@ -258,6 +258,10 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty() and not args.output
         width = args.width or (None if tty else int(os.environ.get("COLUMNS", 0)) or 120) or 120
         text = render_run_text(report, width)
+        for sub in _nested_runs(args.spec):  # `inspectr watch`: a second optimizer's run, other ranks' runs
+            sub_report = load_run(sub)
+            text += f"\n── {sub} ──\n" + render_run_text(sub_report, width)
+            report = report if report.has_errors or not sub_report.has_errors else sub_report
     if args.check and args.format is None and not args.output:
         from inspectr.report.run import print_run_check
 
@@ -275,6 +279,15 @@ def _run_folder_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
+
+
+def _nested_runs(spec: str) -> list[Any]:
+    """The runs `inspectr watch` records beside RUN's own: RUN/optN, RUN/rankN, RUN/rankN/optN."""
+    from pathlib import Path
+
+    from inspectr.launch import recorded_runs
+
+    return recorded_runs(Path(spec))[1:]
 
 
 def _report(args: argparse.Namespace) -> int:
