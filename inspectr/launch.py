@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -212,7 +213,7 @@ def print_summary(run: Path, started: float, command: list[str]) -> None:
         if meta.get("rank") is not None:
             facts.insert(0, f"rank {meta['rank']}")
         if cost is not None and wall > 0:
-            facts.append(f"watch cost {cost:.2f} s ({100 * cost / wall:.1f}% of {wall:.1f} s)")
+            facts.append(f"watch cost {cost:.2f} s of {wall:.1f} s watched (attaching {meta.get('attach_seconds', 0):.2f} s)")
         out.write(f"inspectr watch: {folder} · {' · '.join(facts)}\n")
         if meta.get("loss_note"):
             out.write(f"  {meta['loss_note']}\n")
@@ -222,5 +223,5 @@ def print_summary(run: Path, started: float, command: list[str]) -> None:
             out.write(f"  {f.severity:<7} {f.kind}{where}{' · ' + f.module if f.module else ''}: {f.message}\n")
         if not report.findings:
             out.write("  no findings\n")
-        out.write(f"  open it: inspectr {folder}\n")
+        out.write(f"  open it: inspectr {shlex.quote(str(folder))}\n")
     out.flush()

@@ -228,7 +228,7 @@ def test_torchrun_two_ranks_on_gloo_are_each_watched(tmp_path: Path) -> None:
     write(tmp_path / "ddp.py", DDP)
     torchrun = Path(PY).parent / "torchrun"
     launcher = [str(torchrun)] if torchrun.exists() else [PY, "-m", "torch.distributed.run"]
-    proc = watch(tmp_path, [*launcher, "--nproc-per-node", "2", "--master-port", "0", "ddp.py"],
+    proc = watch(tmp_path, [*launcher, "--standalone", "--nproc-per-node", "2", "ddp.py"],
                  "--run", "runs/ddp", "--every", "4", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "rank 0 of 2 done" in proc.stdout and "rank 1 of 2 done" in proc.stdout
@@ -248,7 +248,7 @@ def test_a_script_that_fails_keeps_its_traceback_and_exit_code(tmp_path: Path) -
     proc = watch(tmp_path, [PY, "boom.py"], "--run", "runs/boom")
     assert proc.returncode == 1
     assert "Traceback (most recent call last):" in proc.stderr
-    assert 'boom.py", line 13' in proc.stderr and "ValueError: boom at 6" in proc.stderr
+    assert 'boom.py", line 14' in proc.stderr and "ValueError: boom at 6" in proc.stderr
     report = load_run(tmp_path / "runs" / "boom")
     assert report.run["status"] == "crashed" and len(report.steps) == 7
     exits = watch(tmp_path, [PY, "exits.py"], "--run", "runs/exits")
