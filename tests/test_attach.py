@@ -314,3 +314,37 @@ def test_the_sitecustomize_costs_nothing_without_the_variables_and_waits_for_tor
     on = subprocess.run([PY, "-c", probe], env=dict(env, INSPECTR_WATCH_RUN=str(tmp_path / "r")),
                         capture_output=True, text=True, timeout=120)
     assert json.loads(on.stdout) == [[], True, "module"]  # nothing before torch; attached once it is imported
+
+
+ACCELERATE = """\
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+accelerator = Accelerator(cpu=True)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+model, opt = accelerator.prepare(model, opt)
+for _ in range(10):
+    x = torch.randn(4, 8)
+    loss = nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+    opt.zero_grad()
+    accelerator.backward(loss)
+    opt.step()
+print("accelerate done")
+"""
+
+
+def test_accelerate_launch_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
+    launcher = Path(PY).parent / "accelerate"
+    if not launcher.exists():
+        pytest.skip("no accelerate command next to this Python")
+    write(tmp_path / "acc.py", ACCELERATE)
+    proc = watch(tmp_path, [str(launcher), "launch", "--cpu", "--num_processes", "1", "acc.py"],
+                 "--run", "runs/acc", "--every", "4", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "accelerate done" in proc.stdout
+    report = load_run(tmp_path / "runs" / "acc")  # accelerate's AcceleratedOptimizer steps the inner one
+    assert report.run["optimizer"] == "SGD" and len(report.steps) == 10 and len(report.loss) == 10
