@@ -163,6 +163,7 @@ def test_a_plain_loop_is_watched_and_another_sitecustomize_still_runs(tmp_path: 
     assert all(v is not None and v > 0 for _, v in report.loss)
     assert [s for s, _ in report.samples] == [0, 10, 20]
     assert f"open it: inspectr {run}" in proc.stderr and "no findings" in proc.stderr
+    assert "\x1b[" not in proc.stderr  # no status line when stderr is not a terminal
     chained = watch(tmp_path, [PY, "probe_site.py"], "--run", str(tmp_path / "r2"),
                     env={"PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path / "site")])})
     assert "USER_SITE_RAN=1" in chained.stdout
@@ -348,3 +349,33 @@ def test_accelerate_launch_on_cpu(tmp_path: Path) -> None:
     assert "accelerate done" in proc.stdout
     report = load_run(tmp_path / "runs" / "acc")  # accelerate's AcceleratedOptimizer steps the inner one
     assert report.run["optimizer"] == "SGD" and len(report.steps) == 10 and len(report.loss) == 10
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+def test_a_status_line_shows_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    write(tmp_path / "slow.py", LOOP.replace("STEPS", "160").replace("    opt.step()\n",
+                                                                     "    opt.step()\n    time.sleep(0.025)\n")
+          .replace("import torch\n", "import time\n\nimport torch\n", 1))
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([PY, "-m", "inspectr", "watch", "--run", "runs/slow", "--every", "50", "--",
+                             PY, "slow.py"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal's other end closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    text = seen.decode()
+    assert "\r\x1b[2Kinspectr: " in text
+    status = text.split("\r\x1b[2Kinspectr: ")[1].split("\r")[0]
+    assert str(tmp_path / "runs" / "slow") in status and " · step " in status and "watch cost" in status
