@@ -65,11 +65,19 @@ def rank_folder(run: Path) -> Path:
 def roots_of(optimizer: Any) -> list[nn.Module]:
     """The top-most live modules holding the parameters ``optimizer`` updates (see the module doc)."""
     mine = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    objects = gc.get_objects()
-    modules = [o for o in objects if issubclass(type(o), nn.Module)]  # type(): no __class__ lookups
-    others = {id(p) for o in objects if issubclass(type(o), torch.optim.Optimizer) and o is not optimizer
-              for g in o.param_groups for p in g["params"]} - mine
-    del objects
+    modules: list[nn.Module] = []
+    optimizers: list[Any] = []
+    kinds: dict[type, int] = {}  # one pass over every object, one issubclass per type (type(): no __class__)
+    for o in gc.get_objects():
+        t = type(o)
+        k = kinds.get(t)
+        if k is None:
+            k = kinds[t] = 1 if issubclass(t, nn.Module) else 2 if issubclass(t, torch.optim.Optimizer) else 0
+        if k == 1:
+            modules.append(o)
+        elif k == 2 and o is not optimizer:
+            optimizers.append(o)
+    others = {id(p) for o in optimizers for g in o.param_groups for p in g["params"]} - mine
     parents: dict[int, list[nn.Module]] = {}
     for m in modules:
         for c in m.children():
