@@ -379,3 +379,14 @@ def test_a_status_line_shows_on_a_terminal_only(tmp_path: Path) -> None:
     assert "\r\x1b[2Kinspectr: " in text
     status = text.split("\r\x1b[2Kinspectr: ")[1].split("\r")[0]
     assert str(tmp_path / "runs" / "slow") in status and " · step " in status and "watch cost" in status
+
+
+def test_a_command_killed_by_sigkill_gives_137_and_keeps_its_steps(tmp_path: Path) -> None:
+    write(tmp_path / "killed.py", LOOP.replace("STEPS", "30").replace(
+        "    opt.step()\n", "    opt.step()\n    if i == 12:\n        import os, signal\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"))
+    proc = watch(tmp_path, [PY, "killed.py"], "--run", "runs/killed", "--every", "5")
+    assert proc.returncode == 128 + 9
+    report = load_run(tmp_path / "runs" / "killed")  # every committed transaction survives kill -9
+    assert report.run["status"] == "running" and [s["step"] for s in report.steps][:11] == list(range(11))
+    assert "ended without closing the watch (killed?)" in proc.stderr

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec  # already imported by the time site runs
+from types import ModuleType
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,7 +49,8 @@ class _TorchImported:
     """A meta-path finder that finds nothing itself: when ``torch`` is imported, it wraps the
     real loader so that ``attach.install(torch)`` runs right after ``torch/__init__.py``."""
 
-    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if name != "torch":
             return None
         import importlib.util
