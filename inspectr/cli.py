@@ -250,6 +250,7 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         raise InspectrError(f"--format {fmt} is not available for a run folder ({args.spec}).",
                             "Use --format text (the default) or --format json.")
     report = load_run(args.spec)
+    nested_errors = False
     if fmt == "json":
         text = report.to_json()
     else:
@@ -261,7 +262,7 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         for sub in _nested_runs(args.spec):  # `inspectr watch`: a second optimizer's run, other ranks' runs
             sub_report = load_run(sub)
             text += f"\n── {sub} ──\n" + render_run_text(sub_report, width)
-            report = report if report.has_errors or not sub_report.has_errors else sub_report
+            nested_errors = nested_errors or sub_report.has_errors
     if args.check and args.format is None and not args.output:
         from inspectr.report.run import print_run_check
 
@@ -278,7 +279,7 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wrote {fmt} report of the run to {args.output}\n")
     else:
         sys.stdout.write(text)
-    return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
+    return EXIT_MODEL_PROBLEM if report.has_errors or nested_errors else EXIT_OK
 
 
 def _nested_runs(spec: str) -> list[Any]:
