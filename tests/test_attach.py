@@ -383,7 +383,8 @@ def test_a_status_line_shows_on_a_terminal_only(tmp_path: Path) -> None:
 
 def test_a_command_killed_by_sigkill_gives_137_and_keeps_its_steps(tmp_path: Path) -> None:
     write(tmp_path / "killed.py", LOOP.replace("STEPS", "30").replace(
-        "    opt.step()\n", "    opt.step()\n    if i == 12:\n        import os, signal\n"
+        "    opt.step()\n", "    opt.step()\n    if i == 12:\n        import os, signal, time\n"
+        "        time.sleep(1.0)  # the writer thread commits step 10's sample (kill -9 keeps what is committed)\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"))
     proc = watch(tmp_path, [PY, "killed.py"], "--run", "runs/killed", "--every", "5")
     assert proc.returncode == 128 + 9
