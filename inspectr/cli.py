@@ -58,6 +58,7 @@ examples:
   inspectr runs/exp1 --report              a run recorded by inspectr.watch (--format json, --check)
   inspectr runs/exp1                       the run in the app, live while it is written
   inspectr runs/                           the runs in a folder: a picker (a table with --report)
+  inspectr watch -- python train.py        watch a training script unchanged (inspectr watch --help)
 """
 
 
@@ -176,6 +177,9 @@ class ProgressLine:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["watch"]:
+        return _watch_command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: hub loading is local-only anyway
@@ -189,6 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; the model was left as it was\n")
         return 130
+
+
+def _watch_command(argv: list[str]) -> int:
+    """``inspectr watch ... -- COMMAND``: the command's exit code, or 2 for a bad request of ours."""
+    from inspectr.launch import watch_main
+
+    try:
+        return watch_main(argv)
+    except InspectrError as err:
+        print_error(err)
+        return err.exit_code
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -284,6 +299,7 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         raise InspectrError(f"--format {fmt} is not available for a run folder ({args.spec}).",
                             "Use --format text (the default) or --format json.")
     report = load_run(args.spec)
+    nested_errors = False
     if fmt == "json":
         text = report.to_json()
     else:
@@ -292,6 +308,10 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty() and not args.output
         width = args.width or (None if tty else int(os.environ.get("COLUMNS", 0)) or 120) or 120
         text = render_run_text(report, width)
+        for sub in _nested_runs(args.spec):  # `inspectr watch`: a second optimizer's run, other ranks' runs
+            sub_report = load_run(sub)
+            text += f"\n── {sub} ──\n" + render_run_text(sub_report, width)
+            nested_errors = nested_errors or sub_report.has_errors
     if args.check and args.format is None and not args.output:
         from inspectr.report.run import print_run_check
 
@@ -308,7 +328,16 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wrote {fmt} report of the run to {args.output}\n")
     else:
         sys.stdout.write(text)
-    return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
+    return EXIT_MODEL_PROBLEM if report.has_errors or nested_errors else EXIT_OK
+
+
+def _nested_runs(spec: str) -> list[Any]:
+    """The runs `inspectr watch` records beside RUN's own: RUN/optN, RUN/rankN, RUN/rankN/optN."""
+    from pathlib import Path
+
+    from inspectr.launch import recorded_runs
+
+    return recorded_runs(Path(spec))[1:]
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("inspect", 7, ("inspectr.core.inspect", "inspectr.core.inspection")),
     ("report", 8, ("inspectr.report",)),
     ("tui", 9, ("inspectr.tui",)),
+    # `inspectr watch -- COMMAND`: the launcher and the sitecustomize it puts into COMMAND's processes
+    ("launch", 9, ("inspectr.launch", "inspectr._attach")),
     ("entry", 10, ("inspectr", "inspectr.cli", "inspectr.__main__", "inspectr.freeze")),
 )
 

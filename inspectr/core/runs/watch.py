@@ -56,7 +56,9 @@ class Watch:
     """A context manager watching one training run; see ``inspectr.watch`` for the arguments."""
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
-                 every: int = 50, halt_on: str | None = None) -> None:
+                 every: int = 50, halt_on: str | None = None, own_hooks: bool = True) -> None:
+        # own_hooks=False: the caller's hooks call _pre_hook/_post_hook at each step of the optimizer
+        # (``inspectr watch -- COMMAND`` attaches mid-run from torch's global optimizer hooks)
         if not isinstance(model, nn.Module):
             raise InspectrError(f"inspectr.watch needs the nn.Module being trained, got {type(model).__name__}.",
                                 "Pass the model itself: inspectr.watch(model, optimizer, run=\"runs/exp1\").")
@@ -75,6 +77,7 @@ class Watch:
         self.folder = Path(run)
         self.every = every
         self.halt_on = halt_on
+        self.own_hooks = own_hooks
         self.step = 0  # optimizer steps completed
         self.active = False
         self.findings: list[Finding] = []
@@ -115,7 +118,7 @@ class Watch:
         self.writer = RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta)
         self.acts = ActivationWatch(self.paths, lambda exc: self._failed("activations", exc))
         self.handles = [self.model.register_forward_pre_hook(self._capture_inputs, with_kwargs=True)]
-        if self.optimizer is not None:
+        if self.optimizer is not None and self.own_hooks:
             self.handles.append(self.optimizer.register_step_pre_hook(self._pre_hook))
             self.handles.append(self.optimizer.register_step_post_hook(self._post_hook))
         self._prepare(0)
