@@ -205,7 +205,7 @@ def test_a_watch_driven_by_hand_reads_the_step_inside_a_closure(tmp_path: Path) 
     opt = torch.optim.SGD(model.parameters(), 0.1)
     g = torch.Generator().manual_seed(1)
     norms: list[float] = []
-    with Watch(model, opt, run=tmp_path / "r", every=2, hooks=False) as w:
+    with Watch(model, opt, run=tmp_path / "r", every=2, own_hooks=False) as w:
         for _ in range(6):
             x, y = torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)
 

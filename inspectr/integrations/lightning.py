@@ -5,7 +5,7 @@
 
 Lightning's automatic optimization calls ``optimizer.step(closure)`` and runs the forward and
 backward inside the closure, after the optimizer's step pre-hook: those hooks are the wrong
-boundary here, so the watch is driven by hand (``Watch(..., hooks=False)``). Its gradients are
+boundary here, so the watch is driven by hand (``Watch(..., own_hooks=False)``). Its gradients are
 read at ``on_before_optimizer_step``, which Lightning calls after the backward and the AMP
 unscaling and before its own gradient clipping (``gradient_clip_val``); the update is over at
 ``on_train_batch_end``, where the loss ``training_step`` returned is logged (with gradient
@@ -62,7 +62,7 @@ def _build() -> Any:
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.watch = Watch(pl_module, self.optimizer, run=self.run, every=self.every, halt_on=self.halt_on,
-                               hooks=False)
+                               own_hooks=False)
             self.watch.__enter__()
             self.stepping, self.losses = False, []
 

@@ -3,7 +3,7 @@
     from inspectr.integrations.transformers import InspectrCallback
     trainer = Trainer(model, args, train_dataset=ds, callbacks=[InspectrCallback(run="runs/exp1", every=50)])
 
-The watch is driven by the Trainer's own events (``Watch(..., hooks=False)``): the gradients are
+The watch is driven by the Trainer's own events (``Watch(..., own_hooks=False)``): the gradients are
 read at ``on_pre_optimizer_step``, which comes after the gradient clipping (``max_grad_norm``) and
 the AMP unscaling, just before ``optimizer.step()``; the update is over at ``on_optimizer_step``.
 The loss is the one the Trainer logs (``on_log``, every ``logging_steps`` steps: set
@@ -47,7 +47,7 @@ def _build() -> Any:
                            **kwargs: Any) -> None:
             # accelerate wraps the optimizer; the watch reads the real one's parameter groups
             inner = getattr(optimizer, "optimizer", optimizer)
-            self.watch = Watch(model, inner, run=self.run, every=self.every, halt_on=self.halt_on, hooks=False)
+            self.watch = Watch(model, inner, run=self.run, every=self.every, halt_on=self.halt_on, own_hooks=False)
             self.watch.__enter__()
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

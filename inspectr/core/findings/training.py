@@ -58,6 +58,7 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     UPDATE_SPREAD,
     frozen_batchnorm_finding,
 )
+from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.rules import nonfinite_grad
 from inspectr.core.result import Finding, ModuleRow
 from inspectr.core.training.steps import TrainingRun
@@ -134,11 +135,18 @@ def diverging(run: TrainingRun) -> list[Finding]:
         else:
             where = ""
             what = "every module output was finite: the loss computation itself made it"
+        trace = run.nonfinite_trace
+        kind = "nan" if bad == "NaN" else "inf"
+        order = ("nan", "inf") if kind == "nan" else ("inf", "nan")  # a loss of NaN may come from a module's Inf
+        found = [(k, getattr(trace, k)) for k in order if trace is not None and getattr(trace, k) is not None]
+        site_kind, site = found[0] if found else (kind, None)
+        from_inf = trace.from_inf if trace is not None and site_kind == "nan" else None
+        call = f" {op_sentence(site, site_kind, from_inf)}" if site is not None else ""
         return [Finding(
             "diverging", "error", where,
-            f"The loss turned {bad} at step {k} (it started at {losses[0]:.4g}); {what}. Lower the learning "
+            f"The loss turned {bad} at step {k} (it started at {losses[0]:.4g}); {what}.{call} Lower the learning "
             "rate (--lr), clip gradients, or guard the log/exp/division there.",
-            {"step": k, "start": losses[0], "nonfinite": bad},
+            {"step": k, "start": losses[0], "nonfinite": bad, **op_detail(site, from_inf)},
         )]
     start = losses[0]
     limit = DIVERGE_FACTOR * abs(start)

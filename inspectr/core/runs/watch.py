@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from inspectr.core.findings.common import UPDATE_MIN_RMS
+from inspectr.core.findings.op_culprit import with_call
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
@@ -55,16 +56,18 @@ FLUSH_SECONDS = 2.0  # on CPU, steps between samples are written at least this o
 class Watch:
     """A context manager watching one training run; see ``inspectr.watch`` for the arguments.
 
-    ``hooks=False`` (with an optimizer): the optimizer's step hooks are not used; the caller marks
-    each update with ``before_update()`` (gradients final, update next) and ``after_update()``.
+    ``own_hooks=False`` (with an optimizer): the optimizer's step hooks are not used; the caller
+    marks each update with ``before_update()`` (gradients final, update next) and ``after_update()``.
     The framework callbacks (``inspectr.integrations``) drive it so."""
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
-                 every: int = 50, halt_on: str | None = None, hooks: bool = True) -> None:
+                 every: int = 50, halt_on: str | None = None, own_hooks: bool = True) -> None:
+        # own_hooks=False: the caller's hooks call _pre_hook/_post_hook at each step of the optimizer
+        # (``inspectr watch -- COMMAND`` attaches mid-run from torch's global optimizer hooks)
         if not isinstance(model, nn.Module):
             raise InspectrError(f"inspectr.watch needs the nn.Module being trained, got {type(model).__name__}.",
                                 "Pass the model itself: inspectr.watch(model, optimizer, run=\"runs/exp1\").")
-        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook" if hooks else "param_groups"):
+        if optimizer is not None and not hasattr(optimizer, "register_step_pre_hook"):
             raise InspectrError(
                 f"inspectr.watch: optimizer= must be a torch.optim.Optimizer, got {type(optimizer).__name__}.",
                 "Pass the optimizer your loop steps, or none: then each w.log(...) marks the end of a step.")
@@ -79,9 +82,7 @@ class Watch:
         self.folder = Path(run)
         self.every = every
         self.halt_on = halt_on
-        # False: the caller marks each update with before_update()/after_update() (a framework's
-        # callbacks, where the optimizer's own step hooks are the wrong boundary)
-        self.hooks = hooks
+        self.own_hooks = own_hooks
         self.step = 0  # optimizer steps completed
         self.active = False
         self.findings: list[Finding] = []
@@ -125,7 +126,7 @@ class Watch:
         self.running = RunningStats(self.layout.modules)
         self.order_saved = False
         self.handles = [self.model.register_forward_pre_hook(self._capture_inputs, with_kwargs=True)]
-        if self.optimizer is not None and self.hooks:
+        if self.optimizer is not None and self.own_hooks:
             self.handles.append(self.optimizer.register_step_pre_hook(self._pre_hook))
             self.handles.append(self.optimizer.register_step_post_hook(self._post_hook))
         self._prepare(0)
@@ -205,14 +206,14 @@ class Watch:
             self._guarded("step", self._after_update)
 
     def before_update(self) -> None:
-        """Mark that the gradients of this step are final and its update is next (``hooks=False``):
+        """Mark that this step's gradients are final and its update is next (``own_hooks=False``):
         what the optimizer's step pre-hook does otherwise. Lightning's closure runs the forward and
         backward inside ``optimizer.step(closure)``, after that pre-hook, so its callback calls this."""
         if self.active:
             self._guarded("step", self._before_update)
 
     def after_update(self) -> None:
-        """Mark that this step's update is done (``hooks=False``): the step pre-hook's pair."""
+        """Mark that this step's update is done (``own_hooks=False``): the step pre-hook's pair."""
         if self.active:
             self._guarded("step", self._after_update)
 
@@ -432,7 +433,7 @@ class Watch:
         if norms is not None:
             per = self.layout.per_module(norms.square(), idx)
             grad_modules = [self.layout.modules[i][0] for i in sorted(per) if not math.isfinite(per[i])]
-        module, input_bad, replayed, note = None, False, False, ""
+        module, input_bad, replayed, note, trace = None, False, False, "", None
         if self.last_inputs is not None and "replay" not in self.off:
             args, kwargs = self.last_inputs
             input_bad = any(t.is_floating_point() and not bool(torch.isfinite(t).all())
@@ -442,9 +443,10 @@ class Watch:
                     result = run_probe(self.model, tuple(args), dict(kwargs),
                                        ProbeOptions(backward=False, mode="own", flops=False))
                     module = nonfinite_culprit(result.measures)
+                    trace = result.op_trace  # the torch call and line that made it
                     replayed = True
                 except Exception as exc:
                     self._failed("replay", exc)
         else:
             note = "(The step's inputs were not seen: the model's forward ran outside the watch.)"
-        return nonfinite_finding(s, module, input_bad, replayed, grad_modules, note)
+        return with_call(nonfinite_finding(s, module, input_bad, replayed, grad_modules, note), trace)
