@@ -31,6 +31,8 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("findings", 5, ("inspectr.core.findings",)),
     # inspectr.watch in the user's own loop, its run store and the RunReport read back from it
     ("runs", 6, ("inspectr.core.runs",)),
+    # the training frameworks' callbacks (Lightning, Hugging Face) driving inspectr.watch
+    ("integrations", 7, ("inspectr.integrations",)),
     ("inspect", 7, ("inspectr.core.inspect", "inspectr.core.inspection")),
     ("report", 8, ("inspectr.report",)),
     ("tui", 9, ("inspectr.tui",)),

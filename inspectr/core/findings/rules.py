@@ -42,6 +42,16 @@ from __future__ import annotations
 import math
 from operator import itemgetter
 
+from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are read from here too)
+    DEAD_ERROR,
+    DEAD_MIN_SAMPLES,
+    DEAD_MIN_UNITS,
+    DEAD_WARN,
+    EXPLODE_RATIO,
+    EXPLODE_RMS,
+    VANISH_RATIO,
+    common_ancestor,
+)
 from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.zero_init import (
     behind_zero_init,
@@ -53,28 +63,7 @@ from inspectr.core.probe.grad_origin import GradOrigin, short_location
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
-DEAD_WARN = 0.7
-DEAD_MIN_UNITS = 8
-DEAD_ERROR = 0.99
-DEAD_MIN_SAMPLES = 16
-VANISH_RATIO = 1e-5
-EXPLODE_RATIO = 1e4
-EXPLODE_RMS = 1e8
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-def common_ancestor(paths: list[str]) -> str:
-    """The deepest module path that contains every one of ``paths``."""
-    if not paths:
-        return ""
-    split = [p.split(".") if p else [] for p in paths]
-    prefix: list[str] = []
-    for parts in zip(*split):
-        if all(x == parts[0] for x in parts):
-            prefix.append(parts[0])
-        else:
-            break
-    return ".".join(prefix)
 
 
 def _label(path: str) -> str:
