@@ -56,6 +56,9 @@ examples:
   inspectr sick_dead_relu --check          CI: exit 1 when an error finding is present
   inspectr lenet --report --steps 20       train 20 steps on one batch: does it learn, layer by layer
   inspectr runs/exp1 --report              a run recorded by inspectr.watch (--format json, --check)
+  inspectr runs/exp1                       the run in the app, live while it is written
+  inspectr runs/                           the runs in a folder: a picker (a table with --report)
+  inspectr watch -- python train.py        watch a training script unchanged (inspectr watch --help)
 """
 
 
@@ -174,6 +177,9 @@ class ProgressLine:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 fine, 1 model problems, 2 bad request)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["watch"]:
+        return _watch_command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: hub loading is local-only anyway
@@ -187,6 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; the model was left as it was\n")
         return 130
+
+
+def _watch_command(argv: list[str]) -> int:
+    """``inspectr watch ... -- COMMAND``: the command's exit code, or 2 for a bad request of ours."""
+    from inspectr.launch import watch_main
+
+    try:
+        return watch_main(argv)
+    except InspectrError as err:
+        print_error(err)
+        return err.exit_code
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -210,7 +227,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         sys.stdout.write("\nRun `inspectr NAME` to open one, or `inspectr NAME --report` to print its report.\n")
         return EXIT_OK
     if _is_run_folder(args.spec):
+        if interactive and not wants_report:
+            from inspectr.tui.run_app import run_runs_app
+
+            return run_runs_app(args.spec)
         return _run_folder_report(args)
+    if _holds_runs(args.spec):
+        return _runs_listing(args, interactive and not wants_report)
     if interactive and not wants_report:
         from inspectr.tui.app import run_app
 
@@ -225,6 +248,47 @@ def _is_run_folder(spec: str) -> bool:
     return (Path(spec) / "run.sqlite").is_file()
 
 
+def _holds_runs(spec: str) -> bool:
+    """A folder that is no model itself (no config.json) with run folders 1-2 levels below it; a
+    folder holding neither gets an error here, not a confusing model-loading one."""
+    from pathlib import Path
+
+    folder = Path(spec)
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return False
+    from inspectr.core.runs.listing import find_runs
+
+    if find_runs(folder):
+        return True
+    model_files = {".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+    if any(p.suffix in model_files for p in folder.iterdir()):
+        return False  # an adapter, weights without config.json...: the model loader says what is missing
+    raise InspectrError(f"{spec} is a folder that holds no inspectr run (no run.sqlite in it or one or two "
+                        "levels below) and no model (no config.json).",
+                        "Give a run folder written by inspectr.watch(run=...), a folder of such runs "
+                        "(e.g. inspectr runs/), or a model spec (inspectr --list shows the registered ones).")
+
+
+def _runs_listing(args: argparse.Namespace, interactive: bool) -> int:
+    """``inspectr runs/``: a picker in the app on a terminal, else a table of the runs on stdout."""
+    if interactive:
+        from inspectr.tui.run_app import run_runs_app
+
+        return run_runs_app(folder=args.spec)
+    if args.format not in (None, "text"):
+        raise InspectrError(f"--format {args.format} is not available for a folder of runs ({args.spec}).",
+                            "Use --report for the table, or give one run folder for --format json.")
+    from inspectr.core.runs.listing import list_runs
+    from inspectr.report.render import make_console
+    from inspectr.report.run_views import runs_table
+
+    tty = sys.stdout.isatty()
+    console = make_console(width=None if tty else (args.width or int(os.environ.get("COLUMNS", 0)) or 120),
+                           color=None if tty else False)
+    console.print(runs_table(list_runs(args.spec), args.spec))
+    return EXIT_OK
+
+
 def _run_folder_report(args: argparse.Namespace) -> int:
     """``inspectr RUN``: the report of a watched run (text, or JSON with --format json); --check
     prints one line per finding. Exit 1 when an error finding is present."""
@@ -235,6 +299,7 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         raise InspectrError(f"--format {fmt} is not available for a run folder ({args.spec}).",
                             "Use --format text (the default) or --format json.")
     report = load_run(args.spec)
+    nested_errors = False
     if fmt == "json":
         text = report.to_json()
     else:
@@ -243,6 +308,10 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         tty = sys.stdout.isatty() and not args.output
         width = args.width or (None if tty else int(os.environ.get("COLUMNS", 0)) or 120) or 120
         text = render_run_text(report, width)
+        for sub in _nested_runs(args.spec):  # `inspectr watch`: a second optimizer's run (RUN/optN)
+            sub_report = load_run(sub)
+            text += f"\n── {sub} ──\n" + render_run_text(sub_report, width)
+            nested_errors = nested_errors or sub_report.has_errors
     if args.check and args.format is None and not args.output:
         from inspectr.report.run import print_run_check
 
@@ -259,7 +328,16 @@ def _run_folder_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wrote {fmt} report of the run to {args.output}\n")
     else:
         sys.stdout.write(text)
-    return EXIT_MODEL_PROBLEM if report.has_errors else EXIT_OK
+    return EXIT_MODEL_PROBLEM if report.has_errors or nested_errors else EXIT_OK
+
+
+def _nested_runs(spec: str) -> list[Any]:
+    """The runs `inspectr watch` records beside RUN's own: RUN/optN, one per further optimizer."""
+    from pathlib import Path
+
+    from inspectr.launch import recorded_runs
+
+    return recorded_runs(Path(spec))[1:]
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -136,7 +136,7 @@ def test_nan_born_in_backward_is_named_at_the_op_not_where_it_arrives():
     (f,) = [f for f in r.findings if f.kind == "nonfinite_grad"]
     assert (f.severity, f.module) == ("error", "compress")
     d = f.detail
-    assert (d["op"], d["node"], d["nonfinite"]) == ("sqrt", "SqrtBackward0", "NaN")
+    assert (d["op"], d["node"], d["nonfinite"]) == ("torch.sqrt", "SqrtBackward0", "NaN")
     assert 0 < d["count"] < d["numel"] == 4 * 64
     assert d["location"].endswith("sick.py:" + d["location"].rsplit(":", 1)[1]) and "torch.where" in d["code"]
     assert "torch.where differentiates both branches" in f.message and "clamp_min" in f.message
@@ -214,4 +214,4 @@ def test_cli_check_fails_on_a_nan_born_in_backward():
     proc = run_cli("sick_inf_grad", "--format", "json")
     doc = json.loads(proc.stdout)
     (f,) = [f for f in doc["findings"] if f["kind"] == "nonfinite_grad"]
-    assert f["module"] == "gated" and f["detail"]["nonfinite"] == "Inf" and f["detail"]["op"] == "sqrt"
+    assert f["module"] == "gated" and f["detail"]["nonfinite"] == "Inf" and f["detail"]["op"] == "torch.sqrt"

@@ -31,9 +31,13 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("findings", 5, ("inspectr.core.findings",)),
     # inspectr.watch in the user's own loop, its run store and the RunReport read back from it
     ("runs", 6, ("inspectr.core.runs",)),
+    # the training frameworks' callbacks (Lightning, Hugging Face) driving inspectr.watch
+    ("integrations", 7, ("inspectr.integrations",)),
     ("inspect", 7, ("inspectr.core.inspect", "inspectr.core.inspection")),
     ("report", 8, ("inspectr.report",)),
     ("tui", 9, ("inspectr.tui",)),
+    # `inspectr watch -- COMMAND`: the launcher and the sitecustomize it puts into COMMAND's processes
+    ("launch", 9, ("inspectr.launch", "inspectr._attach")),
     ("entry", 10, ("inspectr", "inspectr.cli", "inspectr.__main__", "inspectr.freeze")),
 )
 
@@ -140,6 +144,8 @@ def test_no_import_cycles() -> None:
 def test_the_stage_table_is_honest() -> None:
     """The checks above can fail: an upward import and a cycle are both caught."""
     assert stage_of("inspectr.core.probe.hooks") == ("probe", 3)
+    assert stage_of("inspectr.core.probe.op_trace") == ("probe", 3)  # issue 22: the op/line replay
+    assert stage_of("inspectr.core.findings.op_culprit") == ("findings", 5)
     assert stage_of("inspectr.core.inspect") == ("inspect", 7)
     assert stage_of("inspectr.core.runs.watch") == ("runs", 6)
     assert stage_of("inspectr.core.inputs") == ("inputs", 2)

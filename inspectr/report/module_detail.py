@@ -23,6 +23,7 @@ from inspectr.report.formatting import (
     sparkline,
 )
 from inspectr.report.render import saved_by_subtree
+from inspectr.report.source_view import source_panel
 
 
 def module_detail(report: Report, row: ModuleRow) -> RenderableType:
@@ -119,4 +120,7 @@ def module_detail(report: Report, row: ModuleRow) -> RenderableType:
         parts.append(Text("\nFindings", style="bold"))
         for f in found:
             parts.append(Text(f"{SEVERITY_MARK[f.severity]} {f.kind}: {f.message}", style=SEVERITY_STYLE[f.severity]))
+            where = source_panel(f)  # the user's code around the call, highlighted
+            if where is not None:
+                parts.append(where)
     return Group(*parts)

@@ -31,6 +31,7 @@ from inspectr.report.formatting import (
 )
 from inspectr.report.json_text import json_text
 from inspectr.report.long_table import LongTable
+from inspectr.report.source_view import caret_lines, finding_sources, source_block
 
 if TYPE_CHECKING:
     from inspectr.core.memory.estimate import MemoryEstimate
@@ -270,11 +271,12 @@ def findings_table(findings: Sequence[Finding]) -> RenderableType:
     t.add_column("Module", no_wrap=True, overflow="fold")
     t.add_column("What to look at", overflow="fold")
     for f in findings:
+        where = source_block(f)  # the user's line, with a caret under the call
         t.add_row(
             Text(f"{SEVERITY_MARK[f.severity]} {f.severity}", style=SEVERITY_STYLE[f.severity]),
             f.kind,
             Text(f.module or "(root)", style="bold"),
-            f.message,
+            f.message if where is None else Group(Text(f.message), where),
         )
     return t
 
@@ -429,6 +431,8 @@ def to_markdown(report: Report, depth: int | None = None) -> str:
             lines.append("No problems found.")
         for f in report.findings:
             lines.append(f"- **{f.severity}** `{f.kind}` at `{f.module or '(root)'}`: {f.message}")
+            for _, src in finding_sources(f):
+                lines += ["", "  ```", f"  {caret_lines(src).plain}".replace("\n", "\n  "), "  ```"]
     for n in p.notes:
         lines.append(f"\n> note: {n}")
     return "\n".join(lines) + "\n"

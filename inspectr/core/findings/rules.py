@@ -42,6 +42,17 @@ from __future__ import annotations
 import math
 from operator import itemgetter
 
+from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are read from here too)
+    DEAD_ERROR,
+    DEAD_MIN_SAMPLES,
+    DEAD_MIN_UNITS,
+    DEAD_WARN,
+    EXPLODE_RATIO,
+    EXPLODE_RMS,
+    VANISH_RATIO,
+    common_ancestor,
+)
+from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.zero_init import (
     behind_zero_init,
     explained_by_zero_init,
@@ -52,28 +63,7 @@ from inspectr.core.probe.grad_origin import GradOrigin, short_location
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
-DEAD_WARN = 0.7
-DEAD_MIN_UNITS = 8
-DEAD_ERROR = 0.99
-DEAD_MIN_SAMPLES = 16
-VANISH_RATIO = 1e-5
-EXPLODE_RATIO = 1e4
-EXPLODE_RMS = 1e8
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-def common_ancestor(paths: list[str]) -> str:
-    """The deepest module path that contains every one of ``paths``."""
-    if not paths:
-        return ""
-    split = [p.split(".") if p else [] for p in paths]
-    prefix: list[str] = []
-    for parts in zip(*split):
-        if all(x == parts[0] for x in parts):
-            prefix.append(parts[0])
-        else:
-            break
-    return ".".join(prefix)
 
 
 def _label(path: str) -> str:
@@ -109,9 +99,20 @@ def _errors(result: ProbeResult) -> list[Finding]:
     kind = "forward_error" if e.phase == "forward" else "backward_error"
     advice = ("check the shapes this module receives against what it was built for"
               if e.phase == "forward" else "check custom autograd Functions and in-place ops on tensors autograd saved")
+    detail: dict[str, object] = {"exception": e.exception, "input_shapes": list(e.input_shapes)}
+    trace = result.op_trace if e.phase == "forward" else None
+    why = ""
+    if trace is not None and trace.failed is not None:
+        failed = trace.failed
+        detail.update(op_detail(failed.site))
+        detail["explanation"] = failed.explanation
+        detail["size_origin"] = failed.size_origin.detail() if failed.size_origin is not None else None
+        why = f" {failed.explanation}." if failed.explanation else ""
+    elif trace is not None and trace.error_source is not None:
+        detail["source"] = trace.error_source.to_dict()
     return [Finding(kind, "error", e.module or "",
-                    f"{e.phase.capitalize()} pass failed in {where}{shapes}: {e.exception}: {e.message}; {advice}.",
-                    {"exception": e.exception, "input_shapes": list(e.input_shapes)})]
+                    f"{e.phase.capitalize()} pass failed in {where}{shapes}: {e.exception}: {e.message}.{why} "
+                    f"{advice[0].upper()}{advice[1:]}.", detail)]
 
 
 def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding]:
@@ -123,14 +124,18 @@ def _nonfinite(result: ProbeResult, rows: tuple[ModuleRow, ...]) -> list[Finding
     out = []
     if st is None:
         return out
+    trace = result.op_trace
     for kind, count in (("nan", st.nan), ("inf", st.inf)):
         if count:
+            site = None if trace is None else (trace.nan if kind == "nan" else trace.inf)
+            from_inf = trace.from_inf if trace is not None and kind == "nan" else None
+            why = (op_sentence(site, kind, from_inf) if site is not None
+                   else "Look at its log/sqrt/division/exp for out-of-range inputs.")
             out.append(Finding(
                 kind, "error", path,
                 f"{_label(path)} ({row.type}) turns finite inputs into {count:,} {'NaN' if kind == 'nan' else 'Inf'} values "
-                f"of {st.numel:,}; look at its log/sqrt/division/exp for out-of-range inputs "
-                "(downstream modules only pass them on).",
-                {"count": count, "numel": st.numel},
+                f"of {st.numel:,} (downstream modules only pass them on). {why}",
+                {"count": count, "numel": st.numel, **op_detail(site, from_inf)},
             ))
     return out
 
@@ -194,8 +199,10 @@ def nonfinite_grad(origin: GradOrigin | None, modules: int, first_reached: str =
         "nonfinite_grad", "error", origin.module or "",
         f"{where} turned finite gradients into {origin.count:,} {bad} value{'s' if origin.count != 1 else ''} "
         f"of {origin.numel:,} in {place}{mtype} at {at}, while the forward stayed finite{more}; {inherit}. {advice}",
-        {"op": origin.op, "node": origin.node, "nonfinite": bad, "count": origin.count, "numel": origin.numel,
-         "location": origin.location, "code": origin.code, "later": origin.later, "modules": modules, **extra},
+        {"op": origin.op, "op_created": True, "op_module": origin.module, "node": origin.node, "nonfinite": bad,
+         "count": origin.count, "numel": origin.numel, "location": origin.location, "code": origin.code,
+         "source": origin.source.to_dict() if origin.source is not None else None, "later": origin.later,
+         "modules": modules, **extra},
     )]
 
 

@@ -46,25 +46,26 @@ import math
 import statistics
 from collections.abc import Iterable
 
-from inspectr.core.findings.rules import (
+from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are read from here too)
     DEAD_ERROR,
     DEAD_MIN_SAMPLES,
     DEAD_MIN_UNITS,
     DEAD_WARN,
-    common_ancestor,
-    nonfinite_grad,
+    SPARSE_TYPES,
+    UPDATE_HIGH,
+    UPDATE_LOW,
+    UPDATE_MIN_RMS,
+    UPDATE_SPREAD,
+    frozen_batchnorm_finding,
 )
+from inspectr.core.findings.op_culprit import op_detail, op_sentence
+from inspectr.core.findings.rules import nonfinite_grad
 from inspectr.core.result import Finding, ModuleRow
 from inspectr.core.training.steps import TrainingRun
 
 NOT_LEARNING_FRACTION = 0.95
 NOT_LEARNING_MIN_STEPS = 20
 DIVERGE_FACTOR = 10.0
-UPDATE_LOW = 1e-5
-UPDATE_HIGH = 1e-1
-UPDATE_SPREAD = 100.0
-UPDATE_MIN_RMS = 1e-3
-SPARSE_TYPES = ("Embedding", "EmbeddingBag")
 
 
 def _label(path: str) -> str:
@@ -134,11 +135,18 @@ def diverging(run: TrainingRun) -> list[Finding]:
         else:
             where = ""
             what = "every module output was finite: the loss computation itself made it"
+        trace = run.nonfinite_trace
+        kind = "nan" if bad == "NaN" else "inf"
+        order = ("nan", "inf") if kind == "nan" else ("inf", "nan")  # a loss of NaN may come from a module's Inf
+        found = [(k, getattr(trace, k)) for k in order if trace is not None and getattr(trace, k) is not None]
+        site_kind, site = found[0] if found else (kind, None)
+        from_inf = trace.from_inf if trace is not None and site_kind == "nan" else None
+        call = f" {op_sentence(site, site_kind, from_inf)}" if site is not None else ""
         return [Finding(
             "diverging", "error", where,
-            f"The loss turned {bad} at step {k} (it started at {losses[0]:.4g}); {what}. Lower the learning "
+            f"The loss turned {bad} at step {k} (it started at {losses[0]:.4g}); {what}.{call} Lower the learning "
             "rate (--lr), clip gradients, or guard the log/exp/division there.",
-            {"step": k, "start": losses[0], "nonfinite": bad},
+            {"step": k, "start": losses[0], "nonfinite": bad, **op_detail(site, from_inf)},
         )]
     start = losses[0]
     limit = DIVERGE_FACTOR * abs(start)
@@ -359,18 +367,4 @@ def frozen_batchnorm(rows: tuple[ModuleRow, ...], paths: list[str], drift: dict[
     hit = [p for p in paths if p in called]
     if not hit:
         return []
-    where = common_ancestor(hit)
-    names = ", ".join(_label(p) for p in hit[:4]) + (", …" if len(hit) > 4 else "")
-    moved = ""
-    if drift:
-        top = max(drift.values())
-        moved = f" In {steps} steps their running statistics moved by up to {top:.1%}."
-    n = len(hit)
-    return [Finding(
-        "frozen_batchnorm_updating", "warning", where,
-        f"{n} BatchNorm layer{'s' if n != 1 else ''} ({names}) {'have' if n != 1 else 'has'} frozen parameters "
-        f"but run{'' if n != 1 else 's'} in train mode, so the running statistics still update on every batch "
-        f"and the 'frozen' backbone drifts.{moved} Call .eval() on the frozen part after model.train() "
-        "(or unfreeze it).",
-        {"layers": hit, "max_drift": max(drift.values()) if drift else None},
-    )]
+    return [frozen_batchnorm_finding(hit, drift, f"In {steps} steps")]

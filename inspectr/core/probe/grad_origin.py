@@ -14,10 +14,8 @@ gradients are finite and whose outgoing ones are not is where the NaN or Inf was
 
 from __future__ import annotations
 
-import linecache
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,16 +23,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from inspectr.core.probe.source_line import (
+    Site,
+    SourceLine,
+    op_name,
+    resolve,
+    stack_source,
+    user_frame,
+)
 from inspectr.core.state import ParamGuard
-
-# operator dunders read better as the operator the user wrote
-_OPERATORS = {"__truediv__": "/", "__rtruediv__": "/", "__itruediv__": "/=", "__pow__": "**", "__rpow__": "**",
-              "__ipow__": "**=", "__mul__": "*", "__rmul__": "*", "__imul__": "*=", "__matmul__": "@",
-              "__rmatmul__": "@", "__add__": "+", "__radd__": "+", "__sub__": "-", "__rsub__": "-",
-              "__neg__": "unary -"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class GradOrigin:
     module: str | None  # the innermost module running when the forward op was called ("" the root;
     # None: outside every module, e.g. in a training step's loss)
     module_type: str | None
-    op: str  # the forward call: "sqrt", "log", "/", or the autograd node's name when unseen
+    op: str  # the forward call as written: "torch.sqrt", "Tensor.log", "/", "MyFn.apply", else the node's name
     node: str  # the autograd node, e.g. "SqrtBackward0"
     kind: str  # "nan" | "inf": NaN when its output gradients hold any NaN
     count: int  # non-finite values in the gradients it sent on
@@ -52,6 +53,7 @@ class GradOrigin:
     location: str = ""  # "file:line" of the user's code that called the op ("" unknown)
     code: str = ""  # that line, stripped
     later: int = 0  # further backward ops that turned finite gradients non-finite after it
+    source: SourceLine | None = None  # the user's line with the call's columns and the lines around it
 
 
 def _finite(g: torch.Tensor) -> bool:
@@ -73,17 +75,6 @@ def _counts(grads: list[torch.Tensor]) -> tuple[str, int, int]:
     return ("nan" if nan else "inf"), bad, numel
 
 
-def _caller() -> tuple[str, str]:
-    """The innermost frame outside torch and inspectr's core: the user's line that called the op."""
-    f = sys._getframe(2)
-    while f is not None:
-        name = f.f_code.co_filename.replace("\\", "/")
-        if "/torch/" not in name and "/inspectr/core/" not in name:
-            return f"{f.f_code.co_filename}:{f.f_lineno}", linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
-        f = f.f_back
-    return "", ""
-
-
 def short_location(location: str) -> str:
     """``/long/path/model.py:12`` -> ``model.py:12``."""
     return os.path.basename(location) if location else ""
@@ -103,7 +94,7 @@ class _OpWatch(TorchFunctionMode):
         return out
 
 
-Tag = tuple[str | None, str, str, str]  # (module path, op, location, code)
+Tag = tuple[str | None, Any, Site | None]  # (module path, the torch function or None, the user's frame)
 
 
 class GradOriginTracer:
@@ -134,7 +125,8 @@ class GradOriginTracer:
                     continue
                 module_handles.append(mod.register_forward_pre_hook(self._pre(path)))
                 module_handles.append(mod.register_forward_hook(self._post(path)))
-            with _OpWatch(self):
+            # nodes no torch call shows (a custom autograd Function) keep the stack that made them
+            with _OpWatch(self), torch.autograd.set_detect_anomaly(True, check_nan=False):
                 yield
         finally:
             for h in module_handles:
@@ -184,15 +176,15 @@ class GradOriginTracer:
         if not fresh:
             return
         where = path if path is not None else (self.stack[-1] if self.stack else None)
-        op = "" if func is None else getattr(func, "__name__", "") or str(func)
-        location, code = _caller() if func is not None else ("", "")
-        tag = (where, _OPERATORS.get(op, op), location, code)
+        tag = (where, func, user_frame(2) if func is not None else None)
         for fn in fresh:
             self._adopt(fn, tag)
 
     def _adopt(self, node: Any, tag: Tag) -> None:
         """Hook ``node`` and the untagged nodes behind it: the inner steps of a composite call
-        (``F.normalize``'s norm and clamp) share the tag of the call that made them."""
+        (``F.normalize``'s norm and clamp) share the tag of the call that made them. A custom
+        Function's node was made by its ``apply``, which no torch call shows: it keeps only the
+        module, and its line comes from the stack anomaly mode recorded."""
         todo = [node]
         while todo:
             n = todo.pop()
@@ -201,10 +193,13 @@ class GradOriginTracer:
             self.nodes[id(n)] = n
             if type(n).__name__ == "AccumulateGrad":
                 continue  # a leaf: it sends nothing on
-            self.handles.append(n.register_hook(self._hook(n.name(), tag)))
+            own = (tag[0], None, None) if isinstance(n, BackwardCFunction) else tag
+            self.handles.append(n.register_hook(self._hook(n, own)))
             todo.extend(f for f, _ in n.next_functions)
 
-    def _hook(self, name: str, tag: Tag) -> Callable[..., None]:
+    def _hook(self, node: Any, tag: Tag) -> Callable[..., None]:
+        name = node.name()
+
         def hook(grad_inputs: tuple[torch.Tensor | None, ...], grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
             bad = [g for g in grad_inputs if g is not None and not _finite(g)]
             if not bad or any(g is not None and not _finite(g) for g in grad_outputs):
@@ -213,9 +208,16 @@ class GradOriginTracer:
                 self.later += 1
                 return
             kind, count, numel = _counts(bad)
-            path, op, location, code = tag
+            path, func, site = tag
             mtype = self.types.get(path) if path is not None else None
-            self.origin = GradOrigin(path, mtype, op or name, name, kind, count, numel, location, code)
+            if func is not None:
+                op, source = op_name(func, site), resolve(site)
+            else:  # a custom Function's node (or one made while torch functions were off)
+                op = f"{name[:-len('Backward')]}.apply" if name.endswith("Backward") else name
+                source = stack_source(node.metadata.get("traceback_"))
+            self.origin = GradOrigin(path, mtype, op, name, kind, count, numel,
+                                     source.location if source is not None else "",
+                                     source.code if source is not None else "", source=source)
 
         return hook
 

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from inspectr.core.probe.backward_seed import seed_gradients
+from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.grad_origin import GradOrigin, GradOriginTracer, has_nonfinite
 from inspectr.core.probe.grad_stats import norms as stats_norms
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.probe.op_trace import OpTrace, OpTracer
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.saved_bytes import NO_SAVES as _NO_SAVES
 from inspectr.core.probe.zero_init import ZeroInit, zero_inits
@@ -62,6 +64,9 @@ class ProbeResult:
     # came out non-finite while the forward stayed finite)
     grad_origin: GradOrigin | None = None
     saved_counted: bool = False  # the measures hold the bytes autograd saved for backward
+    # the torch call and the user's line behind a NaN/Inf forward output or a forward error (traced
+    # by a replay only when the pass saw one)
+    op_trace: OpTrace | None = None
 
 
 
@@ -129,7 +134,52 @@ def run_probe(
             result = _run(model, args, kwargs, retry, param_map, again, meta, extra, tree)
         if _grads_nonfinite(result, meta):
             result = replace(result, grad_origin=_trace_grad_origin(model, args, kwargs, opts, param_map, tree, extra))
+        failed = result.error is not None and result.error.phase == "forward"
+        culprit = None if failed or meta else nonfinite_culprit(result.measures)
+        if failed or culprit is not None:
+            result = replace(result, op_trace=trace_ops(model, args, kwargs, opts, param_map, tree, extra, culprit))
         return result
+
+
+def trace_ops(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
+              param_map: dict[str, torch.Tensor] | None, tree: ModelWalk, extra: list[torch.Tensor],
+              culprit: str | None) -> OpTrace | None:
+    """Replay the forward (same mode, seeds and inputs, autograd as in the pass) under ``OpTracer``:
+    with ``culprit`` (the module whose output first went non-finite) the torch call behind its
+    NaN/Inf, else the call the forward raised in. None when the replay itself could not run."""
+    record = opts.backward or opts.count_saved
+    params = [p for _, p in tree.params] if param_map is None else []
+    tracer = OpTracer(list(tree.modules), params, check=culprit is not None, watch=culprit)
+    raised: BaseException | None = None
+    try:
+        with preserved(model, extra, tracer.guard.backups, tree), torch.set_grad_enabled(record):
+            if opts.mode == "train":
+                model.train()
+            elif opts.mode == "eval":
+                model.eval()
+            seed_torch(opts.seed)
+            random.seed(opts.seed)
+            want = record and not any(p.requires_grad for _, p in tree.params)
+            p_args = with_input_grads(args, want, []) if record else args
+            p_kwargs = with_input_grads(kwargs, want, []) if record else kwargs
+            with tracer.watching():
+                try:
+                    if param_map is not None:
+                        torch.func.functional_call(model, param_map, p_args, p_kwargs)
+                    else:
+                        model(*p_args, **p_kwargs)
+                except (KeyboardInterrupt, ProbeCancelled):
+                    raise
+                except Exception as exc:  # the failure being traced
+                    raised = exc
+            trace = tracer.result(raised)
+    except (KeyboardInterrupt, ProbeCancelled):
+        raise
+    except Exception:  # the probe already reported the failure: a replay that cannot trace it adds nothing
+        return None
+    finally:
+        raised = None
+    return trace
 
 
 def with_input_grads(x: Any, every: bool, leaves: list[torch.Tensor]) -> Any:

@@ -220,6 +220,8 @@ class RankLink:
         batches, prints = [], {}
         for b, fp, info in got:
             b.ranks.append(info)
+            if b.rank != 0:  # the run's meta is rank 0's; a rank's own facts are its row in `ranks`
+                b.meta = {}
             batches.append(b)
             if fp:
                 prints[info[0]] = fp

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from inspectr.core.result import Finding
-from inspectr.core.runs.findings import diverging, stuck_parameters
+from inspectr.core.runs.findings import (
+    diverging,
+    dying_units,
+    frozen_batchnorm_updating,
+    gradient_flow,
+    not_learning,
+    stuck_parameters,
+    update_ratio,
+)
 from inspectr.core.runs.rank_findings import merge_nonfinite, rank_straggler
 from inspectr.core.runs.store import SAMPLE_FIELDS, SCHEMA, db_path, read_tables
 from inspectr.errors import InspectrError
@@ -107,13 +115,22 @@ def load_run(path: str | Path) -> RunReport:
         values = dict(zip(SAMPLE_FIELDS, row[2:2 + len(SAMPLE_FIELDS)]))
         values["nonfinite"] = None if values["nonfinite"] is None else bool(values["nonfinite"])
         by_step.setdefault((row[0], row[-1]), {})[path_of.get(row[1], str(row[1]))] = values
+    for step, module, drift in tables["running_stats"]:  # BatchNorm layers: how far the running stats moved
+        by_step.setdefault((step, first), {}).setdefault(path_of.get(module, str(module)), {})["running_drift"] = \
+            _float(drift)
     rank_samples = tuple((s, r, mods) for (s, r), mods in sorted(by_step.items()))
     samples = tuple((s, mods) for s, r, mods in rank_samples if r == first)
     stored = merge_nonfinite([Finding(kind, sev, module, msg, json.loads(detail))
                               for _, _, kind, sev, module, msg, detail in tables["findings"]])
     losses = [(s["step"], s["loss"]) for s in steps if s["logged"]]
-    rules = [*stuck_parameters(modules, samples, optimizer=meta.get("optimizer") is not None),
-             *([] if any(f.kind == "nonfinite" for f in stored) else diverging(losses, samples)),
+    optimizer = meta.get("optimizer") is not None
+    order = meta.get("forward_order") or []
+    broken = any(f.kind == "nonfinite" for f in stored)
+    diverged = [] if broken else diverging(losses, samples)
+    rules = [*stuck_parameters(modules, samples, optimizer=optimizer), *diverged,
+             *dying_units(modules, samples, order), *update_ratio(modules, samples, meta.get("small_start") or ()),
+             *gradient_flow(modules, samples, order), *frozen_batchnorm_updating(modules, samples, optimizer),
+             *([] if broken or diverged else not_learning(losses)),
              *(rank_straggler(rank_steps) if len(ranks) > 1 else [])]
     order = {"error": 0, "warning": 1, "info": 2}
     findings = tuple(sorted((*stored, *rules), key=lambda f: (order.get(f.severity, 3), f.detail.get("step", 0))))

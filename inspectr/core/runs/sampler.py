@@ -100,6 +100,37 @@ class ParamLayout:
                     tensor_norms(now).to("cpu", torch.float64).square())
 
 
+class RunningStats:
+    """The BatchNorm layers that track running statistics, and how far those moved between two
+    sampled steps: ||r - r_prev|| / ||r_prev|| over running_mean and running_var together.
+
+    Args:
+        modules: the watched model's (path, module) pairs, in ``ParamLayout.modules`` order.
+    """
+
+    def __init__(self, modules: list[tuple[str, nn.Module]]) -> None:
+        self.layers = [(i, m) for i, (_, m) in enumerate(modules)
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                       and m.running_mean is not None and m.running_var is not None]
+        self.last = self._snapshot()
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [torch.cat([m.running_mean.detach().flatten(), m.running_var.detach().flatten()]).float()
+                    for _, m in self.layers]
+
+    def moved(self) -> dict[int, float]:
+        """Module index -> relative move since the previous call (or the start); one read."""
+        if not self.layers:
+            return {}
+        now = self._snapshot()
+        with torch.no_grad():
+            rel = torch.stack([(b - a).norm() / a.norm().clamp_min(1e-12) for a, b in zip(self.last, now)])
+            values = rel.to("cpu", torch.float64).tolist()
+        self.last = now
+        return {i: v for (i, _), v in zip(self.layers, values)}
+
+
 class ActivationWatch:
     """Forward hooks (and gradient hooks on the outputs) armed for one sampled step.
 
@@ -121,6 +152,7 @@ class ActivationWatch:
         self.accs: dict[str, StatsAccumulator] = {}
         self.grads = GradSquares()
         self.channel_first_1d = False
+        self.order: list[str] = []  # module paths in the order their forward finished (first call)
         self.seconds = 0.0  # time spent in these hooks: part of the watch's own cost
 
     @property
@@ -132,6 +164,7 @@ class ActivationWatch:
             self.outputs = OutputStats()
             self.accs = {}
             self.grads = GradSquares()
+            self.order = []
             self.handle = nn.modules.module.register_module_forward_hook(self._hook)
 
     def disarm(self) -> None:
@@ -153,6 +186,7 @@ class ActivationWatch:
             acc = self.accs.get(path)
             if acc is None:
                 acc = self.accs[path] = StatsAccumulator()
+                self.order.append(path)
             with torch.no_grad():
                 for t in iter_tensors(output):
                     if t.is_floating_point() and measurable(t):

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS ranks(rank INTEGER PRIMARY KEY, local_rank INTEGER, h
 CREATE TABLE IF NOT EXISTS findings(id INTEGER PRIMARY KEY, step INTEGER, kind TEXT NOT NULL,
     severity TEXT NOT NULL, module TEXT NOT NULL, message TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, step INTEGER, part TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS running_stats(step INTEGER NOT NULL, module INTEGER NOT NULL REFERENCES modules(id),
+    drift REAL, PRIMARY KEY(step, module)) WITHOUT ROWID;
 """
 
 # Growth is bounded: once more than MAX_SAMPLES sampled steps are stored, every second one of the
@@ -66,10 +68,13 @@ class Batch:
     rank: int = 0  # whose steps, scalars and samples these are (torch.distributed; 0 in one process)
     work: list[tuple[int, float | None, int | None]] = field(default_factory=list)  # step, work s, peak bytes
     ranks: list[tuple[int, int, str, int, int, str]] = field(default_factory=list)  # the ranks table's rows
+    # (step, module id, drift): how far a BatchNorm layer's running statistics moved since the last
+    # sample (rank 0's: under DDP the buffers are broadcast from rank 0 at every forward)
+    running: list[tuple[int, int, float]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.meta or self.steps or self.scalars or self.samples or self.findings or self.events
-                    or self.work or self.ranks)
+                    or self.work or self.ranks or self.running)
 
 
 def db_path(folder: str | Path) -> Path:
@@ -210,6 +215,8 @@ class RunWriter:
             conn.executemany("INSERT INTO findings(step, kind, severity, module, message, detail) "
                              "VALUES (?, ?, ?, ?, ?, ?)", b.findings)
             conn.executemany("INSERT INTO events(step, part, message) VALUES (?, ?, ?)", b.events)
+            if r == 0:  # rank 0's (see Batch.running)
+                conn.executemany("INSERT OR REPLACE INTO running_stats VALUES (?, ?, ?)", b.running)
             if b.samples:
                 self._thin(sorted({row[0] for row in b.samples}))
         except BaseException:
@@ -229,6 +236,7 @@ class RunWriter:
         older, recent = self.sampled[:-keep_recent], self.sampled[-keep_recent:]
         drop = older[1::2]
         self.conn.executemany("DELETE FROM samples WHERE step = ?", [(s,) for s in drop])
+        self.conn.executemany("DELETE FROM running_stats WHERE step = ?", [(s,) for s in drop])
         self.sampled = older[0::2] + recent
 
 
@@ -246,6 +254,10 @@ def read_tables(folder: str | Path) -> dict[str, list[tuple[Any, ...]]]:
                for name, order in (("meta", "key"), ("modules", "id"), ("steps", "step, rank"),
                                    ("scalars", "step, name, rank"), ("samples", "step, module, rank"),
                                    ("findings", "id"), ("events", "id"), ("ranks", "rank"))}
+        # added to inspectr-run/1 later: a run written before it has no such table
+        has_running = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'running_stats'").fetchone()
+        out["running_stats"] = (conn.execute("SELECT * FROM running_stats ORDER BY step, module").fetchall()
+                                if has_running else [])
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspectr.core.findings.common import UPDATE_MIN_RMS
+from inspectr.core.findings.op_culprit import with_call
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
@@ -44,7 +46,7 @@ from inspectr.core.runs.findings import (
     spike_median,
 )
 from inspectr.core.runs.ranks import NoWriter, RankLink, distributed, local
-from inspectr.core.runs.sampler import ActivationWatch, ParamLayout
+from inspectr.core.runs.sampler import ActivationWatch, ParamLayout, RunningStats
 from inspectr.core.runs.store import Batch, RunWriter
 from inspectr.core.values import iter_tensors
 from inspectr.errors import InspectrError, TrainingProblem
@@ -53,10 +55,16 @@ FLUSH_SECONDS = 2.0  # on CPU, steps between samples are written at least this o
 
 
 class Watch:
-    """A context manager watching one training run; see ``inspectr.watch`` for the arguments."""
+    """A context manager watching one training run; see ``inspectr.watch`` for the arguments.
+
+    ``own_hooks=False`` (with an optimizer): the optimizer's step hooks are not used; the caller
+    marks each update with ``before_update()`` (gradients final, update next) and ``after_update()``.
+    The framework callbacks (``inspectr.integrations``) drive it so."""
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
-                 every: int = 50, halt_on: str | None = None) -> None:
+                 every: int = 50, halt_on: str | None = None, own_hooks: bool = True) -> None:
+        # own_hooks=False: the caller's hooks call _pre_hook/_post_hook at each step of the optimizer
+        # (``inspectr watch -- COMMAND`` attaches mid-run from torch's global optimizer hooks)
         if not isinstance(model, nn.Module):
             raise InspectrError(f"inspectr.watch needs the nn.Module being trained, got {type(model).__name__}.",
                                 "Pass the model itself: inspectr.watch(model, optimizer, run=\"runs/exp1\").")
@@ -75,6 +83,7 @@ class Watch:
         self.folder = Path(run)
         self.every = every
         self.halt_on = halt_on
+        self.own_hooks = own_hooks
         self.step = 0  # optimizer steps completed
         self.active = False
         self.findings: list[Finding] = []
@@ -116,14 +125,17 @@ class Watch:
                 "pid": os.getpid(), "device": str(self.device), "params": total,
                 "trainable": sum(p.numel() for p in self.layout.params), "torch": torch.__version__,
                 "check": "every step" if self.eager else "read at sampled steps"}
+        meta["small_start"] = self._small_start()
         if self.link is not None:
             meta.update(world=self.link.world, check="every step" if self.eager else "read at sampled steps")
         self.writer: RunWriter | NoWriter = (
             NoWriter() if self.link is not None and self.link.rank != 0
             else RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta))
         self.acts = ActivationWatch(self.paths, lambda exc: self._failed("activations", exc))
+        self.running = RunningStats(self.layout.modules)
+        self.order_saved = False
         self.handles = [self.model.register_forward_pre_hook(self._capture_inputs, with_kwargs=True)]
-        if self.optimizer is not None:
+        if self.optimizer is not None and self.own_hooks:
             self.handles.append(self.optimizer.register_step_pre_hook(self._pre_hook))
             self.handles.append(self.optimizer.register_step_post_hook(self._post_hook))
         self._prepare(0)
@@ -160,6 +172,18 @@ class Watch:
         if exc_type is None and self.halted is not None and not self.raised:
             raise TrainingProblem(self.halted)  # found when the device values were read at the end
 
+    def _small_start(self) -> list[str]:
+        """Modules whose trainable weights start near zero (RMS below UPDATE_MIN_RMS: zero-initialised
+        heads, layer scales): their update ratio is large by nature at first, so it is not judged."""
+        if self.start_sq is None:
+            return []
+        sums = self.layout.per_module(self.start_sq)
+        numel: dict[int, int] = {}
+        for i, p in zip(self.layout.owner.tolist(), self.layout.params):
+            numel[i] = numel.get(i, 0) + p.numel()
+        return [self.layout.modules[i][0] for i, norm in sums.items()
+                if numel.get(i) and norm / math.sqrt(numel[i]) < UPDATE_MIN_RMS]
+
     # ----------------------------------------------------------------- the user's calls
     def log(self, loss: Any = None, **scalars: Any) -> None:
         """Record named scalars (floats or one-element tensors) for the step just taken.
@@ -192,6 +216,18 @@ class Watch:
             self.pending.setdefault(step, [None, None, None, None])[3] = values["loss"]
         if self.optimizer is None:
             self._guarded("step", self._before_update)
+            self._guarded("step", self._after_update)
+
+    def before_update(self) -> None:
+        """Mark that this step's gradients are final and its update is next (``own_hooks=False``):
+        what the optimizer's step pre-hook does otherwise. Lightning's closure runs the forward and
+        backward inside ``optimizer.step(closure)``, after that pre-hook, so its callback calls this."""
+        if self.active:
+            self._guarded("step", self._before_update)
+
+    def after_update(self) -> None:
+        """Mark that this step's update is done (``own_hooks=False``): the step pre-hook's pair."""
+        if self.active:
             self._guarded("step", self._after_update)
 
     # ----------------------------------------------------------------- hooks
@@ -252,6 +288,9 @@ class Watch:
             self.overhead += self.acts.seconds  # its hooks ran inside the user's forward and backward
             self.acts.seconds = 0.0
             self.sample_parts = {"stats": stats, "out_grads": out_grads}
+            if not self.order_saved and self.acts.order:  # once: the rules over the run need the forward order
+                self.order_saved = True
+                self.batch.meta["forward_order"] = list(self.acts.order)
         params = self.layout.params
         idx = [i for i, p in enumerate(params) if p.grad is not None]
         grads = [local(params[i].grad.detach()) for i in idx]  # type: ignore[union-attr]
@@ -337,6 +376,7 @@ class Watch:
                          None if st is None else st.zero_fraction, None if st is None else st.dead_fraction,
                          None if st is None else int(st.nan + st.inf > 0)))
         self.batch.samples.extend(rows)
+        self.batch.running.extend((s, i, d) for i, d in self.running.moved().items())
 
     def _flush(self) -> None:
         """Hand what was gathered since the last write to the writer: one transaction."""
@@ -435,7 +475,7 @@ class Watch:
         if norms is not None:
             per = self.layout.per_module(norms.square(), idx)
             grad_modules = [self.layout.modules[i][0] for i in sorted(per) if not math.isfinite(per[i])]
-        module, input_bad, replayed, note = None, False, False, ""
+        module, input_bad, replayed, note, trace = None, False, False, "", None
         target = self.model if self.link is None else self.link.replay_target(self.model)
         if target is None:
             note = ("(Not replayed: the model is sharded across ranks, and a replay on one rank would run its "
@@ -449,9 +489,10 @@ class Watch:
                     result = run_probe(target, tuple(args), dict(kwargs),
                                        ProbeOptions(backward=False, mode="own", flops=False))
                     module = nonfinite_culprit(result.measures)
+                    trace = result.op_trace  # the torch call and line that made it
                     replayed = True
                 except Exception as exc:
                     self._failed("replay", exc)
         else:
             note = "(The step's inputs were not seen: the model's forward ran outside the watch.)"
-        return nonfinite_finding(s, module, input_bad, replayed, grad_modules, note)
+        return with_call(nonfinite_finding(s, module, input_bad, replayed, grad_modules, note), trace)

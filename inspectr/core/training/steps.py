@@ -27,6 +27,7 @@ from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.functional import FunctionalWatch
 from inspectr.core.probe.grad_origin import GradOrigin, GradOriginTracer
 from inspectr.core.probe.hooks import ModuleHooks, ModuleMeasure, ProbeCancelled
+from inspectr.core.probe.op_trace import OpTrace, OpTracer
 from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
 from inspectr.core.state import preserved
@@ -72,6 +73,8 @@ class TrainingRun:
     stopped: str = ""  # why the run ended before ``steps`` ("" when it ran them all)
     nonfinite_step: int | None = None
     nonfinite_module: str | None = None  # None: the loss itself, not a module output
+    # the torch call and line that made the step's NaN/Inf (in ``nonfinite_module``, else in the loss)
+    nonfinite_trace: OpTrace | None = None
     update_ratio: dict[str, float] = field(default_factory=dict)
     distance: dict[str, float] = field(default_factory=dict)
     module_grad_norm: dict[str, float] = field(default_factory=dict)  # median over steps
@@ -172,6 +175,7 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
     stopped = ""
     nonfinite_step: int | None = None
     nonfinite_module: str | None = None
+    nonfinite_trace: OpTrace | None = None
     grad_step: int | None = None
     grad_origin: GradOrigin | None = None
     end_measures: dict[str, ModuleMeasure] = {}
@@ -194,7 +198,9 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
         losses.append(value)
         if not math.isfinite(value):
             nonfinite_step = step + 1
-            nonfinite_module = _replay_culprit(model, args, kwargs, opts, seed, tree)
+            nonfinite_module, nonfinite_trace = _replay_culprit(model, args, kwargs, opts, seed, tree)
+            if nonfinite_module is None and objective is not None:  # the loss made it: trace the loss's calls
+                nonfinite_trace = _replay_loss_ops(model, args, kwargs, objective, seed, device, tree)
             stopped = f"the loss turned {'NaN' if math.isnan(value) else 'Inf'} at step {step + 1}"
             grad_rows.append(torch.full((n,), math.nan, device=device))
             break
@@ -235,7 +241,7 @@ def _train(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts
             0, owner_index, grad_rows[-1].double().cpu().square())
         bad = tuple(o for o, v in zip(owners, per_owner.tolist()) if not math.isfinite(v))
     return replace(run, final_loss=final_loss, nonfinite_grad_step=grad_step, nonfinite_grad_modules=bad,
-                   grad_origin=grad_origin, target_range=objective.target_range)
+                   grad_origin=grad_origin, target_range=objective.target_range, nonfinite_trace=nonfinite_trace)
 
 
 def _final_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
@@ -280,12 +286,31 @@ def _compute(objective: Objective, output: Any) -> torch.Tensor:
 
 
 def _replay_culprit(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    opts: TrainingOptions, seed: int, tree: ModelWalk) -> str | None:
+                    opts: TrainingOptions, seed: int, tree: ModelWalk) -> tuple[str | None, OpTrace | None]:
     """Replay one step's forward (same parameters, same seed) under the probe: the first module
-    whose output is non-finite while its inputs were finite (None: the loss made it)."""
+    whose output is non-finite while its inputs were finite (None: the loss made it), and the
+    torch call inside it that made the value."""
     result = run_probe(model, args, kwargs, ProbeOptions(backward=False, mode="own", seed=seed, flops=False),
                        None, tree)
-    return nonfinite_culprit(result.measures)
+    return nonfinite_culprit(result.measures), result.op_trace
+
+
+def _replay_loss_ops(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
+                     seed: int, device: torch.device, tree: ModelWalk) -> OpTrace | None:
+    """Replay one step's forward and loss (autograd on, as in the step: a loss_fn may check it) under
+    ``OpTracer``: the first torch call that made a NaN/Inf, when every module output stayed finite."""
+    tracer = OpTracer(list(tree.modules), [p for _, p in tree.params], check=True)
+    try:
+        with preserved(model, [], tracer.guard.backups, tree), torch.enable_grad():
+            _seed(seed, device)
+            random.seed(seed)
+            with tracer.watching():
+                _compute(objective, model(*args, **kwargs))
+        return tracer.result()
+    except (KeyboardInterrupt, ProbeCancelled):
+        raise
+    except Exception:  # the step itself ran: a replay that cannot is no new finding
+        return None
 
 
 def _replay_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], objective: Objective,
