@@ -155,6 +155,25 @@ class Attachment:
             return backward(tensors, *args, **kwargs)
 
         torch.autograd.backward = watched_backward  # Tensor.backward calls it through the module
+        self._close_before_destroy()
+
+    def _close_before_destroy(self) -> None:
+        """Under torch.distributed the watches close (their last rows gathered at rank 0, a matched
+        collective) when the script destroys the default process group, every rank at the same
+        point: at exit it would be gone, and each rank's steps since its last sample lost."""
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            return
+        destroy = dist.destroy_process_group
+
+        @functools.wraps(destroy)
+        def watched_destroy(group: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if group is None and self.watches and not self.closed:
+                self.close()
+            return destroy(group, *args, **kwargs)
+
+        dist.destroy_process_group = watched_destroy
 
     # ----------------------------------------------------------------- torch's global hooks
     def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
