@@ -258,27 +258,26 @@ def test_the_ranks_grid_marks_the_odd_rank_and_the_text_report_names_ranks(ddp_r
     assert "rank_straggler" in text and "rank 1:" in text and "work/step" in text
 
 
-def test_the_ranks_screen_picks_a_rank_and_a_statistic(ddp_runs: Path) -> None:  # asyncio.run: no plugin
-    import asyncio
+def test_the_run_app_opens_the_ranks_screen_and_shows_the_rank_picked(ddp_runs: Path) -> None:
+    import asyncio  # asyncio.run: no plugin
 
     async def main() -> None:
-        from textual.app import App
         from textual.widgets import DataTable
 
+        from inspectr.tui.run_app import RunApp
         from inspectr.tui.screens.ranks import RanksScreen
+        from inspectr.tui.widgets.run_tree import RunTree
 
         report = inspectr.load_run(ddp_runs / "desync")
-        picked: list[int | None] = []
-
-        class Host(App[None]):
-            def on_mount(self) -> None:
-                self.push_screen(RanksScreen(report))
-
-            def on_ranks_screen_rank_picked(self, message: RanksScreen.RankPicked) -> None:
-                picked.append(message.rank)
-
-        app = Host()
+        app = RunApp(str(ddp_runs / "desync"))
         async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(50):
+                await pilot.pause(0.05)
+                if app.report is not None:
+                    break
+            assert "2 ranks, showing rank 0" in str(app.query_one("#run-status").render())
+            await pilot.press("k")
+            await pilot.pause()
             screen = app.screen
             assert isinstance(screen, RanksScreen)
             grid = screen.query_one("#ranks-grid", DataTable)
@@ -286,12 +285,19 @@ def test_the_ranks_screen_picks_a_rank_and_a_statistic(ddp_runs: Path) -> None: 
             assert [str(c.label) for c in grid.columns.values()] == ["module", "rank 0", "rank 1"]
             assert [str(found.get_row_at(i)[1]) for i in range(found.row_count)] == ["rank_desync"]
             assert str(found.get_row_at(0)[0]) == "0, 1"
-            await pilot.press("r")
+            await pilot.press("r", "r")  # all ranks -> rank 0 -> rank 1
             await pilot.pause()
-            assert picked == [0] and [str(c.label) for c in grid.columns.values()] == ["module", "rank 0"]
+            assert [str(c.label) for c in grid.columns.values()] == ["module", "rank 1"]
             await pilot.press("s", "s")
             await pilot.pause()
             assert screen.stat == "distance"
             assert "!" in str(grid.get_row("module.2")[1])
+            await pilot.press("escape")
+            await pilot.pause()
+            # the run's panes now show rank 1: its own sampled values, not rank 0's
+            assert app.rank == 1 and "showing rank 1" in str(app.query_one("#run-status").render())
+            rank1 = [(s, mods) for s, r, mods in report.rank_samples if r == 1]
+            assert app.shown().samples == tuple(rank1) and app.shown().samples != report.samples
+            assert app.query_one(RunTree).report.samples == tuple(rank1)
 
     asyncio.run(main())

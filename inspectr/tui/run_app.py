@@ -25,6 +25,7 @@ from inspectr.core.runs.listing import list_runs, writer_gone
 from inspectr.core.runs.report import RunReport, load_run
 from inspectr.errors import InspectrError, print_error
 from inspectr.report.run_views import STATISTICS, cost_line, spark_values, statistic, status_text
+from inspectr.tui.screens.ranks import RanksScreen
 from inspectr.tui.screens.run_picker import RunPickerScreen
 from inspectr.tui.widgets.run_findings import RunFindings
 from inspectr.tui.widgets.run_heatmap import RunHeatmap
@@ -46,6 +47,7 @@ class RunApp(App[int]):
         Binding("f", "focus_findings", "Findings"),
         Binding("m", "focus_tree", "Modules"),
         Binding("r", "runs", "Runs", tooltip="Back to the runs of the folder"),
+        Binding("k", "ranks", "Ranks", tooltip="torch.distributed: ranks x layers, pick the rank shown"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -75,7 +77,8 @@ class RunApp(App[int]):
         self.run_path = run
         self.folder = folder
         self.poll_seconds = poll
-        self.report: RunReport | None = None
+        self.report: RunReport | None = None  # as read: every rank
+        self.rank: int | None = None  # the rank the panes show (None: the first)
         self.error: InspectrError | None = None
         self.key = STATISTICS[0][0]
         self.reads = 0  # reads that changed something
@@ -114,6 +117,7 @@ class RunApp(App[int]):
     def open_run(self, path: str) -> None:
         self.run_path = path
         self.report = None
+        self.rank = None
         self._seen = {}
         self._gen += 1
         self.query_one(RunTree).report = None
@@ -170,11 +174,20 @@ class RunApp(App[int]):
         self.reads += 1
         self._show(changed)
 
+    def shown(self) -> RunReport | None:
+        """The run as the panes show it: the picked rank's steps and samples."""
+        if self.report is None or self.rank is None:
+            return self.report
+        return self.report.for_rank(self.rank)
+
     def _show(self, changed: set[str]) -> None:
-        report = self.report
+        report = self.shown()
         assert report is not None
         if "steps" in changed:
             status = status_text(report)
+            if len(report.ranks) > 1:
+                status.append(f" · {len(report.ranks)} ranks, showing rank "
+                              f"{report.ranks[0]['rank'] if self.rank is None else self.rank} (k: ranks)", style="cyan")
             status.append(" · " + cost_line(report), style="dim")
             if self.note:
                 status.append(f" · {self.note}", style="bold yellow")
@@ -216,7 +229,7 @@ class RunApp(App[int]):
         other.refresh()
 
     def _show_spark(self) -> None:
-        report = self.report
+        report = self.shown()
         tree = self.query_one(RunTree)
         node = tree.cursor_node
         path = node.data if node is not None and node.data is not None else ""
@@ -251,8 +264,9 @@ class RunApp(App[int]):
         keys = [k for k, _, _ in STATISTICS]
         self.key = keys[(keys.index(self.key) + 1) % len(keys)]
         self.query_one("#heatmap-box").border_title = f"Heatmap · {statistic(self.key)[1]} · s switches"
-        if self.report is not None:
-            self.query_one(RunTree).show(self.report, self.key)
+        report = self.shown()
+        if report is not None:
+            self.query_one(RunTree).show(report, self.key)
             self.query_one(RunHeatmap).show(key=self.key)
             self._show_spark()
 
@@ -261,6 +275,17 @@ class RunApp(App[int]):
 
     def action_focus_tree(self) -> None:
         self.query_one(RunTree).focus()
+
+    def action_ranks(self) -> None:
+        if self.report is None or len(self.report.ranks) < 2:
+            self.notify("This run has one process: the ranks view is for torch.distributed runs.")
+            return
+        self.push_screen(RanksScreen(self.report))
+
+    def on_ranks_screen_rank_picked(self, message: RanksScreen.RankPicked) -> None:
+        self.rank = message.rank
+        if self.report is not None:
+            self._show({"steps", "samples", "findings"})
 
     def action_runs(self) -> None:
         if self.folder is None:
@@ -280,8 +305,8 @@ class RunApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "runs":
             return self.folder is not None and not isinstance(self.screen, RunPickerScreen)
-        if action in ("next_statistic", "focus_findings", "focus_tree"):
-            return not isinstance(self.screen, RunPickerScreen)  # the picker's footer lists its own keys
+        if action in ("next_statistic", "focus_findings", "focus_tree", "ranks"):
+            return not isinstance(self.screen, (RunPickerScreen, RanksScreen))  # the picker's footer lists its own keys
         return True
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,16 @@ class RunReport:
     @property
     def loss(self) -> list[tuple[int, float | None]]:
         return [(s["step"], s["loss"]) for s in self.steps if s["logged"]]
+
+    def for_rank(self, rank: int) -> RunReport:
+        """The run as rank ``rank`` saw it: its steps (loss, step time) and its sampled modules in
+        place of the first rank's; the scalars, findings and the rest stay the run's."""
+        if not self.rank_steps or rank == min(r["rank"] for r in self.ranks):
+            return self
+        steps = tuple({k: v for k, v in row.items() if k not in ("rank", "work", "peak_memory")}
+                      for row in self.rank_steps if row["rank"] == rank)
+        samples = tuple((s, mods) for s, r, mods in self.rank_samples if r == rank)
+        return replace(self, steps=steps, samples=samples)
 
     @property
     def has_errors(self) -> bool:
