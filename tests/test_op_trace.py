@@ -444,3 +444,22 @@ def test_conv_channels_and_a_reshape_traced_one_call_further_back() -> None:
     assert ("expects 32 features and got 8: the operand [4, 8] comes from `Tensor.flatten` in `exit_heads.0.1` "
             "(Flatten)") in g.detail["explanation"]
     assert "of [4, 8, 1] from `torch.adaptive_avg_pool1d` in `exit_heads.0.0` (AdaptiveAvgPool1d)" in g.message
+
+
+def test_the_watch_names_the_backward_call_of_a_nan_born_in_backward(tmp_path: Path) -> None:
+    # the forward stays finite (torch.where masks the sqrt of negatives); the gradient does not
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), WhereSqrt(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    with inspectr.watch(model, opt, run=tmp_path / "r", every=4) as w:
+        for _ in range(3):
+            loss = model(torch.randn(4, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            w.log(loss=loss)
+    (f,) = [f for f in inspectr.load_run(tmp_path / "r").findings if f.kind == "nonfinite"]
+    d = f.detail
+    assert (f.module, d["step"], d["source"], d["op"], d["op_created"]) == ("1", 0, "backward", "torch.sqrt", True)
+    assert (d["op_source"]["file"], d["op_source"]["line"]) == (__file__, line_of(WhereSqrt.forward))
+    assert "Replayed, the backward first turned finite gradients into NaN in 1 at `torch.sqrt`" in f.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from inspectr.core.probe.grad_origin import GradOrigin, short_location
 from inspectr.core.probe.op_trace import OpSite, OpTrace
 from inspectr.core.result import Finding
 
@@ -91,3 +92,22 @@ def with_call(finding: Finding, trace: OpTrace | None) -> Finding:
         extra["op_source"] = extra.pop("source")
     return replace(finding, message=f"{finding.message} {op_sentence(site, kind, from_inf)}",
                    detail={**finding.detail, **extra})
+
+
+def with_grad_origin(finding: Finding, origin: GradOrigin | None) -> Finding:
+    """The watch's ``nonfinite`` finding of a step whose forward stayed finite, with the backward
+    call that first turned finite gradients into NaN/Inf (found by a replay of the step's forward
+    and a backward from the probe's seed) named, blamed on its module; unchanged without one."""
+    if origin is None:
+        return finding
+    bad = "NaN" if origin.kind == "nan" else "Inf"
+    loc = short_location(origin.location)
+    at = f"`{origin.op}` ({origin.node}" + (f", {loc}: {origin.code}" if loc and origin.code else
+                                            f", {loc}" if loc else "") + ")"
+    place = origin.module if origin.module else ("the root" if origin.module == "" else "the loss")
+    sentence = (f"Replayed, the backward first turned finite gradients into {bad} in {place} at {at}: "
+                f"{op_advice(origin.op, origin.kind)}.")
+    detail = {**finding.detail, "op": origin.op, "op_created": True, "op_module": origin.module,
+              "node": origin.node, "op_source": origin.source.to_dict() if origin.source is not None else None}
+    module = origin.module if origin.module is not None else finding.module
+    return replace(finding, module=module, message=f"{finding.message} {sentence}", detail=detail)

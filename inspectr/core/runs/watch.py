@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from inspectr.core.findings.common import UPDATE_MIN_RMS
-from inspectr.core.findings.op_culprit import with_call
+from inspectr.core.findings.op_culprit import with_call, with_grad_origin
 from inspectr.core.probe.culprits import nonfinite_culprit
 from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.options import ProbeOptions
@@ -476,6 +476,7 @@ class Watch:
             per = self.layout.per_module(norms.square(), idx)
             grad_modules = [self.layout.modules[i][0] for i in sorted(per) if not math.isfinite(per[i])]
         module, input_bad, replayed, note, trace = None, False, False, "", None
+        origin = None
         target = self.model if self.link is None else self.link.replay_target(self.model)
         if target is None:
             note = ("(Not replayed: the model is sharded across ranks, and a replay on one rank would run its "
@@ -491,8 +492,14 @@ class Watch:
                     module = nonfinite_culprit(result.measures)
                     trace = result.op_trace  # the torch call and line that made it
                     replayed = True
+                    if module is None and grad_modules and self.link is None:
+                        # born in backward: replay it too, from the probe's seed (one process only: under
+                        # DDP a backward on one rank would start gradient all-reduces the others never join)
+                        origin = run_probe(target, tuple(args), dict(kwargs),
+                                           ProbeOptions(backward=True, mode="own", flops=False)).grad_origin
                 except Exception as exc:
                     self._failed("replay", exc)
         else:
             note = "(The step's inputs were not seen: the model's forward ran outside the watch.)"
-        return with_call(nonfinite_finding(s, module, input_bad, replayed, grad_modules, note), trace)
+        found = nonfinite_finding(s, module, input_bad, replayed, grad_modules, note)
+        return with_grad_origin(with_call(found, trace), origin)
