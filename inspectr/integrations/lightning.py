@@ -19,8 +19,7 @@ import sys
 from typing import Any
 
 from inspectr.errors import InspectrError
-
-_CLASS: Any = None
+from inspectr.integrations import lazy_callback
 
 
 def _callback_base() -> Any:
@@ -111,13 +110,4 @@ def _build() -> Any:
     return InspectrCallback
 
 
-def __getattr__(name: str) -> Any:
-    """``InspectrCallback`` is made on first use: importing Lightning only then."""
-    global _CLASS
-    if name == "InspectrCallback":
-        if _CLASS is None:
-            _CLASS = _build()
-        return _CLASS
-    raise AttributeError(name)
-
-
+__getattr__ = lazy_callback(_build)

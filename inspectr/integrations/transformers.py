@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from inspectr.errors import InspectrError, TrainingProblem
-
-_CLASS: Any = None
+from inspectr.integrations import lazy_callback
 
 
 def _build() -> Any:
@@ -83,13 +82,4 @@ def _build() -> Any:
     return InspectrCallback
 
 
-def __getattr__(name: str) -> Any:
-    """``InspectrCallback`` is made on first use: importing transformers only then."""
-    global _CLASS
-    if name == "InspectrCallback":
-        if _CLASS is None:
-            _CLASS = _build()
-        return _CLASS
-    raise AttributeError(name)
-
-
+__getattr__ = lazy_callback(_build)
