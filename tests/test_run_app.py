@@ -332,3 +332,31 @@ def test_a_running_run_whose_writer_is_gone_gets_a_note(runs: Path, tmp_path: Pa
     assert writer_gone(folder, {"status": "running", "pid": __import__("os").getpid()}, now=later) is None
     assert writer_gone(folder, {"status": "finished", "pid": pid}, now=later) is None
     assert summarize(folder).note is None  # finished
+
+
+@sync
+async def test_findings_that_change_but_keep_their_count_are_redrawn(runs: Path, monkeypatch) -> None:
+    """A live run whose not_learning finding gives way to a nonfinite one (one finding either
+    way) shows the new one; a one-process run offers no ranks key."""
+    from dataclasses import replace
+
+    from inspectr.core.result import Finding
+    from inspectr.tui import run_app
+
+    sick = inspectr.load_run(runs / "sick")
+    running = replace(sick, run=dict(sick.run, status="running"))
+    before = replace(running, findings=(Finding("not_learning", "warning", "", "plateau", {"step": 0}),))
+    after = replace(running, findings=(Finding("nonfinite", "error", "3", "step 7: NaN", {"step": 7}),))
+    reads = iter([before, after])
+    monkeypatch.setattr(run_app, "load_run", lambda path: next(reads, after))
+    app = RunApp(str(runs / "sick"), poll=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.report is not None and app.report.findings[0].kind == "nonfinite":
+                break
+        await pilot.pause()
+        assert [f.kind for f in app.query_one(RunFindings).findings] == ["nonfinite"]
+        assert not app.check_action("ranks", ())
+        ranks_key = app.active_bindings.get("k")
+        assert ranks_key is None or not ranks_key.enabled

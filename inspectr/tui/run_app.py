@@ -164,11 +164,15 @@ class RunApp(App[int]):
         else:
             self._timer = None  # the run has ended: keep showing it, stop reading
         parts = {"steps": (len(report.steps), report.run.get("status"), report.run.get("watch_seconds"), message.note),
-                 "samples": len(report.samples), "findings": len(report.findings)}
+                 "samples": len(report.samples),
+                 # what they are, not how many: a nonfinite finding ends not_learning, one for one
+                 "findings": tuple((f.kind, f.module, f.detail.get("step")) for f in report.findings)}
         changed = {k for k, v in parts.items() if self._seen.get(k) != v}
         if not changed:
             return
         self._seen = parts
+        if len(report.ranks) != len(self.report.ranks if self.report is not None else ()):
+            self.refresh_bindings()  # the ranks key shows for torch.distributed runs only
         self.report = report
         self.note = message.note
         self.reads += 1
@@ -305,6 +309,8 @@ class RunApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "runs":
             return self.folder is not None and not isinstance(self.screen, RunPickerScreen)
+        if action == "ranks" and (self.report is None or len(self.report.ranks) < 2):
+            return False
         if action in ("next_statistic", "focus_findings", "focus_tree", "ranks"):
             return not isinstance(self.screen, (RunPickerScreen, RanksScreen))  # the picker's footer lists its own keys
         return True
