@@ -146,6 +146,17 @@ with inspectr.watch(m, opt, run=f"{out}/sharded", every=1) as w:
         loss.backward()
         opt.step()
         w.log(loss=loss)
+if world == 4:  # HSDP: rank 0 alone edits its shard of 0.weight, which rank 2 holds too
+    with inspectr.watch(m, opt, run=f"{out}/desync", every=1) as w:
+        for i, (x, y) in enumerate(batches):
+            loss = ((m(x[rank * per:(rank + 1) * per]) - y[rank * per:(rank + 1) * per]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if rank == 0 and i == 1:
+                with torch.no_grad():
+                    m[0].weight.to_local().add_(0.5)
+            w.log(loss=loss)
 if rank == 0:  # the reference: one process, the whole global batch
     ref = make()
     start = [p.detach().clone() for p in ref.parameters()]
@@ -196,7 +207,12 @@ def test_fsdp2_norms_equal_a_single_process_reference(tmp_path: Path) -> None:
 
 
 def test_hsdp_norms_on_a_2x2_mesh_equal_a_single_process_reference(tmp_path: Path) -> None:
-    _check_against_reference(torchrun(tmp_path, SHARDED_JOB, nproc=4, timeout=180), 4)
+    out = torchrun(tmp_path, SHARDED_JOB, nproc=4, timeout=180)
+    _check_against_reference(out, 4)
+    # a shard edited on one replica only (after step 1's update, so seen at step 2): rank 0 and rank 2 hold the same shard of 0.weight (mesh
+    # (rep, shard) = (2, 2)); ranks 1 and 3 hold the other one, unchanged
+    (f,) = [f for f in inspectr.load_run(out / "desync").findings if f.kind == "rank_desync"]
+    assert (f.module, f.detail["step"], f.detail["ranks"]) == ("0", 2, [0, 2])  # edited after step 1's sample
 
 
 KILLED_JOB = """

@@ -6,9 +6,10 @@ Thresholds (documented in the README, "Watch a training run"):
   own loss or its own model output was non-finite (before any all-reduce). ``merge_nonfinite``
   keeps one finding at the earliest step, naming the rank(s) where it appeared first
   (``detail.rank``, ``detail.ranks``), and lists the ranks it reached (``detail.reached``).
-- ``rank_desync`` (warning): a parameter or buffer that DDP keeps replicated has a fingerprint
-  (float64 sum and sum of squares) differing from the lowest rank's by more than DESYNC_RTOL
-  (relative) at a sampled step; named at the module, its ranks and the first step seen.
+- ``rank_desync`` (warning): a tensor that should be replicated (DDP's parameters and buffers;
+  under HSDP, each shard across the replicas holding it) has a fingerprint (float64 sum and sum
+  of squares) differing from the lowest rank holding it by more than DESYNC_RTOL (relative) at
+  a sampled step; named at the module, its ranks and the first step seen.
 - ``rank_straggler`` (warning): over the last STRAGGLER_WINDOW steps (at least
   STRAGGLER_MIN_STEPS), one rank's median own work time (the step's start to the end of its
   model's forward: data wait + forward, before any collective waits) is above STRAGGLER_FACTOR
@@ -79,30 +80,32 @@ def fingerprint_desync(step: int, prints: Mapping[int, Mapping[str, tuple[float,
     reported (each module once, at its first step) and are added to it."""
     if len(prints) < 2:
         return []
-    ref_rank = min(prints)
-    ref = prints[ref_rank]
+    holders: dict[str, list[int]] = {}  # a tensor (an HSDP shard: "name@coords") -> the ranks holding it
+    for r in sorted(prints):
+        for name in prints[r]:
+            holders.setdefault(name, []).append(r)
     odd: dict[str, set[int]] = {}
-    for r, table in prints.items():
-        if r == ref_rank:
-            continue
-        for name, fp in table.items():
-            want = ref.get(name)
-            if want is None:
-                continue
-            if any(not _same(a, b) for a, b in zip(fp, want)):
-                module = name.rsplit(".", 1)[0] if "." in name else ""
+    refs: dict[str, int] = {}
+    for name, ranks_of in holders.items():
+        ref_rank, *others = ranks_of  # compared with the lowest rank holding the same tensor
+        for r in others:
+            if any(not _same(a, b) for a, b in zip(prints[r][name], prints[ref_rank][name])):
+                tensor = name.split("@", 1)[0]
+                module = tensor.rsplit(".", 1)[0] if "." in tensor else ""
                 odd.setdefault(module, set()).add(r)
+                refs.setdefault(module, ref_rank)
     out = []
     for module in sorted(odd):
         if module in seen:
             continue
         seen.add(module)
+        ref_rank = refs[module]
         ranks = [ref_rank, *sorted(odd[module])]
         out.append(Finding(
             "rank_desync", "warning", module,
             f"step {step}: {_label(module)} differs across {_ranks_text(ranks)}: its replicated parameters or "
             f"buffers no longer match rank {ref_rank}'s. Something changed them on some ranks only (an `if rank == 0:` "
-            "edit, a load on one rank, a per-rank RNG in init); DDP does not put them back.",
+            "edit, a load on one rank, a per-rank RNG in init); neither DDP nor HSDP puts them back.",
             {"step": step, "rank": ranks[1], "ranks": ranks, "rtol": DESYNC_RTOL}))
     return out
 

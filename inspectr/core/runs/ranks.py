@@ -92,6 +92,13 @@ class RankLink:
         self.replicated: list[tuple[str, torch.Tensor]] = []
         if _ddp(model) is not None:  # names as the watch's module paths say them ("module.…")
             self.replicated = [*model.named_parameters(), *model.named_buffers()]
+        else:  # HSDP: a shard is replicated over the mesh dims that do not shard it; ranks holding the
+            # same shard (the same coordinates on the shard dims: "name@coords") must agree
+            for name, p in model.named_parameters():
+                if is_dtensor(p) and any(pl.is_replicate() for pl in p.placements):
+                    coord = p.device_mesh.get_coordinate() or []
+                    key = ",".join(str(coord[d]) for d, pl in enumerate(p.placements) if pl.is_shard())
+                    self.replicated.append((f"{name}@{key}" if key else name, p))
         self.desync_seen: set[str] = set()
         self.local_sq: dict[int, tuple[float, float]] = {}  # step -> (sharded, replicated) local squares
         self.fwd_end: float | None = None
@@ -188,7 +195,7 @@ class RankLink:
     # ----------------------------------------------------------------- the rows
     def fingerprints(self) -> dict[str, tuple[float, float]]:
         with torch.no_grad():
-            ts = [t.detach() for _, t in self.replicated]
+            ts = [local(t).detach() for _, t in self.replicated]
             if not ts:
                 return {}
             sums = torch.stack([t.sum(dtype=torch.float64) if t.is_floating_point() else t.double().sum()
