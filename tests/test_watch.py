@@ -593,3 +593,18 @@ def test_cli_on_a_run_folder(tmp_path: Path) -> None:
     assert "watch cost" in out.stdout and "update ratio" in out.stdout
     out = cli(str(tmp_path / "ok"), "--format", "html")
     assert out.returncode == 2 and "--format json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_run_of_the_older_schema_says_so(tmp_path: Path) -> None:
+    import sqlite3
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / "run.sqlite")  # inspectr-run/1: no rank column
+    conn.executescript("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                       "INSERT INTO meta VALUES ('schema', '\"inspectr-run/1\"');"
+                       "CREATE TABLE steps(step INTEGER PRIMARY KEY, loss REAL);")
+    conn.commit()
+    conn.close()
+    with pytest.raises(inspectr.InspectrError, match="schema inspectr-run/1; this one reads inspectr-run/2"):
+        inspectr.load_run(folder)

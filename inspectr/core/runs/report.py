@@ -100,6 +100,13 @@ def load_run(path: str | Path) -> RunReport:
             "Give the folder passed as run= to inspectr.watch, e.g. inspectr.load_run(\"runs/exp1\").",
         ) from None
     except sqlite3.Error as exc:
+        written = _schema_of(folder)
+        if written is not None and written != SCHEMA:
+            raise InspectrError(
+                f"The run in {folder} was written by another version of inspectr (schema {written}; this one "
+                f"reads {SCHEMA}).",
+                "Open it with the inspectr that recorded it, or record the run again; the file itself is plain "
+                "SQLite and stays readable with sqlite3 or pandas.") from None
         raise InspectrError(f"The run in {folder} cannot be read ({exc}).",
                             "Check that the file is an inspectr run store and that you can read it.") from None
     meta = {k: json.loads(v) for k, v in tables["meta"]}
@@ -173,3 +180,16 @@ def _loss(v: Any, bad: int, logged: bool) -> float | None:
     if v is None:
         return math.nan if bad else None
     return float(v)
+
+
+def _schema_of(folder: Path) -> str | None:
+    """The schema a run store says it was written with (None: it says nothing readable)."""
+    try:
+        conn = sqlite3.connect(f"file:{db_path(folder)}?mode=ro", uri=True, timeout=5.0)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        finally:
+            conn.close()
+        return None if row is None else str(json.loads(row[0]))
+    except (sqlite3.Error, ValueError):
+        return None
