@@ -317,3 +317,17 @@ def test_the_run_app_opens_the_ranks_screen_and_shows_the_rank_picked(ddp_runs: 
             assert app.query_one(RunTree).report.samples == tuple(rank1)
 
     asyncio.run(main())
+
+
+def test_the_same_finding_on_several_ranks_is_shown_once_with_its_ranks() -> None:
+    from inspectr.core.result import Finding
+    from inspectr.core.runs.rank_findings import merge_alike
+
+    def spike(rank: int, step: int = 61) -> Finding:
+        return Finding("grad_spike", "warning", "4", f"rank {rank}: step {step}: jumped", {"step": step, "rank": rank})
+
+    plain = Finding("diverging", "warning", "2", "step 60: left its band", {"step": 60})
+    merged = merge_alike([plain, spike(1), spike(0), spike(1, step=90)])
+    assert [f.message for f in merged] == ["step 60: left its band", "ranks 0, 1: step 61: jumped",
+                                           "rank 1: step 90: jumped"]
+    assert merged[1].detail["ranks"] == [0, 1] and merged[1].detail["rank"] == 0

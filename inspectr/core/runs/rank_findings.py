@@ -68,6 +68,37 @@ def merge_nonfinite(findings: Sequence[Finding]) -> list[Finding]:
     return [merged, *kept]
 
 
+def merge_alike(findings: Sequence[Finding]) -> list[Finding]:
+    """One finding where several ranks found the same thing at the same step and module (under
+    DDP every rank sees the same all-reduced gradients, so a ``grad_spike`` is found on each):
+    the first rank's, its message saying "ranks 0, 1:" and ``detail.ranks`` listing them."""
+    groups: dict[tuple[str, str, Any], list[Finding]] = {}
+    order: list[tuple[str, str, Any] | int] = []
+    for i, f in enumerate(findings):
+        if "rank" not in f.detail or "ranks" in f.detail:
+            order.append(i)
+            continue
+        key = (f.kind, f.module, f.detail.get("step"))
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(f)
+    out: list[Finding] = []
+    for item in order:
+        if isinstance(item, int):
+            out.append(findings[item])
+            continue
+        same = sorted(groups[item], key=lambda f: f.detail["rank"])
+        base = same[0]
+        if len(same) == 1:
+            out.append(base)
+            continue
+        ranks = [f.detail["rank"] for f in same]
+        message = base.message.removeprefix(f"rank {ranks[0]}: ")
+        out.append(Finding(base.kind, base.severity, base.module, f"{_ranks_text(ranks)}: {message}",
+                           dict(base.detail, ranks=ranks)))
+    return out
+
+
 def _same(a: float, b: float) -> bool:
     if not (math.isfinite(a) and math.isfinite(b)):  # a NaN everywhere (after a non-finite step) is no desync
         return not math.isfinite(a) and not math.isfinite(b)

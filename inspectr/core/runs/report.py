@@ -23,7 +23,7 @@ from inspectr.core.runs.findings import (
     stuck_parameters,
     update_ratio,
 )
-from inspectr.core.runs.rank_findings import merge_nonfinite, rank_straggler
+from inspectr.core.runs.rank_findings import merge_alike, merge_nonfinite, rank_straggler
 from inspectr.core.runs.store import SAMPLE_FIELDS, SCHEMA, db_path, read_tables
 from inspectr.errors import InspectrError
 
@@ -137,8 +137,8 @@ def load_run(path: str | Path) -> RunReport:
             _float(drift)
     rank_samples = tuple((s, r, mods) for (s, r), mods in sorted(by_step.items()))
     samples = tuple((s, mods) for s, r, mods in rank_samples if r == first)
-    stored = merge_nonfinite([Finding(kind, sev, module, msg, json.loads(detail))
-                              for _, _, kind, sev, module, msg, detail in tables["findings"]])
+    stored = merge_alike(merge_nonfinite([Finding(kind, sev, module, msg, json.loads(detail))
+                                          for _, _, kind, sev, module, msg, detail in tables["findings"]]))
     losses = [(s["step"], s["loss"]) for s in steps if s["logged"]]
     optimizer = meta.get("optimizer") is not None
     order = meta.get("forward_order") or []
