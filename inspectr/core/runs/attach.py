@@ -186,13 +186,13 @@ class Attachment:
             w = self._attach(optimizer)
             if w is None:
                 return
-        w._pre_hook(optimizer, args, kwargs)  # TrainingProblem goes through: --halt-on error
+        w.before_update()  # TrainingProblem goes through: --halt-on error
 
     def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         w = self.watches.get(id(optimizer))
         if w is None or os.getpid() != self.pid or self.closed:
             return
-        w._post_hook(optimizer, args, kwargs)
+        w.after_update()
         if self.loss is not None and not self.loss_off and self.logged.get(id(optimizer)) != self.loss_count:
             self.logged[id(optimizer)] = self.loss_count
             try:

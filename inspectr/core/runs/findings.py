@@ -348,7 +348,7 @@ def gradient_flow(modules: Sequence[dict[str, Any]], samples: Samples, order: Se
     if not forward:
         return []
     kinds: dict[str, list[tuple[int, bool]]] = {"vanishing_gradient": [], "exploding_gradient": []}
-    seen: dict[int, tuple[float, float, str, list[str], list[str]]] = {}
+    seen: dict[int, tuple[float, float, str, list[str], list[str], str]] = {}  # step -> norms, head, spans
     for s, vals in samples:
         live = [(p, g) for p in forward if isinstance(g := (vals.get(p) or {}).get("grad_norm"), float)
                 and math.isfinite(g) and g > 0]
@@ -413,8 +413,9 @@ def frozen_batchnorm_updating(modules: Sequence[dict[str, Any]], samples: Sample
 
 
 def not_learning(losses: Sequence[tuple[int, float | None]]) -> list[Finding]:
-    """The loss on a plateau: over the last two windows it moved less than NOT_LEARNING_TOL, while
-    it stands above NOT_LEARNING_CONVERGED of where it started."""
+    """The loss on a plateau: consecutive windows up to the end whose medians moved less than
+    NOT_LEARNING_TOL, over enough of the run (see the module doc), while it stands above
+    NOT_LEARNING_CONVERGED of where it started."""
     values = [(s, v) for s, v in losses if v is not None and math.isfinite(v)]
     if len(values) < NOT_LEARNING_MIN_STEPS:
         return []

@@ -50,6 +50,15 @@ def _ddp(model: nn.Module) -> nn.Module | None:
     return model.module if isinstance(model, DistributedDataParallel) else None
 
 
+def _sum_over(t: torch.Tensor, groups: list[Any]) -> torch.Tensor:
+    """``t`` summed over each process group in turn (on the GPU for NCCL groups), on the CPU."""
+    for g in groups:
+        on = t.to("cuda") if dist.get_backend(g) == "nccl" else t.cpu()
+        dist.all_reduce(on, op=dist.ReduceOp.SUM, group=g)
+        t = on.cpu()
+    return t
+
+
 class NoWriter:
     """What a rank other than 0 writes to: nothing (its rows go to rank 0 through ``RankLink``)."""
 
@@ -161,12 +170,7 @@ class RankLink:
             if not where:  # no gradient here this step: the others hold none either (same model)
                 continue
             sel = torch.tensor(where, dtype=torch.long, device=out.device)
-            part = out.index_select(0, sel)
-            for g in groups:
-                on = part.to("cuda") if dist.get_backend(g) == "nccl" else part.cpu()
-                dist.all_reduce(on, op=dist.ReduceOp.SUM, group=g)
-                part = on.to(out.device)
-            out.index_copy_(0, sel, part)
+            out.index_copy_(0, sel, _sum_over(out.index_select(0, sel), groups).to(out.device))
         return out
 
     def keep_step_norm(self, step: int, norms: torch.Tensor, present: list[int]) -> None:
@@ -182,12 +186,8 @@ class RankLink:
         if not self.local_sq:
             return {}
         steps = sorted(self.local_sq)
-        sharded = torch.tensor([self.local_sq[s][0] for s in steps], dtype=torch.float64)
-        groups = next(iter(self.shards.values()))[1]
-        for g in groups:
-            on = sharded.to("cuda") if dist.get_backend(g) == "nccl" else sharded
-            dist.all_reduce(on, op=dist.ReduceOp.SUM, group=g)
-            sharded = on.cpu()
+        sharded = _sum_over(torch.tensor([self.local_sq[s][0] for s in steps], dtype=torch.float64),
+                            next(iter(self.shards.values()))[1])
         out = {s: float(sharded[j] + self.local_sq[s][1]) ** 0.5 for j, s in enumerate(steps)}
         self.local_sq = {}
         return out
@@ -203,16 +203,16 @@ class RankLink:
             sqs = torch.stack([t.double().square().sum() for t in ts]).cpu().tolist()
         return {name: (a, b) for (name, _), a, b in zip(self.replicated, sums, sqs)}
 
-    def exchange(self, step: int, batch: Batch, sampled: bool) -> tuple[list[Batch], list[Finding]]:
-        """Gather every rank's batch at rank 0 (a matched collective: call it on every rank at
-        the same step). Returns, on rank 0, the batches to write (its own first) and the
+    def exchange(self, step: int, batch: Batch) -> tuple[list[Batch], list[Finding]]:
+        """Gather every rank's batch and fingerprints at rank 0 (a matched collective: call it on
+        every rank at the same sampled step). Returns, on rank 0, the batches to write (its own first) and the
         cross-rank findings; on the other ranks, nothing to write. A lost rank ends the link:
         from then on each rank keeps only what it has (rank 0 still writes its own)."""
         batch.rank = self.rank
         if self.lost:
             batch.ranks.append(self.info)
             return ([batch] if self.rank == 0 else []), []
-        payload = (batch, self.fingerprints() if sampled else {}, self.info)
+        payload = (batch, self.fingerprints(), self.info)
         got: list[Any] | None = [None] * self.world if self.rank == 0 else None
         try:
             dist.gather_object(payload, got, dst=0, group=self.group)
@@ -232,5 +232,4 @@ class RankLink:
             batches.append(b)
             if fp:
                 prints[info[0]] = fp
-        findings = fingerprint_desync(step, prints, self.desync_seen) if sampled else []
-        return batches, findings
+        return batches, fingerprint_desync(step, prints, self.desync_seen)

@@ -54,10 +54,7 @@ class RunReport:
         place of the first rank's; the scalars, findings and the rest stay the run's."""
         if not self.rank_steps or rank == min(r["rank"] for r in self.ranks):
             return self
-        steps = tuple({k: v for k, v in row.items() if k not in ("rank", "work", "peak_memory")}
-                      for row in self.rank_steps if row["rank"] == rank)
-        samples = tuple((s, mods) for s, r, mods in self.rank_samples if r == rank)
-        return replace(self, steps=steps, samples=samples)
+        return replace(self, steps=_steps_of(self.rank_steps, rank), samples=_samples_of(self.rank_samples, rank))
 
     @property
     def has_errors(self) -> bool:
@@ -121,8 +118,7 @@ def load_run(path: str | Path) -> RunReport:
                         "seconds": sec, "nonfinite": bool(bad), "logged": (s, r) in logged, "work": work,
                         "peak_memory": mem}
                        for s, loss, g, sec, bad, r, work, mem in tables["steps"])
-    steps = tuple({k: v for k, v in row.items() if k not in ("rank", "work", "peak_memory")}
-                  for row in rank_steps if row["rank"] == first)
+    steps = _steps_of(rank_steps, first)
     scalars: dict[str, list[tuple[int, float | None]]] = {}
     for s, name, value, r in tables["scalars"]:
         if name != "loss" and r == first:
@@ -136,17 +132,17 @@ def load_run(path: str | Path) -> RunReport:
         by_step.setdefault((step, first), {}).setdefault(path_of.get(module, str(module)), {})["running_drift"] = \
             _float(drift)
     rank_samples = tuple((s, r, mods) for (s, r), mods in sorted(by_step.items()))
-    samples = tuple((s, mods) for s, r, mods in rank_samples if r == first)
+    samples = _samples_of(rank_samples, first)
     stored = merge_alike(merge_nonfinite([Finding(kind, sev, module, msg, json.loads(detail))
                                           for _, _, kind, sev, module, msg, detail in tables["findings"]]))
     losses = [(s["step"], s["loss"]) for s in steps if s["logged"]]
     optimizer = meta.get("optimizer") is not None
-    order = meta.get("forward_order") or []
+    forward = meta.get("forward_order") or []
     broken = any(f.kind == "nonfinite" for f in stored)
     diverged = [] if broken else diverging(losses, samples)
     rules = [*stuck_parameters(modules, samples, optimizer=optimizer), *diverged,
-             *dying_units(modules, samples, order), *update_ratio(modules, samples, meta.get("small_start") or ()),
-             *gradient_flow(modules, samples, order), *frozen_batchnorm_updating(modules, samples, optimizer),
+             *dying_units(modules, samples, forward), *update_ratio(modules, samples, meta.get("small_start") or ()),
+             *gradient_flow(modules, samples, forward), *frozen_batchnorm_updating(modules, samples, optimizer),
              *([] if broken or diverged else not_learning(losses)),
              *(rank_straggler(rank_steps) if len(ranks) > 1 else [])]
     order = {"error": 0, "warning": 1, "info": 2}
@@ -180,6 +176,17 @@ def _loss(v: Any, bad: int, logged: bool) -> float | None:
     if v is None:
         return math.nan if bad else None
     return float(v)
+
+
+def _steps_of(rank_steps: tuple[dict[str, Any], ...], rank: int) -> tuple[dict[str, Any], ...]:
+    """One rank's steps, in the shape of ``RunReport.steps`` (no rank, work or peak memory)."""
+    return tuple({k: v for k, v in row.items() if k not in ("rank", "work", "peak_memory")}
+                 for row in rank_steps if row["rank"] == rank)
+
+
+def _samples_of(rank_samples: tuple[tuple[int, int, dict[str, dict[str, Any]]], ...],
+                rank: int) -> tuple[tuple[int, dict[str, dict[str, Any]]], ...]:
+    return tuple((s, mods) for s, r, mods in rank_samples if r == rank)
 
 
 def _schema_of(folder: Path) -> str | None:

@@ -22,15 +22,10 @@ from inspectr.core.probe.grad_stats import norms as tensor_norms
 from inspectr.core.probe.hooks import type_facts
 from inspectr.core.probe.stats import OutputStats, StatsAccumulator, finish_stats
 from inspectr.core.result import ActivationStats
+from inspectr.core.runs.ranks import local
 from inspectr.core.values import iter_tensors, measurable
 
 # a 3-D output is [batch, seq, features] after these (see probe.hooks: the same rule)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local shard, no communication (its squares are summed over the shard group
-    by ``ranks.RankLink``); any other tensor as it is."""
-    return t.to_local() if hasattr(t, "device_mesh") and hasattr(t, "to_local") else t
 
 
 class ParamLayout:
@@ -86,12 +81,12 @@ class ParamLayout:
 
     def snapshot(self) -> list[torch.Tensor]:
         with torch.no_grad():
-            return [_local(p.detach()).clone() for p in self.params]
+            return [local(p.detach()).clone() for p in self.params]
 
     def distances(self, before: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(squared ||w - before||, squared ||w||) per parameter."""
         with torch.no_grad():
-            now = [_local(p.detach()) for p in self.params]
+            now = [local(p.detach()) for p in self.params]  # a shard's squares: summed by RankLink
             if not now:
                 empty = torch.zeros(0, dtype=torch.float64)
                 return empty, empty

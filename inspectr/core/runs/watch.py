@@ -63,8 +63,8 @@ class Watch:
 
     def __init__(self, model: Any, optimizer: Any = None, run: str | os.PathLike[str] = "runs/exp1",
                  every: int = 50, halt_on: str | None = None, own_hooks: bool = True) -> None:
-        # own_hooks=False: the caller's hooks call _pre_hook/_post_hook at each step of the optimizer
-        # (``inspectr watch -- COMMAND`` attaches mid-run from torch's global optimizer hooks)
+        # own_hooks=False: the caller calls before_update()/after_update() at each step of the optimizer
+        # (``inspectr watch -- COMMAND`` from torch's global optimizer hooks, the framework callbacks)
         if not isinstance(model, nn.Module):
             raise InspectrError(f"inspectr.watch needs the nn.Module being trained, got {type(model).__name__}.",
                                 "Pass the model itself: inspectr.watch(model, optimizer, run=\"runs/exp1\").")
@@ -127,7 +127,7 @@ class Watch:
                 "check": "every step" if self.eager else "read at sampled steps"}
         meta["small_start"] = self._small_start()
         if self.link is not None:
-            meta.update(world=self.link.world, check="every step" if self.eager else "read at sampled steps")
+            meta["world"] = self.link.world
         self.writer: RunWriter | NoWriter = (
             NoWriter() if self.link is not None and self.link.rank != 0
             else RunWriter(self.folder, [(i, *info) for i, info in enumerate(self.layout.module_info)], meta))
@@ -424,7 +424,7 @@ class Watch:
             self.batch = Batch()
             return
         batch, self.batch = self.batch, Batch()
-        batches, found = self.link.exchange(last, batch, sampled=True)
+        batches, found = self.link.exchange(last, batch)
         for b in batches:
             self.writer.put(b)
         for f in found:  # rank 0: parameters that should be replicated, compared across ranks
