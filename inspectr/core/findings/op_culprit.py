@@ -94,6 +94,19 @@ def with_call(finding: Finding, trace: OpTrace | None) -> Finding:
                    detail={**finding.detail, **extra})
 
 
+def origin_call(origin: GradOrigin) -> str:
+    """Where backward made a NaN/Inf, as a message says it: `torch.sqrt` (SqrtBackward0, net.py:41: code)."""
+    loc = short_location(origin.location)
+    return f"`{origin.op}` ({origin.node}" + (f", {loc}: {origin.code}" if loc and origin.code else
+                                              f", {loc}" if loc else "") + ")"
+
+
+def origin_detail(origin: GradOrigin) -> dict[str, Any]:
+    """The detail keys naming the forward call behind a NaN/Inf born in backward."""
+    return {"op": origin.op, "op_created": True, "op_module": origin.module, "node": origin.node,
+            "source": origin.source.to_dict() if origin.source is not None else None}
+
+
 def with_grad_origin(finding: Finding, origin: GradOrigin | None) -> Finding:
     """The watch's ``nonfinite`` finding of a step whose forward stayed finite, with the backward
     call that first turned finite gradients into NaN/Inf (found by a replay of the step's forward
@@ -101,13 +114,11 @@ def with_grad_origin(finding: Finding, origin: GradOrigin | None) -> Finding:
     if origin is None:
         return finding
     bad = "NaN" if origin.kind == "nan" else "Inf"
-    loc = short_location(origin.location)
-    at = f"`{origin.op}` ({origin.node}" + (f", {loc}: {origin.code}" if loc and origin.code else
-                                            f", {loc}" if loc else "") + ")"
     place = origin.module if origin.module else ("the root" if origin.module == "" else "the loss")
-    sentence = (f"Replayed, the backward first turned finite gradients into {bad} in {place} at {at}: "
-                f"{op_advice(origin.op, origin.kind)}.")
-    detail = {**finding.detail, "op": origin.op, "op_created": True, "op_module": origin.module,
-              "node": origin.node, "op_source": origin.source.to_dict() if origin.source is not None else None}
+    sentence = (f"Replayed, the backward first turned finite gradients into {bad} in {place} at "
+                f"{origin_call(origin)}: {op_advice(origin.op, origin.kind)}.")
+    call = origin_detail(origin)
+    call["op_source"] = call.pop("source")  # the watch's detail.source says where the value came from
+    detail = {**finding.detail, **call}
     module = origin.module if origin.module is not None else finding.module
     return replace(finding, module=module, message=f"{finding.message} {sentence}", detail=detail)

@@ -52,14 +52,14 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     VANISH_RATIO,
     common_ancestor,
 )
-from inspectr.core.findings.op_culprit import op_detail, op_sentence
+from inspectr.core.findings.op_culprit import op_detail, op_sentence, origin_call, origin_detail
 from inspectr.core.findings.zero_init import (
     behind_zero_init,
     explained_by_zero_init,
     zero_init_blocks,
 )
 from inspectr.core.probe.culprits import nonfinite_culprit
-from inspectr.core.probe.grad_origin import GradOrigin, short_location
+from inspectr.core.probe.grad_origin import GradOrigin
 from inspectr.core.probe.run import ProbeResult
 from inspectr.core.result import Finding, ModuleRow
 
@@ -176,9 +176,7 @@ def nonfinite_grad(origin: GradOrigin | None, modules: int, first_reached: str =
             {"modules": modules, **extra},
         )]
     bad = "NaN" if origin.kind == "nan" else "Inf"
-    loc = short_location(origin.location)
-    at = f"`{origin.op}` ({origin.node}" + (f", {loc}: {origin.code}" if loc and origin.code else
-                                            f", {loc}" if loc else "") + ")"
+    at = origin_call(origin)
     more = (f" ({origin.later} more op{'s' if origin.later != 1 else ''} did the same later in backward)"
             if origin.later else "")
     inherit = (f"{modules} module{'s' if modules != 1 else ''} end{'' if modules != 1 else 's'} up with "
@@ -199,10 +197,8 @@ def nonfinite_grad(origin: GradOrigin | None, modules: int, first_reached: str =
         "nonfinite_grad", "error", origin.module or "",
         f"{where} turned finite gradients into {origin.count:,} {bad} value{'s' if origin.count != 1 else ''} "
         f"of {origin.numel:,} in {place}{mtype} at {at}, while the forward stayed finite{more}; {inherit}. {advice}",
-        {"op": origin.op, "op_created": True, "op_module": origin.module, "node": origin.node, "nonfinite": bad,
-         "count": origin.count, "numel": origin.numel, "location": origin.location, "code": origin.code,
-         "source": origin.source.to_dict() if origin.source is not None else None, "later": origin.later,
-         "modules": modules, **extra},
+        {**origin_detail(origin), "nonfinite": bad, "count": origin.count, "numel": origin.numel,
+         "location": origin.location, "code": origin.code, "later": origin.later, "modules": modules, **extra},
     )]
 
 
