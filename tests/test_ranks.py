@@ -331,3 +331,12 @@ def test_the_same_finding_on_several_ranks_is_shown_once_with_its_ranks() -> Non
     assert [f.message for f in merged] == ["step 60: left its band", "ranks 0, 1: step 61: jumped",
                                            "rank 1: step 90: jumped"]
     assert merged[1].detail["ranks"] == [0, 1] and merged[1].detail["rank"] == 0
+
+
+def test_the_runs_listing_counts_each_step_once_across_ranks(ddp_runs: Path) -> None:
+    from inspectr.core.runs.listing import summarize
+
+    report = inspectr.load_run(ddp_runs / "healthy")
+    line = summarize(ddp_runs / "healthy")
+    assert len(report.ranks) == 2 and line.steps == len(report.steps)
+    assert line.last_loss == report.loss[-1][1]

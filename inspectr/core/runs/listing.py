@@ -61,10 +61,14 @@ def summarize(folder: str | Path) -> RunSummary:
         try:
             conn.execute("BEGIN")
             meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-            (steps,) = conn.execute("SELECT count(*) FROM steps").fetchone()
-            row = conn.execute("SELECT s.value, t.nonfinite FROM scalars s LEFT JOIN steps t ON t.step = s.step "
-                               "WHERE s.name = 'loss' ORDER BY s.step DESC LIMIT 1").fetchone()
-            counts = dict(conn.execute("SELECT severity, count(*) FROM findings GROUP BY severity").fetchall())
+            # a run of several ranks holds a row per step and rank: the steps, and the lowest rank's last loss
+            (steps,) = conn.execute("SELECT count(DISTINCT step) FROM steps").fetchone()
+            row = conn.execute("SELECT s.value, t.nonfinite FROM scalars s LEFT JOIN steps t "
+                               "ON t.step = s.step AND t.rank = s.rank WHERE s.name = 'loss' "
+                               "ORDER BY s.step DESC, s.rank LIMIT 1").fetchone()
+            # the same finding on several ranks (kind, module, step) counts once, as load_run shows it
+            counts = dict(conn.execute("SELECT severity, count(*) FROM (SELECT DISTINCT severity, kind, module, step "
+                                       "FROM findings) GROUP BY severity").fetchall())
             conn.execute("COMMIT")
         finally:
             conn.close()
