@@ -15,6 +15,7 @@ from inspectr.core.runs.report import RunReport
 from inspectr.report.formatting import SEVERITY_MARK, SEVERITY_STYLE, curve, sci
 from inspectr.report.ranks import ranks_renderables
 from inspectr.report.render import findings_table, make_console
+from inspectr.report.run_views import step_seconds
 from inspectr.report.training import loss_chart
 
 COLUMNS = (("param_grad_norm", "param grad"), ("update_ratio", "update ratio"), ("distance", "from start"),
@@ -30,7 +31,7 @@ def header(report: RunReport) -> RenderableType:
     steps = len(report.steps)
     t.append(f"\n{steps:,} steps · {len(report.samples):,} sampled (every {run.get('every', '?')}) · "
              f"device {run.get('device', '?')} · {run.get('params', 0):,} parameters", style="dim")
-    total = sum(s["seconds"] or 0.0 for s in report.steps)
+    total = step_seconds(report)
     own = run.get("watch_seconds")
     if own is not None and total > 0:
         t.append(f"\nwatch cost: {own:.3g} s of {total:.3g} s in steps ({own / total:.1%})", style="dim")

@@ -5,6 +5,7 @@ the status line, and the table of the runs in a folder."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -216,21 +217,13 @@ def cost_line(report: RunReport) -> str:
         return f"watch cost {own / total:.1%} ({own:.3g} s of {total:.3g} s in steps)"
     sampled = {s for s, _ in report.samples}
     secs = [(s["step"] in sampled, s["seconds"]) for s in report.steps if s["seconds"] is not None]
-    plain = sorted(x for was, x in secs if not was)
+    plain = [x for was, x in secs if not was]
     if total <= 0 or not plain or not any(was for was, _ in secs):
         return "watch cost: measured as the run goes"
-    extra_each = median([x for was, x in secs if was]) - median(plain)
+    extra_each = statistics.median([x for was, x in secs if was]) - statistics.median(plain)
     extra = max(0.0, extra_each * len(sampled))
     # estimated: (median sampled step - median other step) x samples; the exact figure comes at the end
     return f"watch cost ≈ {extra / total:.1%} ({extra:.3g} s of {total:.3g} s)"
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def status_text(report: RunReport) -> Text:
