@@ -153,21 +153,13 @@ def trace_ops(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], o
     raised: BaseException | None = None
     try:
         with preserved(model, extra, tracer.guard.backups, tree), torch.set_grad_enabled(record):
-            if opts.mode == "train":
-                model.train()
-            elif opts.mode == "eval":
-                model.eval()
-            seed_torch(opts.seed)
-            random.seed(opts.seed)
+            _start(model, opts)
             want = record and not any(p.requires_grad for _, p in tree.params)
             p_args = with_input_grads(args, want, []) if record else args
             p_kwargs = with_input_grads(kwargs, want, []) if record else kwargs
             with tracer.watching():
                 try:
-                    if param_map is not None:
-                        torch.func.functional_call(model, param_map, p_args, p_kwargs)
-                    else:
-                        model(*p_args, **p_kwargs)
+                    _forward(model, param_map, p_args, p_kwargs)
                 except (KeyboardInterrupt, ProbeCancelled):
                     raise
                 except Exception as exc:  # the failure being traced
@@ -224,21 +216,13 @@ def _trace_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str
     tracer = GradOriginTracer(list(tree.modules), [p for _, p in tree.params] if param_map is None else [])
     try:
         with preserved(model, extra, tracer.guard.backups, tree), torch.enable_grad():
-            if opts.mode == "train":
-                model.train()
-            elif opts.mode == "eval":
-                model.eval()
-            seed_torch(opts.seed)  # as the pass did: the same draws (dropout, backward seeds)
-            random.seed(opts.seed)
+            _start(model, opts)  # as the pass did: the same draws (dropout, backward seeds)
             # as in the pass: inputs get a gradient only when no parameter trains
             want = not any(p.requires_grad for _, p in tree.params)
 
             p_args, p_kwargs = with_input_grads(args, want, []), with_input_grads(kwargs, want, [])
             with tracer.watching():
-                if param_map is not None:
-                    output = torch.func.functional_call(model, param_map, p_args, p_kwargs)
-                else:
-                    output = model(*p_args, **p_kwargs)
+                output = _forward(model, param_map, p_args, p_kwargs)
             floats = list({id(t): t for t in iter_tensors(output)
                            if (t.is_floating_point() or t.is_complex()) and t.requires_grad}.values())
             with warnings.catch_warnings():
@@ -251,6 +235,23 @@ def _trace_grad_origin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str
         tracer.close()
         return None
     return tracer.close()
+
+
+def _start(model: nn.Module, opts: ProbeOptions) -> None:
+    """The pass's mode and seeds, so that a replay draws what the pass drew (dropout, backward seeds)."""
+    if opts.mode == "train":
+        model.train()
+    elif opts.mode == "eval":
+        model.eval()
+    seed_torch(opts.seed)
+    random.seed(opts.seed)
+
+
+def _forward(model: nn.Module, param_map: dict[str, torch.Tensor] | None, args: Any, kwargs: Any) -> Any:
+    """The model's forward, through ``torch.func.functional_call`` when the pass runs on ``param_map``."""
+    if param_map is not None:
+        return torch.func.functional_call(model, param_map, args, kwargs)
+    return model(*args, **kwargs)
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ProbeOptions,
@@ -276,13 +277,8 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
             raise ProbeCancelled()
 
     with preserved(model, extra, probe.guard.backups, tree):
-        if opts.mode == "train":
-            model.train()
-        elif opts.mode == "eval":
-            model.eval()
+        _start(model, opts)
         mode_name = "train" if model.training else "eval"
-        seed_torch(opts.seed)
-        random.seed(opts.seed)
         leaves: list[torch.Tensor] = []
 
         # Inputs get requires_grad only when no parameter trains: then gradients still flow for
@@ -304,10 +300,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opts: 
                 saved = probe.count_saved(keep=keep).counting() if record else contextlib.nullcontext()
                 try:
                     with FunctionalWatch(probe), saved:
-                        if param_map is not None:
-                            output = torch.func.functional_call(model, param_map, p_args, p_kwargs)
-                        else:
-                            output = model(*p_args, **p_kwargs)
+                        output = _forward(model, param_map, p_args, p_kwargs)
                 except (KeyboardInterrupt, ProbeCancelled):
                     raise
                 except Exception as exc:  # the user's model raised: name the culprit
