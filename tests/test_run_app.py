@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import assert_clean_error, run_cli
 from rich.console import Console
+from rich.text import Text
 from torch import nn
 
 import inspectr
@@ -159,6 +160,33 @@ async def test_selecting_a_finding_moves_the_tree_and_the_heatmap(runs: Path) ->
         drawn = plain(heatmap(app.report, hm.key, 100, step=hm.step, module=hm.module))
         assert "▼" in drawn.splitlines()[0]
         assert drawn.splitlines()[hm.line_of["3"]].startswith("3 ")
+
+
+@sync
+async def test_the_heatmap_is_built_off_the_ui_thread_and_a_late_picture_is_dropped(runs: Path, monkeypatch) -> None:
+    import inspectr.tui.widgets.run_heatmap as pane
+
+    built_on: list[threading.Thread] = []
+    real = pane.heatmap_lines
+
+    def recording(*args, **kwargs):
+        built_on.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pane, "heatmap_lines", recording)
+    app = RunApp(str(runs / "sick"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        hm = app.query_one(RunHeatmap)
+        assert built_on and threading.main_thread() not in built_on
+        assert hm.current and "gradient norm" in plain(hm.content)
+        # a picture that finishes after a newer one was asked for is never shown
+        hm.on_run_heatmap_drawn(RunHeatmap.Drawn(Text("a stale picture"), {}, 0))
+        assert hm.current and "stale" not in plain(hm.content)
+        await pilot.press("s")  # the next statistic: a new picture
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert hm.current and "stale" not in plain(hm.content) and "update ratio" in plain(hm.content)
 
 
 @sync

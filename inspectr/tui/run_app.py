@@ -261,7 +261,7 @@ class RunApp(App[int]):
         self.query_one(RunTree).select_path(message.path)
         hm = self.query_one(RunHeatmap)
         hm.show(step=message.step, module=message.path)
-        self.call_after_refresh(hm.scroll_to_module)
+        hm.scroll_to_module()
         self._show_spark()
 
     def action_next_statistic(self) -> None:

@@ -1,0 +1,155 @@
+"""Benchmark: the floors under issue 18's speed targets, measured on the paths users run.
+
+Run by hand (not a test):  PYTHONPATH=. python benchmarks/probe_floor.py [--models ...] [--repeat 7]
+
+Two questions, each timed side by side in one process, interleaved, median of N runs:
+
+- **Forward-only against torchinfo.** ``torchinfo.summary`` runs the model in eval mode without
+  autograd. ``inspectr.inspect(..., backward=False)`` runs it in the model's own mode (train, for
+  a freshly built torchvision model) and records the autograd graph, because the memory block
+  counts exactly the bytes backward would keep, without a second forward (issue 18's product
+  decision). The bare forward that does the same (own mode, autograd on) is the floor of any
+  forward-only probe that keeps those promises; its ratio to torchinfo is printed next to ours,
+  and torchinfo in train mode is shown as the like-for-like peer.
+- **The deep stack** (20,002 modules, batch 4): the least any probe built on module hooks does
+  for exact per-module statistics and gradient norms, stripped of everything else inspectr
+  reports (rows, findings, memory, restoring the model): a pre/post hook per module, a stack
+  for naming culprits, each output copied (later in-place ops) and reduced in batches at the
+  end, its gradient retained, and a Python saved-tensor hook to count saved bytes. Each part is
+  also shown alone, against the bare forward+backward and the whole ``inspectr.inspect``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+import torchinfo
+from torch import nn
+
+import inspectr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe_speed import deep_stack, interleaved  # noqa: E402
+
+
+def forward_only_floors(models: list[str], repeat: int) -> None:
+    import torchvision
+
+    print(f"{'model':16s} {'tinfo':>7s} {'tinfo-tr':>8s} {'eval ng':>8s} {'train ng':>8s} {'train+ag':>8s} "
+          f"{'inspectr':>8s} | {'floor/ti':>8s} {'ours/ti':>7s} {'ours/ti-tr':>10s} {'ours/floor':>10s}")
+    for name in models:
+        model = torchvision.models.get_model(name, weights=None)
+        x = torch.randn(2, 3, 224, 224)
+
+        def bare(train: bool, grad: bool) -> Callable[[], None]:
+            def run() -> None:
+                was = model.training
+                model.train(train)
+                with torch.set_grad_enabled(grad):
+                    model(x)
+                model.train(was)
+
+            return run
+
+        fns = [
+            lambda: torchinfo.summary(model, input_data=x, verbose=0),
+            lambda: torchinfo.summary(model, input_data=x, verbose=0, mode="train"),
+            bare(False, False),
+            bare(True, False),
+            bare(True, True),
+            lambda: inspectr.inspect(model, inputs=x, backward=False),
+        ]
+        ti, ti_train, eval_ng, train_ng, floor, ours = interleaved(fns, repeat)
+        print(f"{name:16s} {ti:7.3f} {ti_train:8.3f} {eval_ng:8.3f} {train_ng:8.3f} {floor:8.3f} {ours:8.3f} | "
+              f"{floor / ti:7.2f}x {ours / ti:6.2f}x {ours / ti_train:9.2f}x {ours / floor:9.2f}x", flush=True)
+
+
+def minimal_probe(model: nn.Module, x: torch.Tensor, saved: bool, retain: bool, copy: bool) -> None:
+    """The least a module-hook probe does for exact per-module output statistics and gradient
+    norms; nothing else (no rows, findings or memory, the model is not restored)."""
+    mods = list(model.modules())
+    stack: list[nn.Module] = []
+    outs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def pre(mod: nn.Module, args: tuple) -> None:
+        stack.append(mod)
+
+    def post(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        stack.pop()
+        outs.append((out.detach().clone() if copy else out.detach(), out))
+        if retain and out.requires_grad:
+            out.retain_grad()
+
+    for m in mods:
+        m._forward_pre_hooks[-1] = pre
+        m._forward_hooks[-2] = post
+    try:
+        counting = (torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t) if saved
+                    else contextlib.nullcontext())
+        with counting:
+            y = model(x)
+        y.sum().backward()
+        by_shape: dict[torch.Size, list[torch.Tensor]] = {}
+        for c, _ in outs:
+            by_shape.setdefault(c.shape, []).append(c)
+        for group in by_shape.values():
+            rows = torch.stack(group).flatten(1)
+            torch.stack([rows.sum(1), rows.amin(1), rows.amax(1), torch.linalg.vector_norm(rows, dim=1)], 1).tolist()
+        grads: dict[torch.Size, list[torch.Tensor]] = {}
+        for _, o in outs:
+            if retain and o.requires_grad and o.grad is not None:
+                grads.setdefault(o.grad.shape, []).append(o.grad)
+        for group in grads.values():
+            torch.linalg.vector_norm(torch.stack(group).flatten(1), dim=1).tolist()
+    finally:
+        for m in mods:
+            m._forward_pre_hooks.pop(-1, None)
+            m._forward_hooks.pop(-2, None)
+        model.zero_grad(set_to_none=True)
+
+
+def deep_floor(repeat: int) -> None:
+    model = deep_stack()
+    x = torch.randn(4, 32)
+
+    def bare() -> None:
+        model(x).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    variants = {
+        "hooks + batched stats": (False, False, False),
+        "+ saved-bytes hook": (True, False, False),
+        "+ retained gradients": (False, True, False),
+        "+ output copies": (False, False, True),
+        "all of the above": (True, True, True),
+    }
+    fns = [bare, *[(lambda v=v: minimal_probe(model, x, *v)) for v in variants.values()],
+           lambda: inspectr.inspect(model, inputs=x)]
+    times = interleaved(fns, repeat)
+    print(f"deep stack (20,002 modules), bare forward+backward {times[0]:.3f} s")
+    for label, t in zip([*variants, "inspectr.inspect"], times[1:]):
+        print(f"  {label:24s} {t:6.3f} s  {t / times[0]:5.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16", "efficientnet_b0"])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-deep", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, cpu, {args.threads} threads, median of {args.repeat}, interleaved")
+    if args.models:
+        forward_only_floors(args.models, args.repeat)
+    if not args.no_deep:
+        deep_floor(max(3, args.repeat // 2))
+
+
+if __name__ == "__main__":
+    main()
