@@ -138,7 +138,8 @@ def deep_floor(repeat: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16", "efficientnet_b0"])
+    ap.add_argument("--models", nargs="*", default=["resnet50", "vit_b_16", "efficientnet_b0"],
+                    help="torchvision models for the forward-only floors (none: the deep stack only)")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-deep", action="store_true")
