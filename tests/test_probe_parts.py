@@ -152,8 +152,36 @@ def test_large_activation_statistics_and_dead_units_are_exact():
     assert relu.dead_fraction == pytest.approx(float(((y.amax(dim=(0, 2, 3))) == 0).float().mean()))
     assert relu.dead_fraction == pytest.approx(6 / 16)
     gelu, g = r.module("3").stats, truth["3"]
-    assert (gelu.min, gelu.max) == (pytest.approx(float(g.min())), pytest.approx(float(g.max())))
+    _check_large(gelu, g, "3")
+    assert gelu.max == pytest.approx(float(g.max())) and gelu.mean == pytest.approx(float(g.mean()), abs=1e-6)
     assert gelu.dead_fraction == 0.0
+
+
+def test_a_smooth_activation_with_quiet_units_gets_exact_dead_units_min_and_infinities():
+    # every unit positive somewhere: all alive, the min from the sample; a unit never positive
+    # is dead when it stays in (-tol, 0] and alive when it dips below; -Inf (no unit maximum
+    # shows it) is counted all the same
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 64, 64)
+    healthy, acc = OutputStats(), StatsAccumulator()
+    assert healthy.observe(acc, x, "smooth", False) is False
+    st = finish_stats(acc)
+    assert st.dead_fraction == 0.0 and "min" in st.sampled and "mean" not in st.sampled
+    assert x.min() <= st.min <= x.max() and st.mean == pytest.approx(float(x.mean()), abs=1e-6)
+    quiet = x.clone()
+    quiet[:, 0] = -1e-8  # dead: inside (-tol, 0]
+    quiet[:, 1] = -0.5  # never positive, yet alive: below -tol
+    quiet[0, 2, 0, 0] = -3.0
+    acc = StatsAccumulator()
+    assert OutputStats().observe(acc, quiet, "smooth", False) is False
+    st = finish_stats(acc)
+    assert st.dead_fraction == pytest.approx(1 / 8) and st.min == float(quiet.min()) and "min" not in st.sampled
+    inf = x.clone()
+    inf[1, 3, 5, 7] = -math.inf
+    acc = StatsAccumulator()
+    assert OutputStats().observe(acc, inf, "smooth", False) is True
+    st = finish_stats(acc)
+    assert (st.inf, st.nan) == (1, 0) and st.min == float(x[inf.isfinite()].min())
 
 
 @pytest.mark.parametrize("values", [

@@ -333,43 +333,52 @@ class OutputStats:
                       nonneg: bool) -> tuple[Reduced, int] | None:
         """Statistics and live units of a large activation output.
 
-        Per-unit maxima (and minima, unless the output is never negative) along the unit layout
-        give the exact minimum and maximum and, per unit, whether any value leaves (-tol, tol)
-        (``amax``/``amin`` along dims: ``aminmax`` along a dim is 10-20x slower on CPU). Zeros
-        are counted exactly for rectifiers (``count_nonzero`` into a reused scratch buffer);
-        sums come from the sample. None when a value is NaN or Inf (the general path counts
-        them).
+        Per-unit maxima along the unit layout (``amax`` along dims: ``aminmax`` along a dim is
+        10-20x slower on CPU) give the exact maximum and, where every unit has a positive value
+        (a healthy layer), every unit alive: a positive output is a live unit, however small
+        (GELU/SiLU of a tiny input). Only when some unit's maximum is not positive do per-unit
+        minima tell whether it dips below -tol (alive) or stays in (-tol, 0] (dead); they then
+        give the exact minimum too, which is otherwise the sample's. Zeros are counted exactly
+        for rectifiers (``count_nonzero`` into a reused scratch buffer); the sum is exact, but
+        for a nonnegative output, whose sum and sum of squares come from the sample. None when
+        a value is NaN or Inf (the general path counts them).
         """
         units, inner = layout
         n = x.numel()
         v = x.reshape(-1, units, inner)
         hi_u = _unit_max(v, True)
         sample = sample_of(x)
-        alive = hi_u > 0  # a positive output is a live unit, however small (GELU/SiLU of a tiny input)
-        parts = [hi_u.max(), sample.sum(), sum_sq(sample)]
-        if not nonneg:
-            lo_u = _unit_max(v, False)
-            alive |= lo_u < -tol
-            parts.append(lo_u.min())
-        parts.append(alive.sum().to(x.dtype))
+        # NaN and +Inf reach the maxima; a full sum finds -Inf too (a nonnegative output has
+        # none: its mean comes from the sample)
+        parts = [hi_u.min(), hi_u.max(), sample.sum() if nonneg else x.sum(), sum_sq(sample), sample.min()]
         if not count_zeros:
             parts.append(_nonzero_of(sample))
         values = torch.stack(parts).tolist()
-        mx, total, sq = values[:3]
-        if count_zeros:
-            nz, n_alive = count_nonzero(x, self._scratch(x), nonneg), values[-1]
-        else:
-            nz, n_alive = values[-1], values[-2]
-        if nonneg:  # the minimum of a nonnegative output is 0 wherever a value is
-            mn = 0.0 if count_zeros and nz < n else float(x.min())
-        else:
-            mn = values[3]
-        if not (math.isfinite(mn) and math.isfinite(mx) and math.isfinite(total)):
+        least_max, mx, total, sq, mn = values[:5]
+        if not (math.isfinite(mx) and math.isfinite(total) and math.isfinite(mn)):
             return None
         scale = n / sample.numel()
-        sampled = SAMPLED_MEAN | SAMPLED_STD | (0 if count_zeros else SAMPLED_ZEROS)
-        return ((total * scale, sq * scale, mn, mx, int(nz if count_zeros else nz * scale), 0, 0, sampled),
-                int(n_alive))
+        if nonneg:
+            total *= scale
+        sampled = (SAMPLED_MEAN if nonneg else 0) | SAMPLED_STD
+        n_alive = units
+        if least_max <= 0:  # some unit never positive: alive only where it dips below -tol
+            alive = hi_u > 0
+            if not nonneg:
+                lo_u = _unit_max(v, False)
+                alive |= lo_u < -tol
+                mn = float(lo_u.min())
+            n_alive = int(alive.sum())
+        elif not nonneg:
+            sampled |= SAMPLED_MIN
+        if count_zeros:
+            nz = count_nonzero(x, self._scratch(x), nonneg)
+        else:
+            nz = values[5] * scale
+            sampled |= SAMPLED_ZEROS
+        if nonneg:  # the minimum of a nonnegative output is 0 wherever a value is
+            mn = 0.0 if count_zeros and nz < n else float(x.min())
+        return (total, sq * scale, mn, mx, int(nz), 0, 0, sampled), n_alive
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: a fresh one per output costs page faults."""
