@@ -215,3 +215,14 @@ def test_cli_check_fails_on_a_nan_born_in_backward():
     doc = json.loads(proc.stdout)
     (f,) = [f for f in doc["findings"] if f["kind"] == "nonfinite_grad"]
     assert f["module"] == "gated" and f["detail"]["nonfinite"] == "Inf" and f["detail"]["op"] == "torch.sqrt"
+
+
+def test_highest_paths_keeps_only_paths_with_nothing_above_them_in_the_set():
+    from inspectr.core.findings.common import highest_paths
+
+    assert highest_paths({"a.b", "a.b.c", "a.bc", "d.e.f", "d"}) == ["a.b", "a.bc", "d"]
+    assert highest_paths({"", "a", "a.b"}) == [""]
+    assert highest_paths(set()) == []
+    deep = {f"0.{i}" for i in range(20_000)} | {f"0.{i}.w" for i in range(20_000)}
+    assert highest_paths(deep) == sorted(f"0.{i}" for i in range(20_000))
+    assert highest_paths(deep | {"0"}) == ["0"]

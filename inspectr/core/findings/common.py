@@ -1,6 +1,6 @@
 """Provides what the findings of the probe, of training steps and of a watched run share, free of
 torch (a run is read and judged without it): the thresholds they reuse, the deepest module path
-holding a set of paths, and the frozen-BatchNorm finding. The thresholds are documented where
+holding a set of paths, the highest paths of a set, and the frozen-BatchNorm finding. The thresholds are documented where
 they are applied (``findings.rules``, ``findings.training``, ``runs.findings``)."""
 
 from __future__ import annotations
@@ -36,6 +36,22 @@ def common_ancestor(paths: list[str]) -> str:
         else:
             break
     return ".".join(prefix)
+
+
+def highest_paths(paths: set[str]) -> list[str]:
+    """The paths of ``paths`` with no module above them in it, sorted: where a finding about a
+    whole set of modules (all their parameters unused, or stuck) is reported once. One walk up
+    from each path, not a comparison of every pair (20,000-module models)."""
+    out = []
+    for path in paths:
+        above = path
+        while above:
+            above = above.rsplit(".", 1)[0] if "." in above else ""
+            if above in paths:
+                break
+        else:
+            out.append(path)
+    return sorted(out)
 
 
 def _label(path: str) -> str:

@@ -51,6 +51,7 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     EXPLODE_RMS,
     VANISH_RATIO,
     common_ancestor,
+    highest_paths,
 )
 from inspectr.core.findings.op_culprit import op_detail, op_sentence, origin_call, origin_detail
 from inspectr.core.findings.zero_init import (
@@ -331,7 +332,7 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
                     path = _owner(path) if path else None
     # grow each owner to the largest module whose trainable parameters all went unused
     fully = {r.path for r in rows if r.trainable_params > 0 and r.path not in has_used}
-    tops = sorted(p for p in fully if not any(q in fully for q in _ancestors(p)[1:]))
+    tops = highest_paths(fully)
     top_set = set(tops)
     leftovers = [o for o in owners if not any(q in top_set for q in _ancestors(o))]
     severity = "warning" if result.mode == "train" else "info"

@@ -57,6 +57,7 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     UPDATE_MIN_RMS,
     UPDATE_SPREAD,
     frozen_batchnorm_finding,
+    highest_paths,
 )
 from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.rules import nonfinite_grad
@@ -335,7 +336,7 @@ def stuck_parameters(rows: tuple[ModuleRow, ...], run: TrainingRun, unused: set[
             key = ".".join(parts[:i])
             below[key] = below.get(key, 0) + numel.get(name, 0)
     fully = {r.path for r in rows if r.trainable_params > 0 and below.get(r.path, 0) >= r.trainable_params}
-    tops = sorted(p for p in fully if not any(p != q and (q == "" or p.startswith(q + ".")) for q in fully))
+    tops = highest_paths(fully)
     leftover: dict[str, list[str]] = {}
     for name in sorted(stuck):
         owner = name.rsplit(".", 1)[0] if "." in name else ""

@@ -79,6 +79,7 @@ from inspectr.core.findings.common import (
     VANISH_RATIO,
     common_ancestor,
     frozen_batchnorm_finding,
+    highest_paths,
 )
 from inspectr.core.result import Finding
 
@@ -199,7 +200,7 @@ def _tops(stuck: set[str], owners: dict[str, dict[str, Any]]) -> list[str]:
         candidates.update(".".join(parts[:i]) for i in range(len(parts)))
     full = {c for c in candidates
             if all(p in stuck for p in owners if c == "" or p == c or p.startswith(c + "."))}
-    return sorted(c for c in full if not any(c != q and (q == "" or c.startswith(q + ".")) for q in full))
+    return highest_paths(full)
 
 
 def diverging(losses: Sequence[tuple[int, float | None]],
