@@ -34,7 +34,7 @@ import torchinfo
 import inspectr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_speed import deep_stack, interleaved  # noqa: E402
+from probe_speed import blocked, deep_stack, interleaved  # noqa: E402
 
 _BARE_CLI = """
 import torch, torchvision
@@ -58,7 +58,10 @@ def main() -> None:
     ap.add_argument("--no-deep", action="store_true", help="skip the 20,002-module stack")
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI wall time")
     ap.add_argument("--device", default="cpu", help="cuda: models, inputs and inspectr on the GPU")
+    ap.add_argument("--blocked", action="store_true",
+                    help="time each in its own steady state (probe_speed.blocked), not run by run in turns")
     args = ap.parse_args()
+    timer = blocked if args.blocked else interleaved
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -75,7 +78,8 @@ def main() -> None:
         return run
 
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
-    print(f"torch {torch.__version__}, {name}, {args.threads} threads, median of {args.repeat}, interleaved")
+    print(f"torch {torch.__version__}, {name}, {args.threads} threads, median of {args.repeat}, "
+          f"{'blocked' if args.blocked else 'interleaved'}")
     print(f"{'model':16s} {'bare fwd':>9s} {'torchinfo':>9s} {'fwd-only':>9s} {'/tinfo':>7s} | "
           f"{'bare f+b':>9s} {'full':>9s} {'/bare':>7s}")
     import torchvision
@@ -102,7 +106,7 @@ def main() -> None:
             inspectr.inspect(model, inputs=x, device=args.device)
 
         timed = [synced(f) for f in (bare_fwd, info, forward_only, bare, full)]
-        tf, ti, to, tb, tp = interleaved(timed, args.repeat)
+        tf, ti, to, tb, tp = timer(timed, args.repeat)
         print(f"{name:16s} {tf:9.3f} {ti:9.3f} {to:9.3f} {to / ti:6.2f}x | {tb:9.3f} {tp:9.3f} {tp / tb:6.2f}x",
               flush=True)
     if not args.no_deep:
@@ -116,7 +120,7 @@ def main() -> None:
         def inspect_deep() -> None:
             inspectr.inspect(model, inputs=x, device=args.device)
 
-        tb, tinsp = interleaved([synced(bare_deep), synced(inspect_deep)], max(3, args.repeat // 2 + 1))
+        tb, tinsp = timer([synced(bare_deep), synced(inspect_deep)], max(3, args.repeat // 2 + 1))
         print(f"{'deep stack':16s} bare f+b {tb:.3f} s, inspectr.inspect {tinsp:.3f} s: {tinsp / tb:.2f}x", flush=True)
     if not args.no_cli and not cuda:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
