@@ -280,6 +280,31 @@ def test_leaf_flops_equal_the_functional_watch_and_flop_counter():
     assert known.flops_forward[""] == counter.get_total_flops()
 
 
+def test_torchvision_stochastic_depth_runs_as_a_known_leaf_with_the_same_figures(monkeypatch):
+    # EfficientNet's blocks end in StochasticDepth: known once torchvision is imported, it runs
+    # outside the functional watch; its figures are those the watched run gives
+    from torchvision.ops import StochasticDepth
+
+    from inspectr.core.probe import flops
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), StochasticDepth(0.5, "row"), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+
+    x = torch.randn(6, 3, 16, 16)
+    assert flops.leaf_flops(StochasticDepth(0.5, "row")) is not None
+    known = inspectr.inspect(build(), inputs=x)
+    monkeypatch.delitem(flops.LEAF_FLOPS, StochasticDepth.forward)
+    assert flops.leaf_flops(StochasticDepth(0.5, "row")) is None
+    watched = inspectr.inspect(build(), inputs=x)
+    assert known.probe.ok and watched.probe.ok
+    for path in ("", "1"):
+        a, b = known.module(path), watched.module(path)
+        assert (a.flops_forward, a.flops_backward, a.stats, a.grad_norm) == (b.flops_forward, b.flops_backward,
+                                                                            b.stats, b.grad_norm), path
+    assert known.module("1").stats.zero_fraction > 0  # rows were dropped: the draw happened in both
+
+
 def test_functional_watch_is_back_on_after_a_leaf_raised_and_was_caught():
     class Forgiving(nn.Module):
         def __init__(self):

@@ -13,6 +13,7 @@ only when that gradient is needed (``requires_grad``); attention backward is 2.5
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -276,10 +277,32 @@ LEAF_FLOPS: dict[Any, LeafFlopFn] = {
 }
 
 
+# Leaves of packages inspectr does not import itself (``import torchvision`` costs seconds), known
+# once the model's own code has imported them: module -> class names whose forward counts nothing.
+# torchvision's StochasticDepth (every EfficientNet block) draws a noise tensor and multiplies:
+# four watched calls a block otherwise, at ~27 us each.
+_LATER_LEAVES = {"torchvision.ops.stochastic_depth": ("StochasticDepth",)}
+
+
+def _learn_later_leaves() -> None:
+    for name, classes in list(_LATER_LEAVES.items()):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for cls_name in classes:
+            cls = getattr(module, cls_name, None)
+            if cls is not None:
+                LEAF_FLOPS[cls.forward] = _leaf_none
+        del _LATER_LEAVES[name]
+
+
 def leaf_flops(mod: Any) -> LeafFlopFn | None:
     """How to count a known leaf module's FLOPs from the module itself, or None when its
     ``forward`` is not one inspectr knows (overridden, or a module with children)."""
     fn = LEAF_FLOPS.get(type(mod).forward)
+    if fn is None and _LATER_LEAVES and type(mod).__module__ in _LATER_LEAVES:
+        _learn_later_leaves()
+        fn = LEAF_FLOPS.get(type(mod).forward)
     if fn is None or any(c is not None for c in mod._modules.values()):
         return None
     return fn
