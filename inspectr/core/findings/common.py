@@ -1,7 +1,8 @@
 """Provides what the findings of the probe, of training steps and of a watched run share, free of
 torch (a run is read and judged without it): the thresholds they reuse, the deepest module path
-holding a set of paths, the highest paths of a set, and the frozen-BatchNorm finding. The thresholds are documented where
-they are applied (``findings.rules``, ``findings.training``, ``runs.findings``)."""
+holding a set of paths, the highest paths of a set, and the frozen-BatchNorm finding. The
+thresholds are documented where they are applied (``findings.rules``, ``findings.training``,
+``runs.findings``)."""
 
 from __future__ import annotations
 
