@@ -280,22 +280,33 @@ def test_leaf_flops_equal_the_functional_watch_and_flop_counter():
     assert known.flops_forward[""] == counter.get_total_flops()
 
 
-def test_torchvision_stochastic_depth_runs_as_a_known_leaf_with_the_same_figures(monkeypatch):
-    # EfficientNet's blocks end in StochasticDepth: known once torchvision is imported, it runs
-    # outside the functional watch; its figures are those the watched run gives
-    from torchvision.ops import StochasticDepth
+@pytest.mark.parametrize("package", ["torchvision", "timm"])
+def test_stochastic_depth_of_model_zoos_runs_as_a_known_leaf_with_the_same_figures(package, monkeypatch):
+    # EfficientNet's blocks end in torchvision's StochasticDepth, timm's in DropPath: known once
+    # the package is imported, they run outside the functional watch, with the figures the
+    # watched run gives
+    if package == "torchvision":
+        from torchvision.ops import StochasticDepth as Drop
+
+        def drop() -> nn.Module:
+            return Drop(0.5, "row")
+    else:
+        from timm.layers import DropPath as Drop
+
+        def drop() -> nn.Module:
+            return Drop(0.5)
 
     from inspectr.core.probe import flops
 
     def build() -> nn.Module:
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 8, 3), StochasticDepth(0.5, "row"), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+        return nn.Sequential(nn.Conv2d(3, 8, 3), drop(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
 
     x = torch.randn(6, 3, 16, 16)
-    assert flops.leaf_flops(StochasticDepth(0.5, "row")) is not None
+    assert flops.leaf_flops(drop()) is not None
     known = inspectr.inspect(build(), inputs=x)
-    monkeypatch.delitem(flops.LEAF_FLOPS, StochasticDepth.forward)
-    assert flops.leaf_flops(StochasticDepth(0.5, "row")) is None
+    monkeypatch.delitem(flops.LEAF_FLOPS, Drop.forward)
+    assert flops.leaf_flops(drop()) is None
     watched = inspectr.inspect(build(), inputs=x)
     assert known.probe.ok and watched.probe.ok
     for path in ("", "1"):

@@ -279,9 +279,9 @@ LEAF_FLOPS: dict[Any, LeafFlopFn] = {
 
 # Leaves of packages inspectr does not import itself (``import torchvision`` costs seconds), known
 # once the model's own code has imported them: module -> class names whose forward counts nothing.
-# torchvision's StochasticDepth (every EfficientNet block) draws a noise tensor and multiplies:
-# four watched calls a block otherwise, at ~27 us each.
-_LATER_LEAVES = {"torchvision.ops.stochastic_depth": ("StochasticDepth",)}
+# torchvision's StochasticDepth (every EfficientNet block) and timm's DropPath (most timm blocks)
+# draw a noise tensor and multiply: four watched calls a block otherwise, at ~27 us each.
+_LATER_LEAVES = {"torchvision.ops.stochastic_depth": ("StochasticDepth",), "timm.layers.drop": ("DropPath",)}
 
 
 def _learn_later_leaves() -> None:
