@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torchinfo
@@ -27,6 +28,17 @@ from inspectr.core.probe.options import ProbeOptions
 from inspectr.core.probe.run import run_probe
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds ``fn`` takes, with the GPU's queued work waited for on both sides."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def interleaved(fns: list, repeat: int) -> list[float]:
     """Median time of each function, run in turns so drifting machine load hits all alike."""
     for fn in fns:
@@ -34,13 +46,7 @@ def interleaved(fns: list, repeat: int) -> list[float]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[i].append(time.perf_counter() - t)
+            times[i].append(timed(fn))
     return [statistics.median(ts) for ts in times]
 
 
@@ -54,14 +60,7 @@ def blocked(fns: list, repeat: int, runs: int = 2) -> list[float]:
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             fn()
-            for _ in range(runs):
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                fn()
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                times[i].append(time.perf_counter() - t)
+            times[i] += [timed(fn) for _ in range(runs)]
     return [statistics.median(ts) for ts in times]
 
 
