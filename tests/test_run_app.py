@@ -21,6 +21,7 @@ from torch import nn
 import inspectr
 from inspectr.core.runs.listing import find_runs, list_runs
 from inspectr.core.runs.report import RunReport
+from inspectr.report.formatting import sci
 from inspectr.report.run_views import cost_line, heatmap, thin
 from inspectr.tui.run_app import RunApp
 from inspectr.tui.screens.run_picker import RunPickerScreen
@@ -314,6 +315,25 @@ def test_the_heatmap_fits_80_columns_uses_160_and_marks_non_finite(runs: Path) -
     assert "of 300 sampled steps" in narrow and "step 0" in narrow and "2990" in narrow
     sick = plain(heatmap(inspectr.load_run(runs / "sick"), "param_grad_norm", 60), 200)
     assert "✖" in sick
+
+
+def test_a_module_gone_non_finite_says_since_when_and_what_it_read_before(runs: Path) -> None:
+    from inspectr.report.run_views import latest_text, nonfinite_since
+
+    report = inspectr.load_run(runs / "sick")  # Inf from module 3 at step 7, sampled every 2 steps
+    steps = [s for s, _ in report.samples]
+    first_bad = min(s for s in steps if s >= 7)
+    last_good = max(s for s in steps if s < 7)
+    assert nonfinite_since(report, "2")[0] == first_bad
+    label = latest_text(report, "2", "param_grad_norm").plain
+    before = report.samples[steps.index(last_good)][1]["2"]["param_grad_norm"]
+    assert f"non-finite by step {first_bad}" in label
+    assert f"(step {last_good}: grad {sci(before)}" in label
+    # a healthy run's labels say nothing of it
+    healthy = inspectr.load_run(runs / "sweep" / "healthy")
+    since, finite = nonfinite_since(healthy, "0")
+    assert since is None and finite is not None and finite[0] == healthy.samples[-1][0]
+    assert "non-finite" not in latest_text(healthy, "0", "param_grad_norm").plain
 
 
 def test_the_cost_line_while_running_and_after(runs: Path) -> None:

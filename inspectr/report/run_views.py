@@ -67,8 +67,36 @@ def spark_values(report: RunReport, path: str, key: str) -> list[float]:
     return out
 
 
+def _shown(field: str, v: Any) -> str:
+    return f"{v:.0%}" if field == "dead_fraction" and math.isfinite(v) else sci(v)
+
+
+def _nonfinite(values: dict[str, Any]) -> bool:
+    return bool(values.get("nonfinite")) or any(
+        isinstance(v, float) and not math.isfinite(v) for v in (values.get(f) for f, _ in LATEST))
+
+
+def nonfinite_since(report: RunReport, path: str) -> tuple[int | None, tuple[int, dict[str, Any]] | None]:
+    """(the first sampled step of the module's latest run of non-finite samples, or None when its
+    latest sample is finite; (step, values) of its last finite sample before that, or None)."""
+    since: int | None = None
+    finite: tuple[int, dict[str, Any]] | None = None
+    for s, mods in report.samples:
+        values = mods.get(path)
+        if values is None:
+            continue
+        if _nonfinite(values):
+            if since is None:
+                since = s
+        else:
+            since, finite = None, (s, values)
+    return since, finite
+
+
 def latest_text(report: RunReport, path: str, key: str, spark: int = 8) -> Text:
-    """A tree label's tail: the module's latest values and a small history of ``key``."""
+    """A tree label's tail: the module's latest values and a small history of ``key``; a module
+    gone non-finite says by which sampled step (the first of its latest non-finite run: the
+    findings name the exact step) and what it read at its last finite sample."""
     got = latest(report, path)
     t = Text()
     if got is None:
@@ -78,11 +106,15 @@ def latest_text(report: RunReport, path: str, key: str, spark: int = 8) -> Text:
         v = values.get(field)
         if v is None:
             continue
-        shown = f"{v:.0%}" if field == "dead_fraction" else sci(v)
         t.append(f" {title} ", style="dim")
-        t.append(shown, style="bold red" if isinstance(v, float) and not math.isfinite(v) else "")
-    if values.get("nonfinite"):
-        t.append(" ✖ non-finite", style="bold red")
+        t.append(_shown(field, v), style="bold red" if isinstance(v, float) and not math.isfinite(v) else "")
+    if _nonfinite(values):
+        since, finite = nonfinite_since(report, path)
+        t.append(f" ✖ non-finite by step {since}", style="bold red")
+        if finite is not None:
+            step, before = finite
+            read = [f"{title} {_shown(f, before[f])}" for f, title in LATEST if before.get(f) is not None]
+            t.append(f" (step {step}: {' '.join(read)})" if read else f" (finite at step {step})", style="dim")
     vals = spark_values(report, path, key)
     if len(vals) > 1:
         t.append(" " + curve(vals[-spark * 4:], width=spark), style="cyan")
