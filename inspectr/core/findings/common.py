@@ -1,8 +1,8 @@
 """Provides what the findings of the probe, of training steps and of a watched run share, free of
 torch (a run is read and judged without it): the thresholds they reuse, the deepest module path
-holding a set of paths, the highest paths of a set, and the frozen-BatchNorm finding. The
-thresholds are documented where they are applied (``findings.rules``, ``findings.training``,
-``runs.findings``)."""
+holding a set of paths, a path's owner, the highest paths of a set, and the frozen-BatchNorm
+finding. The thresholds are documented where they are applied (``findings.rules``,
+``findings.training``, ``runs.findings``)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def common_ancestor(paths: list[str]) -> str:
     return ".".join(prefix)
 
 
+def owner_path(name: str) -> str:
+    """The module a dotted name lives in: a parameter's module, a module's parent ("" at the top)."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
 def highest_paths(paths: set[str]) -> list[str]:
     """The paths of ``paths`` with no module above them in it, sorted: where a finding about a
     whole set of modules (all their parameters unused, or stuck) is reported once. One walk up
@@ -47,7 +52,7 @@ def highest_paths(paths: set[str]) -> list[str]:
     for path in paths:
         above = path
         while above:
-            above = above.rsplit(".", 1)[0] if "." in above else ""
+            above = owner_path(above)
             if above in paths:
                 break
         else:

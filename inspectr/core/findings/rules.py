@@ -52,6 +52,7 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     VANISH_RATIO,
     common_ancestor,
     highest_paths,
+    owner_path,
 )
 from inspectr.core.findings.op_culprit import op_detail, op_sentence, origin_call, origin_detail
 from inspectr.core.findings.zero_init import (
@@ -300,15 +301,11 @@ def _gradients(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding
     return out
 
 
-def _owner(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else ""
-
-
 def _ancestors(path: str) -> list[str]:
     """``path`` and every module above it, up to the root ``""``."""
     out = [path]
     while path:
-        path = _owner(path)
+        path = owner_path(path)
         out.append(path)
     return out
 
@@ -319,7 +316,7 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
     unused = set(result.unused_params)
     owners: dict[str, int] = {}
     for name in unused:
-        owners[_owner(name)] = owners.get(_owner(name), 0) + 1
+        owners[owner_path(name)] = owners.get(owner_path(name), 0) + 1
     # one pass over the trainable parameters: which modules have a used one in their subtree
     has_used: set[str] = set()
     for r in rows:
@@ -329,7 +326,7 @@ def _unused(rows: tuple[ModuleRow, ...], result: ProbeResult) -> list[Finding]:
                 path: str | None = r.path
                 while path is not None and path not in has_used:  # what is above it is marked already
                     has_used.add(path)
-                    path = _owner(path) if path else None
+                    path = owner_path(path) if path else None
     # grow each owner to the largest module whose trainable parameters all went unused
     fully = {r.path for r in rows if r.trainable_params > 0 and r.path not in has_used}
     tops = highest_paths(fully)

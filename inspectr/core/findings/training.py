@@ -58,6 +58,7 @@ from inspectr.core.findings.common import (  # noqa: F401 (the thresholds are re
     UPDATE_SPREAD,
     frozen_batchnorm_finding,
     highest_paths,
+    owner_path,
 )
 from inspectr.core.findings.op_culprit import op_detail, op_sentence
 from inspectr.core.findings.rules import nonfinite_grad
@@ -330,7 +331,7 @@ def stuck_parameters(rows: tuple[ModuleRow, ...], run: TrainingRun, unused: set[
                 numel[f"{r.path}.{p.name}" if r.path else p.name] = p.numel
     below: dict[str, int] = {}
     for name in stuck:
-        path = name.rsplit(".", 1)[0] if "." in name else ""
+        path = owner_path(name)
         parts = path.split(".") if path else []
         for i in range(len(parts) + 1):
             key = ".".join(parts[:i])
@@ -339,7 +340,7 @@ def stuck_parameters(rows: tuple[ModuleRow, ...], run: TrainingRun, unused: set[
     tops = highest_paths(fully)
     leftover: dict[str, list[str]] = {}
     for name in sorted(stuck):
-        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        owner = owner_path(name)
         if not any(owner == t or t == "" or owner.startswith(t + ".") for t in tops):
             leftover.setdefault(owner, []).append(name.rsplit(".", 1)[-1])
     out = []
