@@ -71,9 +71,12 @@ def _shown(field: str, v: Any) -> str:
     return f"{v:.0%}" if field == "dead_fraction" and math.isfinite(v) else sci(v)
 
 
+def _bad(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
+
+
 def _nonfinite(values: dict[str, Any]) -> bool:
-    return bool(values.get("nonfinite")) or any(
-        isinstance(v, float) and not math.isfinite(v) for v in (values.get(f) for f, _ in LATEST))
+    return bool(values.get("nonfinite")) or any(_bad(values.get(f)) for f, _ in LATEST)
 
 
 def nonfinite_since(report: RunReport, path: str) -> tuple[int | None, tuple[int, dict[str, Any]] | None]:
@@ -107,7 +110,7 @@ def latest_text(report: RunReport, path: str, key: str, spark: int = 8) -> Text:
         if v is None:
             continue
         t.append(f" {title} ", style="dim")
-        t.append(_shown(field, v), style="bold red" if isinstance(v, float) and not math.isfinite(v) else "")
+        t.append(_shown(field, v), style="bold red" if _bad(v) else "")
     if _nonfinite(values):
         since, finite = nonfinite_since(report, path)
         t.append(f" ✖ non-finite by step {since}", style="bold red")
