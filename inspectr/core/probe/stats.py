@@ -349,12 +349,15 @@ class OutputStats:
         hi_u = _unit_max(v, True)
         sample = sample_of(x)
         # NaN and +Inf reach the maxima; a full sum finds -Inf too (a nonnegative output has
-        # none: its mean comes from the sample)
-        parts = [hi_u.min(), hi_u.max(), sample.sum() if nonneg else x.sum(), sum_sq(sample), sample.min()]
+        # none: its mean comes from the sample, its minimum is settled below)
+        parts = [hi_u.min(), hi_u.max(), sample.sum() if nonneg else x.sum(), sum_sq(sample)]
+        if not nonneg:
+            parts.append(sample.min())
         if not count_zeros:
             parts.append(_nonzero_of(sample))
         values = torch.stack(parts).tolist()
-        least_max, mx, total, sq, mn = values[:5]
+        least_max, mx, total, sq = values[:4]
+        mn = 0.0 if nonneg else values[4]
         if not (math.isfinite(mx) and math.isfinite(total) and math.isfinite(mn)):
             return None
         scale = n / sample.numel()
@@ -374,7 +377,7 @@ class OutputStats:
         if count_zeros:
             nz = count_nonzero(x, self._scratch(x), nonneg)
         else:
-            nz = values[5] * scale
+            nz = values[-1] * scale
             sampled |= SAMPLED_ZEROS
         if nonneg:  # the minimum of a nonnegative output is 0 wherever a value is
             mn = 0.0 if count_zeros and nz < n else float(x.min())
