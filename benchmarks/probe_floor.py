@@ -11,6 +11,13 @@ Two questions, each timed side by side in one process, interleaved, median of N 
   decision). The bare forward that does the same (own mode, autograd on) is the floor of any
   forward-only probe that keeps those promises; its ratio to torchinfo is printed next to ours,
   and torchinfo in train mode is shown as the like-for-like peer.
+- **The exact passes of a full probe** (torchvision models): the least any probe does whose
+  non-finite counts, dead units and gradient norms are exact (issue 18's decision): a forward
+  hook that sums every large output once (NaN/Inf reach a sum) and takes per-unit maxima of
+  activation outputs, small outputs copied and reduced in batches at the end, a tensor hook
+  that takes each large output gradient's sum of squares, small gradients retained, and a
+  saved-tensor hook that counts storages. No statistics beyond those, no rows, findings or
+  memory, the model not restored. Against the bare forward+backward and ``inspectr.inspect``.
 - **The deep stack** (20,002 modules, batch 4): the least any probe built on module hooks does
   for exact per-module statistics and gradient norms, stripped of everything else inspectr
   reports (rows, findings, memory, restoring the model): a pre/post hook per module, a stack
@@ -113,6 +120,87 @@ def minimal_probe(model: nn.Module, x: torch.Tensor, saved: bool, retain: bool, 
         model.zero_grad(set_to_none=True)
 
 
+def exact_pass_probe(model: nn.Module, x: torch.Tensor) -> None:
+    """One forward+backward that does only the exact work of a full probe (see the docstring)."""
+    from inspectr.core.probe.hooks import type_facts
+
+    small: list[torch.Tensor] = []
+    retained: list[torch.Tensor] = []
+    sums: list[torch.Tensor] = []
+    storages: dict[int, int] = {}
+
+    def grad_sq(g: torch.Tensor) -> None:
+        flat = g.reshape(-1)
+        sums.append(torch.dot(flat, flat))
+
+    def post(mod: nn.Module, args: tuple, out: object) -> None:
+        if type(out) is not torch.Tensor or not out.is_floating_point():
+            return
+        with torch.no_grad():
+            if out.numel() <= 1 << 14:
+                small.append(out.detach().clone())
+            else:
+                total = out.sum()
+                if type_facts(type(mod))[0] is not None and out.dim() >= 2:
+                    unit_max = out.detach().transpose(0, 1).reshape(out.shape[1], -1).amax(1)
+                    torch.stack([total, unit_max.min()]).tolist()
+                else:
+                    float(total)
+        if out.requires_grad:
+            if out.numel() <= 1 << 16:
+                out.retain_grad()
+                retained.append(out)
+            else:
+                out.register_hook(grad_sq)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[torch._C._storage_id(t)] = t.untyped_storage().nbytes()
+        return t
+
+    mods = list(model.modules())
+    for m in mods:
+        m._forward_hooks[-2] = post
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = model(x)
+        y.sum().backward()
+        with torch.no_grad():
+            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
+            for c in small:
+                by_shape.setdefault(c.shape, []).append(c)
+            for group in by_shape.values():
+                torch.stack(group).flatten(1).sum(1).tolist()
+            grads: dict[torch.Size, list[torch.Tensor]] = {}
+            for o in retained:
+                if o.grad is not None:
+                    grads.setdefault(o.grad.shape, []).append(o.grad)
+            for group in grads.values():
+                torch.linalg.vector_norm(torch.stack(group).flatten(1), dim=1).tolist()
+            if sums:
+                torch.stack(sums).tolist()
+    finally:
+        for m in mods:
+            m._forward_hooks.pop(-2, None)
+        model.zero_grad(set_to_none=True)
+
+
+def exact_floors(models: list[str], repeat: int) -> None:
+    import torchvision
+
+    print(f"{'model':16s} {'bare f+b':>8s} {'exact passes':>12s} {'inspectr':>8s} | {'floor/bare':>10s} {'ours/bare':>9s}")
+    for name in models:
+        model = torchvision.models.get_model(name, weights=None)
+        x = torch.randn(2, 3, 224, 224)
+
+        def bare() -> None:
+            model(x).sum().backward()
+            model.zero_grad(set_to_none=True)
+
+        fns = [bare, lambda: exact_pass_probe(model, x), lambda: inspectr.inspect(model, inputs=x)]
+        b, floor, ours = interleaved(fns, repeat)
+        print(f"{name:16s} {b:8.3f} {floor:12.3f} {ours:8.3f} | {floor / b:9.2f}x {ours / b:8.2f}x", flush=True)
+
+
 def deep_floor(repeat: int) -> None:
     model = deep_stack()
     x = torch.randn(4, 32)
@@ -148,6 +236,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, cpu, {args.threads} threads, median of {args.repeat}, interleaved")
     if args.models:
         forward_only_floors(args.models, args.repeat)
+        exact_floors(args.models, args.repeat)
     if not args.no_deep:
         deep_floor(max(3, args.repeat // 2))
 
