@@ -142,7 +142,8 @@ def exact_pass_probe(model: nn.Module, x: torch.Tensor) -> None:
             else:
                 total = out.sum()
                 if type_facts(type(mod))[0] is not None and out.dim() >= 2:
-                    unit_max = out.detach().transpose(0, 1).reshape(out.shape[1], -1).amax(1)
+                    rows = out.detach().reshape(out.shape[0], out.shape[1], -1)  # no copy
+                    unit_max = rows.amax(2).amax(0)
                     torch.stack([total, unit_max.min()]).tolist()
                 else:
                     float(total)
