@@ -34,7 +34,7 @@ import torchinfo
 import inspectr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_speed import blocked, deep_stack, interleaved  # noqa: E402
+from probe_speed import bare_step, blocked, deep_stack, interleaved  # noqa: E402
 
 _BARE_CLI = """
 import torch, torchvision
@@ -92,9 +92,7 @@ def main() -> None:
             with torch.no_grad():
                 model(x)
 
-        def bare() -> None:
-            model(x).sum().backward()
-            model.zero_grad(set_to_none=True)
+        bare = bare_step(model, x)
 
         def info() -> None:
             torchinfo.summary(model, input_data=x, verbose=0, device=dev)
@@ -113,9 +111,7 @@ def main() -> None:
         model = deep_stack().to(dev)
         x = torch.randn(4, 32, device=dev)
 
-        def bare_deep() -> None:
-            model(x).sum().backward()
-            model.zero_grad(set_to_none=True)
+        bare_deep = bare_step(model, x)
 
         def inspect_deep() -> None:
             inspectr.inspect(model, inputs=x, device=args.device)

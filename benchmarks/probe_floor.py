@@ -32,7 +32,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torchinfo
@@ -41,7 +41,7 @@ from torch import nn
 import inspectr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe_speed import deep_stack, interleaved  # noqa: E402
+from probe_speed import bare_step, deep_stack, interleaved  # noqa: E402
 
 
 def forward_only_floors(models: list[str], repeat: int) -> None:
@@ -76,6 +76,14 @@ def forward_only_floors(models: list[str], repeat: int) -> None:
               f"{floor / ti:7.2f}x {ours / ti:6.2f}x {ours / ti_train:9.2f}x {ours / floor:9.2f}x", flush=True)
 
 
+def stacked_by_shape(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors grouped by shape, each group stacked into rows: reduced a group at a time."""
+    groups: dict[torch.Size, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.shape, []).append(t)
+    return [torch.stack(group).flatten(1) for group in groups.values()]
+
+
 def minimal_probe(model: nn.Module, x: torch.Tensor, saved: bool, retain: bool, copy: bool) -> None:
     """The least a module-hook probe does for exact per-module output statistics and gradient
     norms; nothing else (no rows, findings or memory, the model is not restored)."""
@@ -101,18 +109,11 @@ def minimal_probe(model: nn.Module, x: torch.Tensor, saved: bool, retain: bool, 
         with counting:
             y = model(x)
         y.sum().backward()
-        by_shape: dict[torch.Size, list[torch.Tensor]] = {}
-        for c, _ in outs:
-            by_shape.setdefault(c.shape, []).append(c)
-        for group in by_shape.values():
-            rows = torch.stack(group).flatten(1)
+        for rows in stacked_by_shape(c for c, _ in outs):
             torch.stack([rows.sum(1), rows.amin(1), rows.amax(1), torch.linalg.vector_norm(rows, dim=1)], 1).tolist()
-        grads: dict[torch.Size, list[torch.Tensor]] = {}
-        for _, o in outs:
-            if retain and o.requires_grad and o.grad is not None:
-                grads.setdefault(o.grad.shape, []).append(o.grad)
-        for group in grads.values():
-            torch.linalg.vector_norm(torch.stack(group).flatten(1), dim=1).tolist()
+        grads = [o.grad for _, o in outs if retain and o.requires_grad and o.grad is not None]
+        for rows in stacked_by_shape(grads):
+            torch.linalg.vector_norm(rows, dim=1).tolist()
     finally:
         for m in mods:
             m._forward_pre_hooks.pop(-1, None)
@@ -166,17 +167,10 @@ def exact_pass_probe(model: nn.Module, x: torch.Tensor) -> None:
             y = model(x)
         y.sum().backward()
         with torch.no_grad():
-            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
-            for c in small:
-                by_shape.setdefault(c.shape, []).append(c)
-            for group in by_shape.values():
-                torch.stack(group).flatten(1).sum(1).tolist()
-            grads: dict[torch.Size, list[torch.Tensor]] = {}
-            for o in retained:
-                if o.grad is not None:
-                    grads.setdefault(o.grad.shape, []).append(o.grad)
-            for group in grads.values():
-                torch.linalg.vector_norm(torch.stack(group).flatten(1), dim=1).tolist()
+            for rows in stacked_by_shape(small):
+                rows.sum(1).tolist()
+            for rows in stacked_by_shape(o.grad for o in retained if o.grad is not None):
+                torch.linalg.vector_norm(rows, dim=1).tolist()
             if sums:
                 torch.stack(sums).tolist()
     finally:
@@ -193,11 +187,7 @@ def exact_floors(models: list[str], repeat: int) -> None:
         model = torchvision.models.get_model(name, weights=None)
         x = torch.randn(2, 3, 224, 224)
 
-        def bare() -> None:
-            model(x).sum().backward()
-            model.zero_grad(set_to_none=True)
-
-        fns = [bare, lambda: exact_pass_probe(model, x), lambda: inspectr.inspect(model, inputs=x)]
+        fns = [bare_step(model, x), lambda: exact_pass_probe(model, x), lambda: inspectr.inspect(model, inputs=x)]
         b, floor, ours = interleaved(fns, repeat)
         print(f"{name:16s} {b:8.3f} {floor:12.3f} {ours:8.3f} | {floor / b:9.2f}x {ours / b:8.2f}x", flush=True)
 
@@ -206,10 +196,6 @@ def deep_floor(repeat: int) -> None:
     model = deep_stack()
     x = torch.randn(4, 32)
 
-    def bare() -> None:
-        model(x).sum().backward()
-        model.zero_grad(set_to_none=True)
-
     variants = {
         "hooks + batched stats": (False, False, False),
         "+ saved-bytes hook": (True, False, False),
@@ -217,7 +203,7 @@ def deep_floor(repeat: int) -> None:
         "+ output copies": (False, False, True),
         "all of the above": (True, True, True),
     }
-    fns = [bare, *[(lambda v=v: minimal_probe(model, x, *v)) for v in variants.values()],
+    fns = [bare_step(model, x), *[(lambda v=v: minimal_probe(model, x, *v)) for v in variants.values()],
            lambda: inspectr.inspect(model, inputs=x)]
     times = interleaved(fns, repeat)
     print(f"deep stack (20,002 modules), bare forward+backward {times[0]:.3f} s")

@@ -39,6 +39,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+def bare_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """The bare forward+backward every benchmark compares against (gradients dropped after)."""
+
+    def run() -> None:
+        model(x).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
 def interleaved(fns: list, repeat: int) -> list[float]:
     """Median time of each function, run in turns so drifting machine load hits all alike."""
     for fn in fns:
@@ -90,9 +100,7 @@ def main() -> None:
         model = torchvision.models.get_model(name, weights=None).to(dev)
         x = torch.randn(2, 3, 224, 224, device=dev)
 
-        def bare() -> None:
-            model(x).sum().backward()
-            model.zero_grad(set_to_none=True)
+        bare = bare_step(model, x)
 
         def probe() -> None:
             run_probe(model, (x,), {}, ProbeOptions())
@@ -114,9 +122,7 @@ def main() -> None:
     model = deep_stack().to(dev)
     x = torch.randn(4, 32, device=dev)
 
-    def bare_deep() -> None:
-        model(x).sum().backward()
-        model.zero_grad(set_to_none=True)
+    bare_deep = bare_step(model, x)
 
     def inspect_deep() -> None:
         inspectr.inspect(model, inputs=x, device=args.device)
